@@ -1,0 +1,86 @@
+"""The episode schema: every array of a teleworld store, in one place (documented in docs/schema.md).
+
+Layout (time-major, episodes concatenated, like diffusion_policy's ReplayBuffer)::
+
+    root attrs  teleworld = {schema_version, scene, control_rate, cameras, image_size, action_spec, ...}
+    data/image_<camera>   (T, H, W, 3) uint8    camera frame observed at step t
+    data/action           (T, A)       float32  action applied after observing step t (clipped, as applied)
+    data/qpos             (T, nq)      float64
+    data/qvel             (T, nv)      float64
+    data/state            (T, nstate)  float64  mj_getState(mjSTATE_INTEGRATION): re-simulate from any step
+    data/sim_time         (T,)         float64  s
+    data/wall_time        (T,)         float64  s, time.monotonic() when the step was observed
+    data/reward           (T,)         float32
+    data/contact_count    (T,)         int32    rows of contacts/* that belong to step t
+    data/contact_summary  (T, G)       uint8    1 if contact group g touches at step t
+    contacts/geom         (N, 2)       int32    ragged over steps: step t owns rows
+    contacts/body         (N, 2)       int32        cumsum(contact_count)[t-1] .. cumsum(contact_count)[t]
+    contacts/pos          (N, 3)       float32  m, world frame
+    contacts/frame        (N, 9)       float32  contact frame (row 0 = normal)
+    contacts/force        (N, 6)       float32  normal, 2 friction forces, 3 torques in the contact frame
+    meta/episode_info     (E,)         str      JSON per episode: seed, device, length, timing health...
+    meta/episode_ends     (E,)         int64    exclusive cumulative ends: the commit point, written last
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+SCHEMA_VERSION = "1.0"
+ROOT_KEY = "teleworld"
+IMAGE_PREFIX = "image_"
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """Shape of one step (or one contact row) and its dtype."""
+
+    shape: tuple[int, ...]
+    dtype: str
+
+
+def step_specs(info: dict) -> dict[str, ArraySpec]:
+    """Per-step arrays under data/, derived from a scene's info dict."""
+    h, w = info["image_size"]
+    specs = {f"{IMAGE_PREFIX}{cam}": ArraySpec((h, w, 3), "uint8") for cam in info["cameras"]}
+    specs.update(
+        action=ArraySpec((len(info["action_spec"]["names"]),), "float32"),
+        qpos=ArraySpec((info["nq"],), "float64"),
+        qvel=ArraySpec((info["nv"],), "float64"),
+        state=ArraySpec((info["nstate"],), "float64"),
+        sim_time=ArraySpec((), "float64"),
+        wall_time=ArraySpec((), "float64"),
+        reward=ArraySpec((), "float32"),
+        contact_count=ArraySpec((), "int32"),
+        contact_summary=ArraySpec((len(info["contact_groups"]),), "uint8"),
+    )
+    return specs
+
+
+CONTACT_SPECS: dict[str, ArraySpec] = {
+    "geom": ArraySpec((2,), "int32"),
+    "body": ArraySpec((2,), "int32"),
+    "pos": ArraySpec((3,), "float32"),
+    "frame": ArraySpec((9,), "float32"),
+    "force": ArraySpec((6,), "float32"),
+}
+
+REQUIRED_INFO = ("scene", "control_rate", "cameras", "image_size", "action_spec", "nq", "nv", "nstate")
+
+
+def parse_version(version: str) -> tuple[int, int]:
+    """'1.0' -> (1, 0)."""
+    major, minor = str(version).split(".")[:2]
+    return int(major), int(minor)
+
+
+def image_key(camera: str) -> str:
+    """The data/ key holding a camera's frames."""
+    return f"{IMAGE_PREFIX}{camera}"
+
+
+def proprio(qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
+    """The proprioceptive vector a model sees: concat(qpos, qvel) as float32."""
+    return np.concatenate([qpos, qvel], axis=-1).astype(np.float32)

@@ -1,0 +1,98 @@
+"""EpisodeWriter: buffers steps in memory and writes whole chunks; commits an episode at its end."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from recorder.schema import CONTACT_SPECS, step_specs
+from recorder.store import EpisodeStore, chunk_steps
+from teleworld.errors import TeleworldError
+
+
+class EpisodeWriter:
+    """Streams one episode at a time into an EpisodeStore.
+
+    ``add(step, contacts)`` buffers; full chunks are written as they fill; ``end()`` writes the rest and
+    commits meta/episode_ends last, so a crash never leaves a half episode that looks committed.
+    """
+
+    def __init__(self, store: EpisodeStore):
+        store._require_writable()
+        self.store = store
+        self.specs = step_specs(store.info)
+        if store.uncommitted_steps():
+            store.truncate_uncommitted()
+        self.flush_every = min(chunk_steps(s) for s in self.specs.values())
+        self._steps: dict[str, list[np.ndarray]] = {}
+        self._contacts: dict[str, list[np.ndarray]] = {}
+        self._length = 0
+        self._meta: dict | None = None
+
+    @property
+    def recording(self) -> bool:
+        return self._meta is not None
+
+    @property
+    def length(self) -> int:
+        """Steps in the open episode."""
+        return self._length
+
+    def begin(self, **meta) -> None:
+        """Open an episode; ``meta`` (seed, device, operator...) is stored with it."""
+        if self.recording:
+            raise TeleworldError("an episode is already open; end or discard it first")
+        self._meta = {"start_time": time.time(), **meta}
+        self._reset_buffers()
+
+    def add(self, step: dict[str, np.ndarray], contacts: dict[str, np.ndarray]) -> None:
+        """Buffer one step (keys of data/) and its contact rows (keys of contacts/)."""
+        if not self.recording:
+            raise TeleworldError("no open episode; call begin() first")
+        action = np.asarray(step["action"])
+        if not np.all(np.isfinite(action)):
+            raise TeleworldError(f"refusing a non-finite action at step {self._length}: {action.tolist()}")
+        for key, spec in self.specs.items():
+            value = np.asarray(step[key], dtype=spec.dtype)
+            if value.shape != spec.shape:
+                raise TeleworldError(f"data/{key} expects shape {spec.shape}, got {value.shape}")
+            self._steps[key].append(value)
+        for key in CONTACT_SPECS:
+            self._contacts[key].append(np.asarray(contacts[key], dtype=CONTACT_SPECS[key].dtype))
+        self._length += 1
+        if len(self._steps["action"]) >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write buffered steps to the store (whole arrays at once, never one step per write)."""
+        if not self._steps or not self._steps["action"]:
+            return
+        for key, values in self._steps.items():
+            self.store.append(f"data/{key}", np.stack(values))
+        for key, rows in self._contacts.items():
+            spec = CONTACT_SPECS[key]
+            self.store.append(f"contacts/{key}", np.concatenate(rows).reshape(-1, *spec.shape))
+        self._reset_buffers()
+
+    def end(self, **meta) -> int:
+        """Write the rest of the episode and commit it; returns its index."""
+        if not self.recording:
+            raise TeleworldError("no open episode to end")
+        if self._length == 0:
+            raise TeleworldError("cannot save an empty episode")
+        self.flush()
+        info = {**self._meta, **meta, "length": self._length}
+        index = self.store.commit_episode(info)
+        self._meta, self._length = None, 0
+        return index
+
+    def discard(self) -> None:
+        """Drop the open episode: buffered steps and anything already flushed."""
+        self._reset_buffers()
+        self._meta, self._length = None, 0
+        self.store.truncate_uncommitted()
+
+    def _reset_buffers(self) -> None:
+        self._steps = {k: [] for k in self.specs}
+        self._contacts = {k: [] for k in CONTACT_SPECS}

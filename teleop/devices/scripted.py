@@ -1,0 +1,79 @@
+"""Scripted operators: data without a human, through the same Device interface."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from teleop.devices.base import Device
+from teleop.scenes.base import Observation
+from teleop.scenes.push import MAX_SPEED, PushScene
+
+PUSHER_RADIUS = 0.025
+BOX_HALF = 0.04
+
+
+class PushExpert(Device):
+    """A noisy expert for ``push``: walks behind the box, then pushes it toward a random target.
+
+    Targets change when reached or after a timeout. Gaussian noise with persistence (an
+    Ornstein-Uhlenbeck process) keeps the data diverse; ``noise`` sets its scale.
+    """
+
+    name = "scripted-push-expert"
+
+    def __init__(self, scene: PushScene, noise: float = 0.3, gain: float = 12.0, retarget_steps: int = 60):
+        super().__init__(scene.action_spec)
+        self.scene, self.noise, self.gain, self.retarget_steps = scene, noise, gain, retarget_steps
+
+    def on_reset(self, observation: Observation, rng: np.random.Generator) -> None:
+        self.rng = rng
+        self._ou = np.zeros(2)
+        self._new_target()
+
+    def _new_target(self) -> None:
+        self.target = self.rng.uniform(-0.17, 0.17, size=2)
+        self._steps_on_target = 0
+
+    def get_action(self, observation: Observation) -> np.ndarray:
+        pusher, box = self.scene.pusher_xy(), self.scene.box_xy()
+        self._steps_on_target += 1
+        to_target = self.target - box
+        if np.linalg.norm(to_target) < 0.03 or self._steps_on_target > self.retarget_steps:
+            self._new_target()
+            to_target = self.target - box
+        direction = to_target / (np.linalg.norm(to_target) + 1e-9)
+        behind = box - direction * (BOX_HALF * 1.4 + PUSHER_RADIUS + 0.01)
+        offset = pusher - box
+        aligned = np.dot(offset, -direction) > 0.8 * np.linalg.norm(offset)
+        if aligned and np.linalg.norm(pusher - behind) < 0.05:
+            goal = box + direction * 0.05  # push through the box's centre
+        elif np.dot(offset, direction) > -0.02 and np.linalg.norm(offset) < 0.12:
+            # on the wrong side: walk around the box, keeping clear of it
+            side = np.array([-direction[1], direction[0]])
+            side *= np.sign(np.dot(offset, side)) or 1.0
+            goal = box + side * 0.1 - direction * 0.04
+        else:
+            goal = behind
+        velocity = np.clip(self.gain * (goal - pusher), -MAX_SPEED, MAX_SPEED) / MAX_SPEED
+        self._ou = 0.8 * self._ou + self.rng.normal(0.0, self.noise, size=2)
+        return self.action_spec.clip(velocity + self._ou)
+
+
+class RandomPersistent(Device):
+    """Random actions held for a random number of steps (exploration, any scene)."""
+
+    name = "scripted-random"
+
+    def __init__(self, action_spec, mean_hold: int = 8):
+        super().__init__(action_spec)
+        self.mean_hold = mean_hold
+
+    def on_reset(self, observation: Observation, rng: np.random.Generator) -> None:
+        self.rng, self._hold, self._action = rng, 0, np.zeros(self.action_spec.size, np.float32)
+
+    def get_action(self, observation: Observation) -> np.ndarray:
+        if self._hold <= 0:
+            self._action = self.rng.uniform(self.action_spec.low, self.action_spec.high).astype(np.float32)
+            self._hold = int(self.rng.geometric(1.0 / self.mean_hold))
+        self._hold -= 1
+        return self._action
