@@ -77,3 +77,10 @@ class RandomPersistent(Device):
             self._hold = int(self.rng.geometric(1.0 / self.mean_hold))
         self._hold -= 1
         return self._action
+
+
+def scripted_operator(scene) -> Device:
+    """The default scripted operator of a scene: its expert when it has one, else persistent random actions."""
+    if isinstance(scene, PushScene):
+        return PushExpert(scene)
+    return RandomPersistent(scene.action_spec)

@@ -1,0 +1,1 @@
+"""Imagined-vs-real rollouts, metrics, videos and plots."""

@@ -1,0 +1,49 @@
+"""replay's sub-commands: `teleworld replay` and the end-to-end `teleworld demo`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+
+def replay_command(
+    model: Path = typer.Option(..., "--model", help="Run directory or checkpoint file."),
+    data: Path = typer.Option(..., "--data", help="Episode store to replay."),
+    out: Path = typer.Option(..., "--out", help="Directory for metrics.json, psnr.png, rollouts.mp4."),
+    context: int = typer.Option(5, help="Real frames observed before imagining (K)."),
+    horizon: int = typer.Option(50, help="Open-loop steps imagined with the real actions (H)."),
+    windows: int = typer.Option(16, help="Windows drawn from held-out episodes."),
+    seed: int = typer.Option(0, help="Seed of the window draw."),
+    device: str = typer.Option("cpu", help="cpu, cuda or auto."),
+) -> None:
+    """Compare imagined rollouts with the real ones on held-out episodes."""
+    from replay.evaluate import evaluate
+    from train.loop import resolve_device
+
+    metrics = evaluate(model, data, out, context, horizon, windows, seed, resolve_device(device))
+    psnr = metrics["mean"]["psnr"]
+    Console().print(f"PSNR model {psnr['model']:.2f} dB vs copy-last {psnr['copy_last']:.2f} dB; report in {out}")
+
+
+def demo_command(
+    out: Path = typer.Option(Path("demo_out"), "--out", help="Fresh directory for every output."),
+    episodes: int = typer.Option(60, help="Scripted episodes to record."),
+    steps: int = typer.Option(120, help="Steps per episode."),
+    train_steps: int = typer.Option(1500, help="Training steps."),
+    config: str = typer.Option("small", help="Model config name."),
+    horizon: int = typer.Option(50, help="Open-loop steps imagined in the replay."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+) -> None:
+    """Run the whole path on the default scene: scripted teleop -> record -> train -> replay."""
+    from replay.demo import run_demo
+    from train.loop import resolve_device
+
+    run_demo(out, episodes=episodes, steps=steps, train_steps=train_steps, config=config, horizon=horizon,
+             device=resolve_device(device))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("replay")(replay_command)
+    app.command("demo")(demo_command)

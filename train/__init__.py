@@ -1,0 +1,1 @@
+"""Datasets, the action-conditioned world model, and its trainer."""

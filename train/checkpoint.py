@@ -1,0 +1,69 @@
+"""Checkpoints: a plain dict of tensors and primitives, written atomically, read with weights_only=True."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from recorder.schema import SCHEMA_VERSION
+from teleworld.errors import TeleworldError
+from train.dataset import DataSpec
+from train.model import WorldModel, WorldModelConfig
+
+FORMAT = "teleworld-world-model"
+FORMAT_VERSION = 1
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def save_checkpoint(path: str | os.PathLike, model: WorldModel, spec: DataSpec, step: int, extra: dict | None = None) -> Path:
+    """Write model weights, the config to rebuild it and the data spec; temp file + rename, never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "schema_version": SCHEMA_VERSION,
+        "config": model.cfg.to_dict(),
+        "data_spec": vars(spec).copy(),
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "step": int(step),
+        **(extra or {}),
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a checkpoint dict without executing code; refuse anything that is not a teleworld model."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.exists():
+        raise TeleworldError(f"no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TeleworldError(f"{path} is not a loadable teleworld checkpoint ({first[:120]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise TeleworldError(f"{path} is not a teleworld world-model checkpoint")
+    if ckpt.get("format_version", 0) > FORMAT_VERSION:
+        raise TeleworldError(f"{path} was written by a newer teleworld (format {ckpt['format_version']})")
+    return ckpt
+
+
+def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[WorldModel, DataSpec, dict]:
+    """Rebuild the model from a checkpoint; returns (model in eval mode, its data spec, the raw dict)."""
+    ckpt = read_checkpoint(path)
+    model = WorldModel(WorldModelConfig.from_dict(ckpt["config"]))
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise TeleworldError(f"checkpoint weights do not fit its own config: {str(exc).splitlines()[0]}") from None
+    return model.to(device).eval(), DataSpec(**ckpt["data_spec"]), ckpt

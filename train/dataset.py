@@ -1,0 +1,85 @@
+"""Episodes in RAM as model-ready arrays, and random windows drawn from them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from recorder import EpisodeStore
+from recorder.schema import image_key, proprio
+from teleworld.errors import TeleworldError
+from train.windows import make_windows
+
+
+@dataclass
+class DataSpec:
+    """What a model trained on a dataset expects; stored in checkpoints and checked against new data."""
+
+    scene: str
+    camera: str
+    image_size: int
+    action_names: list[str]
+    proprio_dim: int
+    contact_dim: int
+
+    @classmethod
+    def from_store(cls, store: EpisodeStore, camera: str | None = None) -> "DataSpec":
+        info = store.info
+        camera = camera or info["cameras"][0]
+        if camera not in info["cameras"]:
+            raise TeleworldError(f"dataset has no camera {camera!r}; it has {', '.join(info['cameras'])}")
+        h, w = info["image_size"]
+        if h != w or h % 16:
+            raise TeleworldError(f"the world model needs square frames with a side divisible by 16, got {h}x{w}")
+        return cls(
+            scene=info["scene"],
+            camera=camera,
+            image_size=int(h),
+            action_names=list(info["action_spec"]["names"]),
+            proprio_dim=int(info["nq"] + info["nv"]),
+            contact_dim=len(info["contact_groups"]),
+        )
+
+    def check_compatible(self, other: "DataSpec") -> None:
+        """Raise a one-line error naming the first field where a model's data and this data disagree."""
+        for field in ("scene", "camera", "image_size", "action_names", "proprio_dim", "contact_dim"):
+            mine, theirs = getattr(self, field), getattr(other, field)
+            if mine != theirs:
+                raise TeleworldError(f"model was trained on {field}={mine!r} but the data has {field}={theirs!r}")
+
+
+class EpisodeArrays:
+    """The arrays a world model needs, loaded once into RAM, with episode boundaries."""
+
+    def __init__(self, store: EpisodeStore, spec: DataSpec):
+        n = store.num_steps
+        if n == 0:
+            raise TeleworldError(f"{store.path} holds no committed episodes")
+        self.spec = spec
+        self.episode_ends = store.episode_ends
+        self.frames = store.array(image_key(spec.camera))[:n]  # (N, H, W, 3) uint8
+        self.action = store.array("action")[:n].astype(np.float32)
+        self.proprio = proprio(store.array("qpos")[:n], store.array("qvel")[:n])
+        self.contact = store.array("contact_summary")[:n].astype(np.float32)
+        if not np.isfinite(self.action).all():
+            raise TeleworldError(f"{store.path} has non-finite actions; run `teleworld data validate`")
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self.episode_ends)
+
+    def windows(self, length: int, episodes: np.ndarray | None = None) -> np.ndarray:
+        return make_windows(self.episode_ends, length, episodes)
+
+    def batch(self, starts: np.ndarray, length: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        """Gather windows [start, start+length) into model tensors (B, T, ...)."""
+        idx = np.asarray(starts)[:, None] + np.arange(length)[None]
+        frames = torch.from_numpy(self.frames[idx]).to(device, non_blocking=True)
+        return {
+            "image": frames.permute(0, 1, 4, 2, 3).float().div_(255.0),
+            "action": torch.from_numpy(self.action[idx]).to(device),
+            "proprio": torch.from_numpy(self.proprio[idx]).to(device),
+            "contact": torch.from_numpy(self.contact[idx]).to(device),
+        }

@@ -1,0 +1,286 @@
+"""An action-conditioned latent world model: conv encoder -> RSSM (GRU + categorical latent) -> decoders.
+
+Verbs (DreamerV3's vocabulary): ``initial(batch)``, ``observe(embeds, actions)``, ``imagine(state, actions)``,
+``decode(feat)``, ``loss(batch)``. Time convention (docs/schema.md): frame t is observed, then action t is
+applied; so the latent at t+1 is ``img_step(latent_t, action_t)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class WorldModelConfig:
+    """Sizes of the model. ``action_dim``/``proprio_dim``/``contact_dim``/``image_size`` come from the data."""
+
+    image_size: int = 64
+    action_dim: int = 2
+    proprio_dim: int = 0
+    contact_dim: int = 0
+    depth: int = 16  # channels of the first conv layer; doubles per layer
+    deter: int = 256  # GRU state size
+    groups: int = 16  # categorical latent: groups x classes
+    classes: int = 16
+    hidden: int = 256
+    unimix: float = 0.01
+    free_nats: float = 1.0
+    kl_dyn: float = 1.0
+    kl_rep: float = 0.1
+    openloop_steps: int = 3  # extra imagination steps trained against the truth
+    openloop_weight: float = 0.5
+
+    @property
+    def stoch(self) -> int:
+        return self.groups * self.classes
+
+    @property
+    def feat(self) -> int:
+        return self.deter + self.stoch
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "WorldModelConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _mlp(inp: int, hidden: int, out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(inp, hidden), nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, out))
+
+
+def symlog(x: torch.Tensor) -> torch.Tensor:
+    return torch.sign(x) * torch.log1p(x.abs())
+
+
+def symexp(x: torch.Tensor) -> torch.Tensor:
+    return torch.sign(x) * torch.expm1(x.abs())
+
+
+class Encoder(nn.Module):
+    """(N, 3, S, S) in [0, 1] -> (N, embed). Four stride-2 convs down to S/16."""
+
+    def __init__(self, cfg: WorldModelConfig):
+        super().__init__()
+        d, layers, ch = cfg.depth, [], 3
+        for i in range(4):
+            layers += [nn.Conv2d(ch, d * 2**i, 4, 2, 1), nn.GroupNorm(1, d * 2**i), nn.SiLU()]
+            ch = d * 2**i
+        self.net = nn.Sequential(*layers, nn.Flatten())
+        self.out_dim = ch * (cfg.image_size // 16) ** 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x - 0.5)
+
+
+class Decoder(nn.Module):
+    """(N, feat) -> (N, 3, S, S) image in [0, 1] (unbounded; MSE target)."""
+
+    def __init__(self, cfg: WorldModelConfig):
+        super().__init__()
+        d, self.side = cfg.depth, cfg.image_size // 16
+        self.ch = d * 8
+        self.fc = nn.Linear(cfg.feat, self.ch * self.side**2)
+        layers, ch = [], self.ch
+        for i in reversed(range(3)):
+            layers += [nn.ConvTranspose2d(ch, d * 2**i, 4, 2, 1), nn.GroupNorm(1, d * 2**i), nn.SiLU()]
+            ch = d * 2**i
+        layers.append(nn.ConvTranspose2d(ch, 3, 4, 2, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, feat: torch.Tensor) -> torch.Tensor:
+        x = self.fc(feat).view(-1, self.ch, self.side, self.side)
+        return self.net(x) + 0.5
+
+
+class RSSM(nn.Module):
+    """Recurrent state-space model. A state is a dict: deter (N, D), stoch (N, G*C), logits (N, G, C)."""
+
+    def __init__(self, cfg: WorldModelConfig, embed_dim: int):
+        super().__init__()
+        self.cfg = cfg
+        self.inp = nn.Sequential(nn.Linear(cfg.stoch + cfg.action_dim, cfg.hidden), nn.LayerNorm(cfg.hidden), nn.SiLU())
+        self.gru = nn.GRUCell(cfg.hidden, cfg.deter)
+        self.prior_net = _mlp(cfg.deter, cfg.hidden, cfg.stoch)
+        self.post_net = _mlp(cfg.deter + embed_dim, cfg.hidden, cfg.stoch)
+
+    def initial(self, batch: int, device: torch.device) -> dict[str, torch.Tensor]:
+        """The zero state every sequence starts from."""
+        cfg = self.cfg
+        return {
+            "deter": torch.zeros(batch, cfg.deter, device=device),
+            "stoch": torch.zeros(batch, cfg.stoch, device=device),
+            "logits": torch.zeros(batch, cfg.groups, cfg.classes, device=device),
+        }
+
+    def _latent(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unimix logits and a straight-through one-hot sample, flattened."""
+        cfg = self.cfg
+        probs = F.softmax(logits.float().view(-1, cfg.groups, cfg.classes), -1)
+        probs = (1 - cfg.unimix) * probs + cfg.unimix / cfg.classes
+        logits = probs.log()
+        if self.training:
+            index = torch.multinomial(probs.view(-1, cfg.classes), 1).view(-1, cfg.groups)
+        else:  # the mode: deterministic rollouts at evaluation
+            index = probs.argmax(-1)
+        onehot = F.one_hot(index, cfg.classes).float()
+        sample = onehot + probs - probs.detach()
+        return logits, sample.flatten(1)
+
+    def img_step(self, state: dict, action: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Prior of the next state from the current state and the action applied in it."""
+        x = self.inp(torch.cat([state["stoch"], action], -1))
+        deter = self.gru(x.float(), state["deter"].float())  # recurrent state in fp32
+        logits, stoch = self._latent(self.prior_net(deter))
+        return {"deter": deter, "stoch": stoch, "logits": logits}
+
+    def obs_step(self, state: dict, action: torch.Tensor, embed: torch.Tensor) -> tuple[dict, dict]:
+        """(posterior, prior) of the next state given its observation embedding."""
+        prior = self.img_step(state, action)
+        logits, stoch = self._latent(self.post_net(torch.cat([prior["deter"], embed], -1)))
+        return {"deter": prior["deter"], "stoch": stoch, "logits": logits}, prior
+
+    def observe(self, embeds: torch.Tensor, actions: torch.Tensor, state: dict | None = None) -> tuple[dict, dict]:
+        """Filter a sequence. embeds (B, T, E); actions (B, T, A) with action t applied after frame t.
+
+        Returns posteriors and priors stacked over time, each value (B, T, ...).
+        """
+        B, T = embeds.shape[:2]
+        state = state or self.initial(B, embeds.device)
+        prev_action = torch.zeros_like(actions[:, 0]) if state is None or "action" not in state else state["action"]
+        posts, priors = [], []
+        for t in range(T):
+            post, prior = self.obs_step(state, prev_action, embeds[:, t])
+            posts.append(post)
+            priors.append(prior)
+            state, prev_action = post, actions[:, t]
+        return _stack(posts), _stack(priors)
+
+    def imagine(self, state: dict, actions: torch.Tensor) -> dict:
+        """Roll the prior forward open loop. state: one (B, ...) state; actions (B, H, A). Returns (B, H, ...)."""
+        priors = []
+        for h in range(actions.shape[1]):
+            state = self.img_step(state, actions[:, h])
+            priors.append(state)
+        return _stack(priors)
+
+    @staticmethod
+    def feat(state: dict) -> torch.Tensor:
+        return torch.cat([state["deter"], state["stoch"]], -1)
+
+    def kl(self, post: dict, prior: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(dynamics, representation) KL terms per step, each clipped below at free nats; fp32."""
+        def kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
+            p = p_logits.float().softmax(-1)
+            return (p * (p_logits.float().log_softmax(-1) - q_logits.float().log_softmax(-1))).sum((-1, -2))
+
+        dyn = kl(post["logits"].detach(), prior["logits"])
+        rep = kl(post["logits"], prior["logits"].detach())
+        free = self.cfg.free_nats
+        return dyn.clamp(min=free), rep.clamp(min=free)
+
+
+def _stack(states: list[dict]) -> dict[str, torch.Tensor]:
+    return {k: torch.stack([s[k] for s in states], 1) for k in states[0]}
+
+
+def _flat(state: dict) -> dict:
+    return {k: v.flatten(0, 1) for k, v in state.items()}
+
+
+class WorldModel(nn.Module):
+    """Encoder + RSSM + heads for image, proprio (symlog) and contacts (Bernoulli)."""
+
+    def __init__(self, cfg: WorldModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.rssm = RSSM(cfg, self.encoder.out_dim)
+        self.decoder = Decoder(cfg)
+        self.proprio_head = _mlp(cfg.feat, cfg.hidden, cfg.proprio_dim) if cfg.proprio_dim else None
+        self.contact_head = _mlp(cfg.feat, cfg.hidden, cfg.contact_dim) if cfg.contact_dim else None
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, T, 3, S, S) in [0, 1] -> embeds (B, T, E)."""
+        B, T = images.shape[:2]
+        return self.encoder(images.flatten(0, 1)).view(B, T, -1)
+
+    def decode(self, feat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """feat (B, T, F) -> image (B, T, 3, S, S), proprio (B, T, P) in original units, contact logits."""
+        B, T = feat.shape[:2]
+        flat = feat.flatten(0, 1)
+        out = {"image": self.decoder(flat).view(B, T, 3, self.cfg.image_size, self.cfg.image_size)}
+        if self.proprio_head is not None:
+            out["proprio"] = symexp(self.proprio_head(flat).view(B, T, -1))
+        if self.contact_head is not None:
+            out["contact_logits"] = self.contact_head(flat).view(B, T, -1)
+        return out
+
+    def observe(self, images: torch.Tensor, actions: torch.Tensor) -> tuple[dict, dict]:
+        """Posteriors and priors for a sequence of frames and the actions applied after each."""
+        return self.rssm.observe(self.encode(images), actions)
+
+    def imagine(self, state: dict, actions: torch.Tensor) -> dict:
+        """Open-loop states after applying ``actions`` (B, H, A) from ``state``."""
+        return self.rssm.imagine(state, actions)
+
+    @torch.no_grad()
+    def open_loop(self, images: torch.Tensor, actions: torch.Tensor, context: int) -> dict[str, torch.Tensor]:
+        """Observe ``context`` frames, then imagine the rest with the real actions.
+
+        images (B, K+H, 3, S, S); actions (B, K+H, A). Returns decoded predictions for steps K..K+H-1
+        and the reconstructions of the K context frames.
+        """
+        posts, _ = self.observe(images[:, :context], actions[:, :context])
+        last = {k: v[:, -1] for k, v in posts.items()}
+        horizon = images.shape[1] - context
+        priors = self.imagine(last, actions[:, context - 1 : context - 1 + horizon])
+        pred = self.decode(self.rssm.feat(priors))
+        pred["recon"] = self.decode(self.rssm.feat(posts))["image"]
+        return pred
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Total loss and its named terms. batch: image (B,T,3,S,S), action (B,T,A), proprio, contact."""
+        cfg = self.cfg
+        images, actions = batch["image"], batch["action"]
+        posts, priors = self.observe(images, actions)
+        feat = self.rssm.feat(posts)
+        out = self.decode(feat)
+        terms = {"image": _sum_sq(out["image"], images, 3)}
+        if self.proprio_head is not None:
+            terms["proprio"] = _sum_sq(symlog(out["proprio"]), symlog(batch["proprio"]), 1)
+        if self.contact_head is not None:
+            terms["contact"] = F.binary_cross_entropy_with_logits(
+                out["contact_logits"], batch["contact"], reduction="none"
+            ).sum(-1).mean()
+        dyn, rep = self.rssm.kl(posts, priors)
+        terms["kl_dyn"], terms["kl_rep"] = dyn.mean(), rep.mean()
+        total = sum(v for k, v in terms.items() if not k.startswith("kl")) + cfg.kl_dyn * terms["kl_dyn"] + cfg.kl_rep * terms["kl_rep"]
+        if cfg.openloop_steps > 0 and images.shape[1] > cfg.openloop_steps:
+            terms["openloop"] = self._openloop_loss(posts, batch)
+            total = total + cfg.openloop_weight * terms["openloop"]
+        terms["total"] = total
+        return total, terms
+
+    def _openloop_loss(self, posts: dict, batch: dict) -> torch.Tensor:
+        """Image error after imagining n steps from every posterior (the quantity replay measures)."""
+        n = self.cfg.openloop_steps
+        images, actions = batch["image"], batch["action"]
+        B, T = images.shape[:2]
+        starts = {k: v[:, : T - n] for k, v in posts.items()}  # (B, T-n, ...)
+        state = _flat(starts)
+        for j in range(n):
+            state = self.rssm.img_step(state, actions[:, j : T - n + j].flatten(0, 1))
+        pred = self.decoder(self.rssm.feat(state)).view(B, T - n, *images.shape[2:])
+        return _sum_sq(pred, images[:, n:], 3)
+
+
+def _sum_sq(pred: torch.Tensor, target: torch.Tensor, event_dims: int) -> torch.Tensor:
+    """Squared error summed over the last ``event_dims`` dims, averaged over the rest."""
+    return (pred.float() - target.float()).pow(2).flatten(-event_dims).sum(-1).mean()
