@@ -238,7 +238,7 @@ class EpisodeStore:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             pid = int(lock.read_text().strip() or 0)
-            if pid and pid != os.getpid() and _alive(pid):
+            if pid and _alive(pid):
                 raise TeleworldError(f"{self.path} is being written by process {pid}; one writer at a time") from None
             lock.unlink(missing_ok=True)  # stale lock of a dead process
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)

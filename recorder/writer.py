@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from recorder.schema import CONTACT_SPECS, step_specs
-from recorder.store import EpisodeStore, chunk_steps
+from recorder.store import EpisodeStore
 from teleworld.errors import TeleworldError
 
 
@@ -24,7 +24,7 @@ class EpisodeWriter:
         self.specs = step_specs(store.info)
         if store.uncommitted_steps():
             store.truncate_uncommitted()
-        self.flush_every = min(chunk_steps(s) for s in self.specs.values())
+        self.flush_every = min(store.root[f"data/{k}"].chunks[0] for k in self.specs)
         self._steps: dict[str, list[np.ndarray]] = {}
         self._contacts: dict[str, list[np.ndarray]] = {}
         self._length = 0

@@ -1,0 +1,77 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from recorder import EpisodeStore
+from teleworld.errors import TeleworldError
+from train.checkpoint import load_model, read_checkpoint, save_checkpoint
+from train.configs import make_config
+from train.dataset import DataSpec, EpisodeArrays
+from train.loop import train
+
+
+@pytest.fixture(scope="module")
+def data(push_store):
+    store = EpisodeStore.open(push_store)
+    return EpisodeArrays(store, DataSpec.from_store(store))
+
+
+def test_tiny_model_loss_falls(data, tmp_path):
+    cfg = make_config("tiny", steps=60, lr=2e-3)
+    result = train(data, cfg, tmp_path, show_progress=False)
+    totals = [row["total"] for row in result["history"]]
+    assert np.mean(totals[-2:]) < 0.7 * totals[0]
+
+
+def test_checkpoint_reloads_and_predicts_the_same(data, tmp_path):
+    result = train(data, make_config("tiny", steps=3), tmp_path, show_progress=False)
+    model = result["model"].eval()
+    batch = data.batch(np.array([0, 30]), 12)
+    before = model.open_loop(batch["image"], batch["action"], context=4)
+    loaded, spec, ckpt = load_model(tmp_path)
+    after = loaded.open_loop(batch["image"], batch["action"], context=4)
+    assert ckpt["step"] == 3 and spec == data.spec
+    for key in before:
+        assert torch.equal(before[key], after[key]), key
+
+
+def test_actions_change_the_imagined_future(data, tmp_path):
+    model = train(data, make_config("tiny", steps=2), tmp_path, show_progress=False)["model"].eval()
+    batch = data.batch(np.array([0]), 12)
+    real = model.open_loop(batch["image"], batch["action"], context=4)["image"]
+    other = model.open_loop(batch["image"], -batch["action"], context=4)["image"]
+    assert not torch.equal(real, other)
+
+
+def test_checkpoints_of_other_formats_are_refused_without_executing(tmp_path):
+    class Boom:
+        def __reduce__(self):
+            return (exec, ("open('%s', 'w').write('pwned')" % (tmp_path / "pwned"),))
+
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps(Boom()))
+    with pytest.raises(TeleworldError, match="not a loadable teleworld checkpoint"):
+        read_checkpoint(evil)
+    torch.save({"evil": Boom()}, tmp_path / "evil2.pt")
+    with pytest.raises(TeleworldError, match="not a loadable teleworld checkpoint"):
+        read_checkpoint(tmp_path / "evil2.pt")
+    assert not (tmp_path / "pwned").exists()
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, tmp_path / "other.pt")
+    with pytest.raises(TeleworldError, match="not a teleworld world-model checkpoint"):
+        read_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(TeleworldError, match="no checkpoint at"):
+        read_checkpoint(tmp_path / "absent.pt")
+
+
+def test_mismatched_data_is_refused(data):
+    other = DataSpec(**{**vars(data.spec), "image_size": 96})
+    with pytest.raises(TeleworldError, match="image_size=64 but the data has image_size=96"):
+        data.spec.check_compatible(other)
+
+
+def test_checkpoint_is_written_atomically(data, tmp_path):
+    model = train(data, make_config("tiny", steps=1), tmp_path, show_progress=False)["model"]
+    path = save_checkpoint(tmp_path / "c.pt", model, data.spec, 7)
+    assert path.exists() and not (tmp_path / "c.pt.tmp").exists()

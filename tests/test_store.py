@@ -1,0 +1,125 @@
+import json
+
+import numpy as np
+import pytest
+import zarr
+
+from recorder import EpisodeStore, EpisodeWriter
+from teleop.loop import step_record
+from teleop.scenes import load
+from teleworld.errors import TeleworldError
+
+
+def _record_in_memory(scene, seed, steps):
+    """Run the scene and return what the writer is given, to compare with what is read back."""
+    obs = scene.reset(seed)
+    rng = np.random.default_rng(seed)
+    records = []
+    for t in range(steps):
+        action = scene.action_spec.clip(rng.uniform(-1, 1, 2))
+        records.append(step_record(obs, action, wall_time=float(t)))
+        obs = scene.step(action)
+    return records
+
+
+def test_roundtrip_of_every_array_contacts_and_boundaries(tmp_path):
+    scene = load("push")
+    episodes = [_record_in_memory(scene, seed, steps) for seed, steps in [(0, 7), (1, 40), (2, 3)]]
+    with EpisodeStore.create(tmp_path / "s.zarr", scene.info(), chunk_bytes=64 * 1024) as store:
+        writer = EpisodeWriter(store)
+        for seed, records in enumerate(episodes):
+            writer.begin(seed=seed)
+            for step, contacts in records:
+                writer.add(step, contacts)
+            writer.end(success=True)
+    store = EpisodeStore.open(tmp_path / "s.zarr")
+    assert store.episode_ends.tolist() == [7, 47, 50]
+    for i, records in enumerate(episodes):
+        ep = store.episode(i)
+        for key in ep:
+            expected = np.stack([np.asarray(step[key]) for step, _ in records]).astype(ep[key].dtype)
+            assert np.array_equal(ep[key], expected), key
+        offsets, rows = store.episode_contacts(i)
+        for t, (_, contacts) in enumerate(records):
+            for key, value in contacts.items():
+                assert np.array_equal(rows[key][offsets[t] : offsets[t + 1]], value), (i, t, key)
+        assert store.episode_info(i)["seed"] == i and store.episode_info(i)["length"] == len(records)
+    assert store.info["scene"] == "push" and store.info["schema_version"] == "1.0"
+
+
+def test_open_episode_is_not_visible_and_is_dropped_on_reopen(tmp_path):
+    scene = load("push")
+    store = EpisodeStore.create(tmp_path / "s.zarr", scene.info(), chunk_bytes=12288 * 4)
+    writer = EpisodeWriter(store)
+    for seed in range(2):
+        writer.begin(seed=seed)
+        for step, contacts in _record_in_memory(scene, seed, 10):
+            writer.add(step, contacts)
+        if seed == 0:
+            writer.end()
+    # episode 1 is open; 8 of its 10 steps were flushed as whole chunks of 4
+    assert store.uncommitted_steps() == 8
+    reader = EpisodeStore.open(tmp_path / "s.zarr")
+    assert reader.num_episodes == 1 and reader.num_steps == 10
+    store.close()  # simulate the writer going away without ending the episode
+    again = EpisodeStore.open(tmp_path / "s.zarr", mode="a")
+    EpisodeWriter(again)  # a new writer cuts the uncommitted tail
+    assert again.uncommitted_steps() == 0 and again.num_episodes == 1
+
+
+def test_discard_removes_flushed_steps(tmp_path):
+    scene = load("push")
+    with EpisodeStore.create(tmp_path / "s.zarr", scene.info(), chunk_bytes=12288 * 2) as store:
+        writer = EpisodeWriter(store)
+        writer.begin(seed=0)
+        for step, contacts in _record_in_memory(scene, 0, 9):
+            writer.add(step, contacts)
+        writer.discard()
+        assert store.num_episodes == 0 and store.uncommitted_steps() == 0
+
+
+def test_non_finite_action_is_refused(tmp_path):
+    scene = load("push")
+    with EpisodeStore.create(tmp_path / "s.zarr", scene.info()) as store:
+        writer = EpisodeWriter(store)
+        writer.begin(seed=0)
+        step, contacts = _record_in_memory(scene, 0, 1)[0]
+        step["action"] = np.array([np.nan, 0.0], np.float32)
+        with pytest.raises(TeleworldError, match="non-finite action"):
+            writer.add(step, contacts)
+
+
+def test_second_writer_is_refused(tmp_path, push_store):
+    scene = load("push")
+    with EpisodeStore.create(tmp_path / "s.zarr", scene.info()):
+        with pytest.raises(TeleworldError, match="one writer at a time"):
+            EpisodeStore.open(tmp_path / "s.zarr", mode="a")
+    EpisodeStore.open(tmp_path / "s.zarr", mode="a").close()  # released on close
+
+
+def test_bad_stores_are_clear_errors(tmp_path):
+    with pytest.raises(TeleworldError, match="no dataset at"):
+        EpisodeStore.open(tmp_path / "missing.zarr")
+    zarr.open_group(tmp_path / "foreign.zarr", mode="w").create_array("x", shape=(3,), dtype="int8")
+    with pytest.raises(TeleworldError, match="not a teleworld dataset"):
+        EpisodeStore.open(tmp_path / "foreign.zarr")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "zarr.json").write_text("{not json")
+    with pytest.raises(TeleworldError, match="not a readable Zarr store"):
+        EpisodeStore.open(tmp_path / "junk")
+
+
+def test_newer_major_schema_is_refused(tmp_path):
+    scene = load("push")
+    EpisodeStore.create(tmp_path / "s.zarr", scene.info()).close()
+    meta_path = tmp_path / "s.zarr" / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    meta["attributes"]["teleworld"]["schema_version"] = "2.0"
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(TeleworldError, match="newer than this teleworld reads"):
+        EpisodeStore.open(tmp_path / "s.zarr")
+
+
+def test_missing_episode_is_a_clear_error(push_store):
+    with pytest.raises(TeleworldError, match="episode 99 does not exist"):
+        EpisodeStore.open(push_store).episode(99)
