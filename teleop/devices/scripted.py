@@ -8,8 +8,8 @@ from teleop.devices.base import Device
 from teleop.scenes.base import Observation
 from teleop.scenes.push import MAX_SPEED, PushScene
 
-PUSHER_RADIUS = 0.025
-BOX_HALF = 0.04
+PUSHER_RADIUS = 0.035
+BOX_HALF = 0.05
 
 
 class PushExpert(Device):

@@ -37,7 +37,7 @@ class PushScene(Scene):
         box_xy = rng.uniform(-ARENA + 0.05, ARENA - 0.05, size=2)
         while True:  # start the pusher clear of the box
             pusher_xy = rng.uniform(-ARENA, ARENA, size=2)
-            if np.linalg.norm(pusher_xy - box_xy) > 0.12:
+            if np.linalg.norm(pusher_xy - box_xy) > 0.14:
                 break
         yaw = rng.uniform(-np.pi, np.pi)
         self.data.qpos[0:2] = pusher_xy
