@@ -6,13 +6,22 @@ from typing import Callable
 
 from teleworld.errors import TeleworldError
 from teleop.scenes.base import ActionSpec, Contacts, Observation, Scene
+from teleop.scenes.cartpole import CartpoleSwingupScene
+from teleop.scenes.gripper import GripperScene
 from teleop.scenes.push import PushScene
+from teleop.scenes.reacher import ReacherHardScene
 
 SCENES: dict[str, Callable[..., Scene]] = {
     "push": PushScene,
+    "gripper": GripperScene,
+    "cartpole-swingup": CartpoleSwingupScene,
+    "reacher-hard": ReacherHardScene,
 }
 TAGS: dict[str, tuple[str, ...]] = {
     "push": ("default", "contact", "tabletop"),
+    "gripper": ("contact", "grasp", "dm_control"),
+    "cartpole-swingup": ("dm_control", "balance"),
+    "reacher-hard": ("dm_control", "reach"),
 }
 
 

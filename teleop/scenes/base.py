@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import mujoco
 import numpy as np
 
+from teleworld.errors import TeleworldError
+
 
 @dataclass(frozen=True)
 class ActionSpec:
@@ -65,6 +67,7 @@ class Observation:
 
 
 STATE_SPEC = mujoco.mjtState.mjSTATE_INTEGRATION
+MAX_CONTROL_RATE = 100.0  # Hz
 _LIVE_SCENES: weakref.WeakSet = weakref.WeakSet()
 
 
@@ -82,8 +85,21 @@ class Scene(ABC):
     default_cameras: tuple[str, ...] = ()
     # pairs of body-name groups whose contact is summarised densely per step, e.g. ("pusher", "box")
     contact_groups: tuple[tuple[str, str], ...] = ()
+    # default operator bindings (see teleop/bindings.py): (action, key for -1, key for +1) ...
+    key_bindings: tuple[tuple[str, str, str], ...] = ()
+    # ... and (action, gamepad axis spec such as "leftx", "-lefty" or "triggerright-triggerleft")
+    pad_bindings: tuple[tuple[str, str], ...] = ()
 
-    def __init__(self, image_size: tuple[int, int] = (64, 64), cameras: tuple[str, ...] | None = None):
+    def __init__(
+        self,
+        image_size: tuple[int, int] = (64, 64),
+        cameras: tuple[str, ...] | None = None,
+        control_rate: float | None = None,
+    ):
+        if control_rate is not None:
+            if not 0 < control_rate <= MAX_CONTROL_RATE:
+                raise TeleworldError(f"control rate must be in (0, {MAX_CONTROL_RATE:g}] Hz, got {control_rate:g}")
+            self.control_rate = float(control_rate)
         self.model, self.data = self.build()
         self.image_size = tuple(image_size)
         self.cameras = tuple(cameras or self.default_cameras)

@@ -21,6 +21,8 @@ class PushScene(Scene):
     control_rate = 20.0
     default_cameras = ("overhead",)
     contact_groups = (("pusher", "box"), ("box", "world"))
+    key_bindings = (("pusher_vx", "left", "right"), ("pusher_vy", "down", "up"))
+    pad_bindings = (("pusher_vx", "leftx"), ("pusher_vy", "-lefty"))
 
     def build(self) -> tuple[mujoco.MjModel, mujoco.MjData]:
         model = mujoco.MjModel.from_xml_path(str(XML))

@@ -1,0 +1,16 @@
+"""reacher-hard: a two-link planar arm reaches a small random target (dm_control suite)."""
+
+from __future__ import annotations
+
+from teleop.scenes.suite import SuiteScene
+
+
+class ReacherHardScene(SuiteScene):
+    """Action: shoulder and wrist torques in [-1, 1]. Reward: 1 while the fingertip touches the target, else 0."""
+
+    name = "reacher-hard"
+    domain, task = "reacher", "hard"
+    control_rate = 25.0  # two 20 ms physics steps per control step
+    default_cameras = ("fixed",)
+    key_bindings = (("shoulder", "right", "left"), ("wrist", "down", "up"))
+    pad_bindings = (("shoulder", "-leftx"), ("wrist", "-righty"))
