@@ -18,8 +18,10 @@ Layout (time-major, episodes concatenated, like diffusion_policy's ReplayBuffer)
     contacts/pos          (N, 3)       float32  m, world frame
     contacts/frame        (N, 9)       float32  contact frame (row 0 = normal)
     contacts/force        (N, 6)       float32  normal, 2 friction forces, 3 torques in the contact frame
-    meta/episode_info     (E,)         str      JSON per episode: seed, device, length, timing health...
+    meta/episode_info     (E,)         str      JSON per episode (EPISODE_FIELDS); written at begin, rewritten at end
     meta/episode_ends     (E,)         int64    exclusive cumulative ends: the commit point, written last
+    meta attrs  written = {steps, contact_rows}: how far data/ and contacts/ are durably written (salvage)
+    root attrs  teleworld_episodes = {deleted: [...], split: {train, val, seed, val_fraction}}
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 ROOT_KEY = "teleworld"
+EPISODES_KEY = "teleworld_episodes"  # root attribute: deletion marks and the train/val split
+WRITTEN_KEY = "written"  # attribute of meta/: steps and contact rows durably written, committed or not
 IMAGE_PREFIX = "image_"
 
 
@@ -66,6 +70,23 @@ CONTACT_SPECS: dict[str, ArraySpec] = {
     "frame": ArraySpec((9,), "float32"),
     "force": ArraySpec((6,), "float32"),
 }
+
+EPISODE_FIELDS: dict[str, str] = {
+    "length": "steps in the episode",
+    "seed": "seed of the scene reset (None if unknown)",
+    "scene": "scene name",
+    "device": "input device name",
+    "operator": "who drove: a person's name or 'scripted'",
+    "success": "True / False / None (unlabelled)",
+    "start_time": "time.time() at begin(), s since the epoch",
+    "overruns": "control periods the loop overran (as reported by the loop)",
+    "timing": "from wall_time: dt_mean_ms, dt_p50_ms, dt_p99_ms, dt_max_ms, jitter_p99_ms, late_steps",
+    "partial": "True when salvaged from a crash by `teleworld data repair --salvage`",
+}
+
+# root info that two stores must share to be merged (everything that fixes the meaning of an array)
+SCHEMA_INFO_KEYS = ("scene", "control_rate", "cameras", "image_size", "action_spec", "contact_groups", "nq", "nv",
+                    "nstate", "physics_timestep", "mjcf")
 
 REQUIRED_INFO = ("scene", "control_rate", "cameras", "image_size", "action_spec", "nq", "nv", "nstate")
 

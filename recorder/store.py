@@ -12,9 +12,11 @@ import zarr.codecs
 
 from recorder.schema import (
     CONTACT_SPECS,
+    EPISODES_KEY,
     REQUIRED_INFO,
     ROOT_KEY,
     SCHEMA_VERSION,
+    WRITTEN_KEY,
     ArraySpec,
     parse_version,
     step_specs,
@@ -26,7 +28,8 @@ MAX_CHUNK_STEPS = 16384
 LOCK_NAME = ".teleworld.lock"
 
 
-def _compressor(dtype: str) -> zarr.codecs.BloscCodec:
+def compressor(dtype: str) -> zarr.codecs.BloscCodec:
+    """Blosc zstd level 3; byte shuffle for multi-byte types (chosen by measurement, docs/schema.md)."""
     shuffle = "noshuffle" if np.dtype(dtype).itemsize == 1 else "shuffle"
     return zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle=shuffle)
 
@@ -35,6 +38,11 @@ def chunk_steps(spec: ArraySpec, chunk_bytes: int = CHUNK_BYTES) -> int:
     """Steps per chunk so that one chunk holds about chunk_bytes of raw data."""
     step_bytes = int(np.prod(spec.shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize
     return int(np.clip(chunk_bytes // max(step_bytes, 1), 1, MAX_CHUNK_STEPS))
+
+
+def is_url(path: str) -> bool:
+    """True for fsspec URLs such as ``s3://bucket/x.zarr`` or ``file:///tmp/x.zarr``."""
+    return "://" in path
 
 
 class EpisodeStore:
@@ -46,6 +54,8 @@ class EpisodeStore:
     def __init__(self, root: zarr.Group, path: str, writable: bool):
         self.root, self.path, self.writable = root, path, writable
         self.info: dict = dict(root.attrs[ROOT_KEY])
+        self.specs = step_specs(self.info)
+        self._arrays: dict[str, zarr.Array] = {}
         self._lock: Path | None = None
 
     # ----- named constructors -----
@@ -53,32 +63,23 @@ class EpisodeStore:
     def create(cls, path: str | os.PathLike, info: dict, chunk_bytes: int = CHUNK_BYTES) -> "EpisodeStore":
         """Create an empty store for a scene described by ``info`` (see Scene.info()); refuses to overwrite."""
         path = str(path)
-        if Path(path).exists():
+        if not is_url(path) and Path(path).exists():
             raise TeleworldError(f"{path} already exists; choose a new path or open it to append")
         missing = [k for k in REQUIRED_INFO if k not in info]
         if missing:
             raise TeleworldError(f"dataset info lacks {', '.join(missing)}")
         root = zarr.open_group(path, mode="w-", zarr_format=3)
-        specs = step_specs(info)
-        for key, spec in specs.items():
-            root.create_array(
-                f"data/{key}",
-                shape=(0, *spec.shape),
-                chunks=(chunk_steps(spec, chunk_bytes), *spec.shape),
-                dtype=spec.dtype,
-                compressors=_compressor(spec.dtype),
-            )
-        for key, spec in CONTACT_SPECS.items():
-            root.create_array(
-                f"contacts/{key}",
-                shape=(0, *spec.shape),
-                chunks=(chunk_steps(spec, chunk_bytes), *spec.shape),
-                dtype=spec.dtype,
-                compressors=_compressor(spec.dtype),
-            )
+        arrays = [(f"data/{k}", s) for k, s in step_specs(info).items()]
+        arrays += [(f"contacts/{k}", s) for k, s in CONTACT_SPECS.items()]
+        for name, spec in arrays:
+            root.create_array(name, shape=(0, *spec.shape), chunks=(chunk_steps(spec, chunk_bytes), *spec.shape),
+                              dtype=spec.dtype, compressors=compressor(spec.dtype))
         root.create_array("meta/episode_info", shape=(0,), chunks=(1024,), dtype=str)
         root.create_array("meta/episode_ends", shape=(0,), chunks=(4096,), dtype="int64", fill_value=-1)
-        root.attrs[ROOT_KEY] = {**info, "schema_version": SCHEMA_VERSION}
+        root["meta"].attrs[WRITTEN_KEY] = {"steps": 0, "contact_rows": 0}
+        root.attrs[ROOT_KEY] = {**{k: v for k, v in info.items() if k != "schema_version"},
+                                "schema_version": SCHEMA_VERSION}
+        root.attrs[EPISODES_KEY] = {"deleted": [], "split": None}
         store = cls(root, path, writable=True)
         store._acquire_lock()
         return store
@@ -87,7 +88,7 @@ class EpisodeStore:
     def open(cls, path: str | os.PathLike, mode: str = "r") -> "EpisodeStore":
         """Open an existing store for reading (``r``) or appending (``a``, takes the writer lock)."""
         path = str(path)
-        if "://" not in path and not Path(path).exists():
+        if not is_url(path) and not Path(path).exists():
             raise TeleworldError(f"no dataset at {path}")
         try:
             root = zarr.open_group(path, mode="r" if mode == "r" else "r+")
@@ -100,19 +101,51 @@ class EpisodeStore:
             raise TeleworldError(
                 f"{path} has schema {version}, newer than this teleworld reads ({SCHEMA_VERSION}); upgrade teleworld"
             )
-        for group in ("data", "contacts", "meta"):
-            if group not in root:
-                raise TeleworldError(f"{path} is damaged: group {group}/ is missing")
         store = cls(root, path, writable=mode != "r")
+        store._check_layout()
         if store.writable:
             store._acquire_lock()
         return store
+
+    def _check_layout(self) -> None:
+        """Every array of the schema is present with the right per-step shape and dtype."""
+        expected = {f"data/{k}": s for k, s in self.specs.items()}
+        expected.update({f"contacts/{k}": s for k, s in CONTACT_SPECS.items()})
+        expected.update({"meta/episode_ends": ArraySpec((), "int64"), "meta/episode_info": ArraySpec((), "")})
+        for name, spec in expected.items():
+            try:
+                arr = self.arr(name)
+            except (KeyError, FileNotFoundError, TeleworldError):
+                raise TeleworldError(f"{self.path} is damaged: array {name} is missing") from None
+            if tuple(arr.shape[1:]) != spec.shape or (spec.dtype and arr.dtype != np.dtype(spec.dtype)):
+                raise TeleworldError(f"{self.path} is damaged: {name} is {arr.dtype}{list(arr.shape[1:])}, "
+                                     f"the schema says {spec.dtype}{list(spec.shape)}")
+
+    # ----- raw access -----
+    def arr(self, name: str) -> zarr.Array:
+        """An array by its path in the store (``data/action``, ``contacts/pos``, ``meta/episode_ends``)."""
+        if name not in self._arrays:
+            try:
+                self._arrays[name] = self.root[name]
+            except Exception as exc:
+                raise TeleworldError(f"{self.path}: cannot open {name} ({type(exc).__name__})") from None
+        return self._arrays[name]
+
+    def read(self, name: str, sel: slice | tuple = slice(None)) -> np.ndarray:
+        """Read part of an array; a damaged chunk becomes one clear error naming the array."""
+        try:
+            return self.arr(name)[sel]
+        except TeleworldError:
+            raise
+        except Exception as exc:
+            raise TeleworldError(f"{self.path}: {name} cannot be read ({type(exc).__name__}: {exc}); "
+                                 "run `teleworld data validate`") from None
 
     # ----- committed episodes -----
     @property
     def episode_ends(self) -> np.ndarray:
         """Exclusive cumulative ends of committed episodes (int64)."""
-        ends = self.root["meta/episode_ends"][:]
+        ends = self.read("meta/episode_ends")
         length = self.data_length()
         n = 0
         prev = 0
@@ -134,11 +167,11 @@ class EpisodeStore:
     @property
     def keys(self) -> list[str]:
         """Names of the per-step arrays under data/."""
-        return sorted(self.root["data"].array_keys())
+        return sorted(self.specs)
 
     def data_length(self) -> int:
         """Steps present under data/ (the shortest array), committed or not."""
-        return min(self.root[f"data/{k}"].shape[0] for k in self.keys)
+        return min(self.arr(f"data/{k}").shape[0] for k in self.keys)
 
     def episode_slice(self, index: int) -> slice:
         """Steps of episode ``index`` (negative indices count from the end)."""
@@ -153,59 +186,107 @@ class EpisodeStore:
     def episode(self, index: int, keys: list[str] | None = None) -> dict[str, np.ndarray]:
         """All (or the named) per-step arrays of one episode."""
         sl = self.episode_slice(index)
-        return {k: self.root[f"data/{k}"][sl] for k in (keys or self.keys)}
+        return {k: self.read(f"data/{k}", sl) for k in (keys or self.keys)}
 
     def episode_contacts(self, index: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(per-step offsets of length T+1, contact rows) of one episode."""
         sl = self.episode_slice(index)
-        counts = self.root["data/contact_count"][: sl.stop]
+        counts = self.read("data/contact_count", slice(0, sl.stop))
         starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
         first, last = int(starts[sl.start]), int(starts[sl.stop])
-        rows = {k: self.root[f"contacts/{k}"][first:last] for k in CONTACT_SPECS}
+        rows = {k: self.read(f"contacts/{k}", slice(first, last)) for k in CONTACT_SPECS}
         return starts[sl.start : sl.stop + 1] - first, rows
 
     def episode_info(self, index: int) -> dict:
         """The JSON metadata stored with one episode."""
         sl = self.episode_slice(index)
-        info = json.loads(str(self.root["meta/episode_info"][index % self.num_episodes]))
+        raw = str(self.read("meta/episode_info", index % self.num_episodes))
+        try:
+            info = json.loads(raw)
+        except json.JSONDecodeError:
+            raise TeleworldError(f"{self.path}: meta/episode_info[{index}] is not JSON: {raw[:40]!r}") from None
         info.setdefault("length", sl.stop - sl.start)
         return info
 
     def array(self, key: str) -> zarr.Array:
         """A data/ array by key, for bulk reads."""
-        if key not in self.keys:
+        if key not in self.specs:
             raise TeleworldError(f"dataset has no array data/{key}; it has {', '.join(self.keys)}")
-        return self.root[f"data/{key}"]
+        return self.arr(f"data/{key}")
+
+    # ----- deletion marks and the split (root attribute, rewritten atomically) -----
+    @property
+    def edits(self) -> dict:
+        """{'deleted': [episode, ...], 'split': {'train': [...], 'val': [...], ...} or None}."""
+        return {"deleted": [], "split": None, **dict(self.root.attrs.get(EPISODES_KEY, {}))}
+
+    def set_edits(self, **changes) -> None:
+        """Update deletion marks or the split."""
+        self._require_writable()
+        self.root.attrs[EPISODES_KEY] = {**self.edits, **changes}
+
+    def active_episodes(self, split: str | None = None) -> np.ndarray:
+        """Committed episodes not marked deleted, optionally only those of a stored split ('train' / 'val')."""
+        keep = np.setdiff1d(np.arange(self.num_episodes), self.edits["deleted"])
+        if split is not None:
+            stored = self.edits["split"]
+            if not stored:
+                raise TeleworldError(f"{self.path} has no stored split; run `teleworld data split` first")
+            if split not in stored:
+                raise TeleworldError(f"unknown split {split!r}; the store has train and val")
+            keep = np.intersect1d(keep, stored[split])
+        return keep.astype(np.int64)
 
     # ----- writing (EpisodeWriter drives these) -----
     def uncommitted_steps(self) -> int:
         """Steps written past the last committed episode (left by a crash or an open episode)."""
-        return max(self.root[f"data/{k}"].shape[0] for k in self.keys) - self.num_steps
+        return max(self.arr(f"data/{k}").shape[0] for k in self.keys) - self.num_steps
 
     def committed_contact_rows(self) -> int:
-        return int(self.root["data/contact_count"][: self.num_steps].sum(dtype=np.int64))
+        return int(self.read("data/contact_count", slice(0, self.num_steps)).sum(dtype=np.int64))
+
+    @property
+    def written(self) -> dict:
+        """{'steps', 'contact_rows'} durably written by the last flush (the salvage limit after a crash)."""
+        return dict(self.root["meta"].attrs.get(WRITTEN_KEY, {"steps": self.num_steps,
+                                                              "contact_rows": self.committed_contact_rows()}))
+
+    def mark_written(self) -> None:
+        """Record that everything appended so far is on disk (called after each flush)."""
+        self.root["meta"].attrs[WRITTEN_KEY] = {"steps": self.data_length(),
+                                                "contact_rows": self.arr("contacts/geom").shape[0]}
 
     def truncate_uncommitted(self) -> int:
         """Drop everything past the last committed episode; returns the number of steps dropped."""
         self._require_writable()
         dropped = self.uncommitted_steps()
-        steps, rows, n = self.num_steps, self.committed_contact_rows(), self.num_episodes
+        self._truncate(self.num_steps, self.committed_contact_rows(), self.num_episodes)
+        return dropped
+
+    def _truncate(self, steps: int, rows: int, episodes: int) -> None:
         for k in self.keys:
             self._resize(f"data/{k}", steps)
         for k in CONTACT_SPECS:
             self._resize(f"contacts/{k}", rows)
-        self._resize("meta/episode_info", n)
-        self._resize("meta/episode_ends", n)
-        return dropped
+        self._resize("meta/episode_info", episodes)
+        self._resize("meta/episode_ends", episodes)
+        self.root["meta"].attrs[WRITTEN_KEY] = {"steps": steps, "contact_rows": rows}
 
     def append(self, path: str, values: np.ndarray) -> None:
         """Append rows along time to ``data/<key>`` or ``contacts/<key>`` (one write per call)."""
-        arr = self.root[path]
+        arr = self.arr(path)
         start = arr.shape[0]
         if len(values) == 0:
             return
         arr.resize((start + len(values), *arr.shape[1:]))
         arr[start:] = values
+
+    def open_episode(self, info: dict) -> None:
+        """Store the metadata of the episode being written, so a crash can salvage it with its seed."""
+        self._require_writable()
+        n = self.num_episodes
+        self._resize("meta/episode_info", n + 1)
+        self.arr("meta/episode_info")[n] = json.dumps(info)
 
     def commit_episode(self, info: dict) -> int:
         """Record an episode whose steps are all written: its info first, then its end (the commit)."""
@@ -215,13 +296,54 @@ class EpisodeStore:
         if length <= self.num_steps:
             raise TeleworldError("cannot commit an empty episode")
         self._resize("meta/episode_info", n + 1)
-        self.root["meta/episode_info"][n] = json.dumps(info)
+        self.arr("meta/episode_info")[n] = json.dumps(info)
         self._resize("meta/episode_ends", n + 1)
-        self.root["meta/episode_ends"][n] = length
+        self.arr("meta/episode_ends")[n] = length
         return n
 
+    def write_episode(self, steps: dict[str, np.ndarray], contacts: dict[str, np.ndarray], info: dict) -> int:
+        """Append a whole episode in one write per array and commit it (copies, merges, bulk imports)."""
+        self._require_writable()
+        if self.uncommitted_steps():
+            self.truncate_uncommitted()
+        lengths = {len(steps[k]) for k in self.keys}
+        if len(lengths) != 1:
+            raise TeleworldError(f"episode arrays disagree on length: {sorted(lengths)}")
+        for k in self.keys:
+            self.append(f"data/{k}", np.asarray(steps[k], dtype=self.specs[k].dtype))
+        for k, spec in CONTACT_SPECS.items():
+            self.append(f"contacts/{k}", np.asarray(contacts[k], dtype=spec.dtype).reshape(-1, *spec.shape))
+        self.mark_written()
+        return self.commit_episode({**info, "length": lengths.pop()})
+
+    def salvage(self) -> dict:
+        """Commit the durably written part of an uncommitted tail as an episode marked partial; cut the rest.
+
+        Returns {'salvaged_steps', 'dropped_steps', 'episode'} (episode is None when nothing was salvageable).
+        """
+        self._require_writable()
+        start, rows0, n = self.num_steps, self.committed_contact_rows(), self.num_episodes
+        tail = self.uncommitted_steps()
+        mark = self.written
+        steps, rows = int(mark["steps"]), int(mark["contact_rows"])
+        counts = self.read("data/contact_count", slice(start, steps)) if steps > start else np.zeros(0)
+        ok = (start < steps <= self.data_length() and rows == rows0 + int(counts.sum())
+              and rows <= min(self.arr(f"contacts/{k}").shape[0] for k in CONTACT_SPECS))
+        if not ok:
+            self._truncate(start, rows0, n)
+            return {"salvaged_steps": 0, "dropped_steps": tail, "episode": None}
+        info = {}
+        if self.arr("meta/episode_info").shape[0] > n:
+            try:
+                info = json.loads(str(self.read("meta/episode_info", n)))
+            except json.JSONDecodeError:
+                info = {}
+        self._truncate(steps, rows, n)
+        index = self.commit_episode({**info, "length": steps - start, "partial": True})
+        return {"salvaged_steps": steps - start, "dropped_steps": tail - (steps - start), "episode": index}
+
     def _resize(self, path: str, length: int) -> None:
-        arr = self.root[path]
+        arr = self.arr(path)
         if arr.shape[0] != length:
             arr.resize((length, *arr.shape[1:]))
 
@@ -231,7 +353,7 @@ class EpisodeStore:
 
     # ----- single-writer lock -----
     def _acquire_lock(self) -> None:
-        if "://" in self.path:
+        if is_url(self.path):
             return
         lock = Path(self.path) / LOCK_NAME
         try:

@@ -29,6 +29,7 @@ class EpisodeWriter:
         self._contacts: dict[str, list[np.ndarray]] = {}
         self._length = 0
         self._meta: dict | None = None
+        self._wall: list[float] = []
 
     @property
     def recording(self) -> bool:
@@ -45,6 +46,8 @@ class EpisodeWriter:
             raise TeleworldError("an episode is already open; end or discard it first")
         self._meta = {"start_time": time.time(), **meta}
         self._reset_buffers()
+        self._wall = []
+        self.store.open_episode(self._meta)
 
     def add(self, step: dict[str, np.ndarray], contacts: dict[str, np.ndarray]) -> None:
         """Buffer one step (keys of data/) and its contact rows (keys of contacts/)."""
@@ -58,6 +61,7 @@ class EpisodeWriter:
             if value.shape != spec.shape:
                 raise TeleworldError(f"data/{key} expects shape {spec.shape}, got {value.shape}")
             self._steps[key].append(value)
+        self._wall.append(float(step["wall_time"]))
         for key in CONTACT_SPECS:
             self._contacts[key].append(np.asarray(contacts[key], dtype=CONTACT_SPECS[key].dtype))
         self._length += 1
@@ -73,6 +77,7 @@ class EpisodeWriter:
         for key, rows in self._contacts.items():
             spec = CONTACT_SPECS[key]
             self.store.append(f"contacts/{key}", np.concatenate(rows).reshape(-1, *spec.shape))
+        self.store.mark_written()
         self._reset_buffers()
 
     def end(self, **meta) -> int:
@@ -82,7 +87,8 @@ class EpisodeWriter:
         if self._length == 0:
             raise TeleworldError("cannot save an empty episode")
         self.flush()
-        info = {**self._meta, **meta, "length": self._length}
+        info = {**self._meta, "timing": timing_health(np.asarray(self._wall), self.store.info["control_rate"]),
+                **meta, "length": self._length}
         index = self.store.commit_episode(info)
         self._meta, self._length = None, 0
         return index
@@ -96,3 +102,20 @@ class EpisodeWriter:
     def _reset_buffers(self) -> None:
         self._steps = {k: [] for k in self.specs}
         self._contacts = {k: [] for k in CONTACT_SPECS}
+
+
+def timing_health(wall_time: np.ndarray, control_rate: float) -> dict:
+    """Loop timing of one episode from its observation times: step intervals, jitter, steps later than 1.5 periods."""
+    dt = np.diff(wall_time) * 1e3
+    if len(dt) == 0:
+        return {"dt_mean_ms": None, "dt_p50_ms": None, "dt_p99_ms": None, "dt_max_ms": None, "jitter_p99_ms": None,
+                "late_steps": 0}
+    period_ms = 1e3 / control_rate
+    return {
+        "dt_mean_ms": round(float(dt.mean()), 3),
+        "dt_p50_ms": round(float(np.percentile(dt, 50)), 3),
+        "dt_p99_ms": round(float(np.percentile(dt, 99)), 3),
+        "dt_max_ms": round(float(dt.max()), 3),
+        "jitter_p99_ms": round(float(np.percentile(np.abs(dt - np.median(dt)), 99)), 3),
+        "late_steps": int((dt > 1.5 * period_ms).sum()),
+    }

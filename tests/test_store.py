@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import zarr
 
-from recorder import EpisodeStore, EpisodeWriter
+from recorder import SCHEMA_VERSION, EpisodeStore, EpisodeWriter
 from teleop.loop import step_record
 from teleop.scenes import load
 from teleworld.errors import TeleworldError
@@ -44,7 +44,7 @@ def test_roundtrip_of_every_array_contacts_and_boundaries(tmp_path):
             for key, value in contacts.items():
                 assert np.array_equal(rows[key][offsets[t] : offsets[t + 1]], value), (i, t, key)
         assert store.episode_info(i)["seed"] == i and store.episode_info(i)["length"] == len(records)
-    assert store.info["scene"] == "push" and store.info["schema_version"] == "1.0"
+    assert store.info["scene"] == "push" and store.info["schema_version"] == SCHEMA_VERSION
 
 
 def test_open_episode_is_not_visible_and_is_dropped_on_reopen(tmp_path):
