@@ -11,20 +11,55 @@ from rich.console import Console
 def replay_command(
     model: Path = typer.Option(..., "--model", help="Run directory or checkpoint file."),
     data: Path = typer.Option(..., "--data", help="Episode store to replay."),
-    out: Path = typer.Option(..., "--out", help="Directory for metrics.json, psnr.png, rollouts.mp4."),
+    out: Path = typer.Option(..., "--out", help="Directory for report.html, metrics.json/.csv, plots, videos."),
     context: int = typer.Option(5, help="Real frames observed before imagining (K)."),
     horizon: int = typer.Option(50, help="Open-loop steps imagined with the real actions (H)."),
     windows: int = typer.Option(16, help="Windows drawn from held-out episodes."),
-    seed: int = typer.Option(0, help="Seed of the window draw."),
+    seed: int = typer.Option(0, help="Seed of the window draw, the action shuffle and the bootstrap."),
+    video_windows: int = typer.Option(4, help="Windows shown in the rollout videos."),
     device: str = typer.Option("cpu", help="cpu, cuda or auto."),
 ) -> None:
-    """Compare imagined rollouts with the real ones on held-out episodes."""
+    """Compare imagined rollouts with the real ones and with baselines on held-out episodes."""
     from replay.evaluate import evaluate
     from train.loop import resolve_device
 
-    metrics = evaluate(model, data, out, context, horizon, windows, seed, resolve_device(device))
+    metrics = evaluate(model, data, out, context, horizon, windows, seed, resolve_device(device),
+                       video_windows=video_windows)
+    console = Console()
     psnr = metrics["mean"]["psnr"]
-    Console().print(f"PSNR model {psnr['model']:.2f} dB vs copy-last {psnr['copy_last']:.2f} dB; report in {out}")
+    console.print(f"PSNR model {psnr['model']:.2f} dB, copy-last {psnr['copy_last']:.2f} dB, "
+                  f"shuffled actions {psnr['shuffled_actions']:.2f} dB, reconstruction {psnr['reconstruction']:.2f} dB")
+    console.print(metrics["action_sensitivity"]["verdict"])
+    console.print(f"report: {out / 'report.html'}")
+
+
+def view_command(
+    model: Path = typer.Option(..., "--model", help="Run directory or checkpoint file."),
+    data: Path = typer.Option(..., "--data", help="Episode store to browse."),
+    context: int = typer.Option(5, help="Initial context length K."),
+    horizon: int = typer.Option(50, help="Initial horizon H."),
+    scale: int = typer.Option(4, help="Screen pixels per image pixel."),
+    device: str = typer.Option("cpu", help="cpu, cuda or auto."),
+) -> None:
+    """Browse real vs imagined rollouts in a window (keys are listed on screen)."""
+    from replay.view import run_view
+    from train.loop import resolve_device
+
+    run_view(model, data, context, horizon, scale, resolve_device(device))
+
+
+def dream_command(
+    model: Path = typer.Option(..., "--model", help="Run directory or checkpoint file."),
+    scene: str = typer.Option("push", "--scene", help="Scene the model was trained on."),
+    seed: int = typer.Option(0, help="Seed of the scene's initial state."),
+    scale: int = typer.Option(4, help="Screen pixels per image pixel."),
+    device: str = typer.Option("cpu", help="cpu, cuda or auto."),
+) -> None:
+    """Drive the simulator and the world model side by side with the keyboard or a gamepad; R resyncs."""
+    from replay.dream import run_dream
+    from train.loop import resolve_device
+
+    run_dream(model, scene, seed, scale, resolve_device(device))
 
 
 def demo_command(
@@ -46,4 +81,6 @@ def demo_command(
 
 def register(app: typer.Typer) -> None:
     app.command("replay")(replay_command)
+    app.command("view")(view_command)
+    app.command("dream")(dream_command)
     app.command("demo")(demo_command)

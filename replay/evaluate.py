@@ -1,32 +1,78 @@
-"""Evaluate a trained model on held-out episodes of a store and write the replay report."""
+"""Evaluate a trained model on held-out episodes of a store and write the replay report (protocol: docs/replay.md)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from recorder import EpisodeStore
+from replay.metrics import MOVED_THRESHOLD, PSNR_CAP
 from replay.report import write_report
-from replay.rollout import pick_windows, rollout
+from replay.rollout import pick_windows, rollouts
+from replay.scores import action_sensitivity, concat_scores, score_batch, summarise
 from teleworld.errors import TeleworldError
+from teleworld.progress import progress_bar
 from train.checkpoint import load_model
 from train.dataset import DataSpec, EpisodeArrays
+from train.model import WorldModel
+
+
+def load_for_replay(model_path: str | Path, data_path: str | Path, device: torch.device | str = "cpu"
+                    ) -> tuple[WorldModel, EpisodeArrays, dict]:
+    """Load a model and the store it will replay; refuse data it was not trained for, with one line."""
+    model, spec, ckpt = load_model(model_path, device)
+    store = EpisodeStore.open(data_path)
+    spec.check_compatible(DataSpec.from_store(store, spec.camera))
+    return model, EpisodeArrays(store, spec), ckpt
+
+
+def held_out_episodes(ckpt: dict, data: EpisodeArrays) -> list[int]:
+    """The run's validation episodes when they exist in this store, else every episode."""
+    held_out = [e for e in ckpt.get("val_episodes", []) if e < data.num_episodes]
+    return held_out or list(range(data.num_episodes))
 
 
 def evaluate(model_path: str | Path, data_path: str | Path, out_dir: str | Path, context: int = 5,
              horizon: int = 50, windows: int = 16, seed: int = 0, device: str | torch.device = "cpu",
-             episodes: list[int] | None = None) -> dict:
-    """Open-loop replay of held-out windows; writes metrics.json, psnr.png, rollouts.mp4 into ``out_dir``."""
+             episodes: list[int] | None = None, video_windows: int = 4, show_progress: bool = True) -> dict:
+    """Open-loop replay of seeded held-out windows for the model and every baseline; writes the report."""
     if context < 1 or horizon < 1:
         raise TeleworldError("context and horizon must both be at least 1")
-    model, spec, ckpt = load_model(model_path, device)
-    store = EpisodeStore.open(data_path)
-    spec.check_compatible(DataSpec.from_store(store, spec.camera))
-    data = EpisodeArrays(store, spec)
-    if episodes is None:  # the run's held-out episodes when they exist in this store, else all
-        held_out = [e for e in ckpt.get("val_episodes", []) if e < data.num_episodes]
-        episodes = held_out or list(range(data.num_episodes))
+    if windows < 1:
+        raise TeleworldError("--windows must be at least 1")
+    model, data, ckpt = load_for_replay(model_path, data_path, device)
+    episodes = held_out_episodes(ckpt, data) if episodes is None else episodes
     starts = pick_windows(data, episodes, context + horizon, windows, seed)
-    rollouts = rollout(model, data, starts, context, horizon, device)
-    return write_report(rollouts, Path(out_dir), {"episodes": episodes, "model_step": ckpt["step"]})
+    parts, video_truth, video_model = [], [], []
+    with progress_bar(show_progress) as progress:
+        task = progress.add_task("replay windows", total=len(starts), status="")
+        for b in rollouts(model, data, starts, context, horizon, device, seed):
+            parts.append(score_batch(b))
+            if sum(map(len, video_truth)) < video_windows:  # keep frames of the first windows only
+                video_truth.append(b.truth["image"])
+                video_model.append(np.concatenate([b.context_recon, b.preds["model"]["image"]], 1))
+            progress.advance(task, len(b.starts))
+    scores = concat_scores(parts)
+    summary = summarise(scores, seed)
+    psnr = summary["mean"]["psnr"]
+    metrics = {
+        "context": context,
+        "horizon": horizon,
+        "windows": int(len(starts)),
+        "window_starts": starts.tolist(),
+        "episodes": [int(e) for e in episodes],
+        "seed": seed,
+        "model_path": str(model_path),
+        "data_path": str(data_path),
+        "model_step": int(ckpt["step"]),
+        "psnr_cap_db": PSNR_CAP,
+        "moved_threshold": MOVED_THRESHOLD,
+        **summary,
+        "model_minus_copy_last_db": psnr["model"] - psnr["copy_last"],
+        "action_sensitivity": action_sensitivity(scores, seed),
+    }
+    n = min(video_windows, len(starts))
+    truth, model_frames = np.concatenate(video_truth)[:n], np.concatenate(video_model)[:n]
+    return write_report(metrics, truth, model_frames, Path(out_dir))

@@ -1,15 +1,95 @@
-"""Image metrics on frames in [0, 1]. PSNR uses data range 1 and is capped at PSNR_CAP for identical frames."""
+"""Pure metric functions on numpy arrays, and bootstrap confidence intervals over windows.
+
+Images are (..., 3, S, S) in [0, 1]. PSNR uses data range 1 and is capped at ``PSNR_CAP`` for identical frames
+(instead of infinity). Undefined values (no moved pixels, no contact in truth or prediction) are NaN and are left
+out of averages.
+"""
 
 from __future__ import annotations
 
+import warnings
+from typing import Callable
+
 import numpy as np
+import torch
+from pytorch_msssim import ssim as _ssim
 
 PSNR_CAP = 60.0  # dB reported for (near-)identical frames, instead of infinity
+MOVED_THRESHOLD = 0.1  # a pixel moved when some channel differs from the last context frame by more than this
+
+
+def _psnr_from_mse(mse: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.minimum(-10.0 * np.log10(mse), PSNR_CAP)
 
 
 def psnr(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """PSNR per frame over the last three axes (H, W, C or C, H, W); images in [0, 1], capped at PSNR_CAP."""
-    mse = np.mean((np.clip(pred, 0, 1) - truth) ** 2, axis=(-3, -2, -1))
-    with np.errstate(divide="ignore"):
-        value = -10.0 * np.log10(mse)
-    return np.minimum(value, PSNR_CAP)
+    """PSNR per frame over the last three axes; images in [0, 1], capped at PSNR_CAP."""
+    return _psnr_from_mse(np.mean((np.clip(pred, 0, 1) - truth) ** 2, axis=(-3, -2, -1)))
+
+
+def moved_mask(truth: np.ndarray, reference: np.ndarray, threshold: float = MOVED_THRESHOLD) -> np.ndarray:
+    """(..., S, S) True where a true frame differs from ``reference`` (the last context frame) in some channel."""
+    return np.abs(truth - reference).max(axis=-3) > threshold
+
+
+def masked_psnr(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """PSNR per frame on the pixels where ``mask`` (..., S, S) is True; NaN for frames with no such pixel."""
+    sq = ((np.clip(pred, 0, 1) - truth) ** 2).mean(axis=-3)  # (..., S, S), mean over channels
+    count = mask.sum(axis=(-2, -1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mse = (sq * mask).sum(axis=(-2, -1)) / count
+    return np.where(count > 0, _psnr_from_mse(mse), np.nan)
+
+
+def ssim(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """SSIM per frame (pytorch-msssim, Gaussian window 11, sigma 1.5, data range 1); identical frames give 1."""
+    lead = pred.shape[:-3]
+    x = torch.from_numpy(np.clip(pred, 0, 1).reshape(-1, *pred.shape[-3:])).float()
+    y = torch.from_numpy(np.asarray(truth).reshape(-1, *truth.shape[-3:])).float()
+    with warnings.catch_warnings():  # frames smaller than the window only get a warning
+        warnings.simplefilter("ignore")
+        return _ssim(x, y, data_range=1.0, size_average=False).numpy().reshape(lead)
+
+
+def rmse(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Root mean squared error over the last axis."""
+    return np.sqrt(np.mean((pred - truth) ** 2, axis=-1))
+
+
+def contact_counts(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """(..., 3) true positives, false positives, false negatives over the last axis (contact groups)."""
+    pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
+    return np.stack([(pred & truth).sum(-1), (pred & ~truth).sum(-1), (~pred & truth).sum(-1)], -1)
+
+
+def f1(counts: np.ndarray) -> np.ndarray:
+    """F1 from (..., 3) counts; NaN where there is neither a true nor a predicted contact."""
+    tp, fp, fn = (counts[..., i].astype(float) for i in range(3))
+    denom = 2 * tp + fp + fn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, 2 * tp / denom, np.nan)
+
+
+def nanmean(values: np.ndarray, axis: int | tuple[int, ...]) -> np.ndarray:
+    """Mean ignoring NaN; all-NaN slices give NaN without a warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(values, axis=axis)
+
+
+def bootstrap_ci(values: np.ndarray, statistic: Callable[[np.ndarray], np.ndarray], resamples: int = 1000,
+                 level: float = 0.95, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap over the first axis (windows) of ``values``: (low, high) of ``statistic``.
+
+    ``statistic`` maps an array shaped like ``values`` (windows first) to the quantity of interest; it is applied
+    to ``resamples`` draws of the windows with replacement.
+    """
+    n = len(values)
+    idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    stats = np.stack([statistic(values[i]) for i in idx])
+    alpha = (1 - level) / 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        low, high = np.nanquantile(stats, [alpha, 1 - alpha], axis=0)
+    return low, high

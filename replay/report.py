@@ -1,7 +1,8 @@
-"""Replay outputs: metrics.json, a PSNR-over-horizon plot and a truth | model | error video."""
+"""Replay outputs: metrics.json, metrics.csv, one plot per metric, truth | model | error videos, report.html."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -11,57 +12,67 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from replay.metrics import PSNR_CAP, psnr  # noqa: E402
-from replay.rollout import Rollouts  # noqa: E402
+from replay.html import write_html  # noqa: E402
+from replay.scores import METRICS  # noqa: E402
 
 CONTEXT_COLOUR = np.array([40, 200, 60], np.uint8)
 IMAGINED_COLOUR = np.array([220, 40, 40], np.uint8)
+GAP_COLOUR = np.array([30, 30, 30], np.uint8)
+METHOD_STYLE = {"model": "C0", "copy_last": "C1", "shuffled_actions": "C3", "reconstruction": "C2",
+                "constant_velocity": "C4"}
 
 
-def compute_metrics(r: Rollouts) -> dict:
-    """Per-step PSNR over the imagined horizon for the model and copy-last-frame, on the same windows."""
-    k = r.context
-    methods = {"model": r.model, "copy_last": r.copy_last}
-    per_step = {name: psnr(pred, r.truth)[:, k:].mean(0) for name, pred in methods.items()}
-    mean = {name: float(v.mean()) for name, v in per_step.items()}
-    return {
-        "context": k,
-        "horizon": int(r.truth.shape[1] - k),
-        "windows": int(len(r.starts)),
-        "window_starts": r.starts.tolist(),
-        "psnr_cap_db": PSNR_CAP,
-        "per_step": {"psnr": {name: np.round(v, 4).tolist() for name, v in per_step.items()}},
-        "mean": {"psnr": mean},
-        "context_reconstruction_psnr": float(psnr(r.model, r.truth)[:, :k].mean()),
-        "model_minus_copy_last_db": mean["model"] - mean["copy_last"],
-    }
+def write_csv(metrics: dict, path: Path) -> Path:
+    """Long format: one row per metric, method and imagined step (1-based) with mean and 95 % interval."""
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["metric", "method", "step", "value", "ci_low", "ci_high"])
+        for name, by_method in metrics["per_step"].items():
+            for method, values in by_method.items():
+                ci = metrics["ci"][name][method]
+                for h, (v, lo, hi) in enumerate(zip(values, ci["low"], ci["high"]), start=1):
+                    writer.writerow([name, method, h, *("" if x is None else x for x in (v, lo, hi))])
+    return path
 
 
-def plot_psnr(metrics: dict, path: Path) -> Path:
-    """PSNR per imagined step for each method."""
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
-    for name, values in metrics["per_step"]["psnr"].items():
-        steps = np.arange(1, len(values) + 1)
-        ax.plot(steps, values, label=f"{name} (mean {np.mean(values):.2f} dB)")
+def plot_metric(metrics: dict, name: str, path: Path) -> Path:
+    """One metric per imagined step for each method, with shaded 95 % bootstrap intervals."""
+    info = METRICS[name]
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
+    for method, values in metrics["per_step"][name].items():
+        y = np.array([np.nan if v is None else v for v in values], float)
+        ci = metrics["ci"][name][method]
+        low = np.array([np.nan if v is None else v for v in ci["low"]], float)
+        high = np.array([np.nan if v is None else v for v in ci["high"]], float)
+        steps = np.arange(1, len(y) + 1)
+        mean = metrics["mean"][name][method]
+        label = f"{method} ({'n/a' if mean is None else f'{mean:.3g}'})"
+        ax.plot(steps, y, color=METHOD_STYLE.get(method), label=label)
+        ax.fill_between(steps, low, high, color=METHOD_STYLE.get(method), alpha=0.2, linewidth=0)
+    unit = f" ({info.unit})" if info.unit else ""
     ax.set_xlabel(f"imagined step after {metrics['context']} context frames")
-    ax.set_ylabel("PSNR (dB)")
-    ax.set_title(f"Open-loop prediction, {metrics['windows']} held-out windows")
+    ax.set_ylabel(info.label + unit)
+    better = "higher" if info.higher_is_better else "lower"
+    ax.set_title(f"{info.label}, {metrics['windows']} held-out windows ({better} is better)", fontsize=10)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return path
 
 
-def _to_uint8(frames: np.ndarray) -> np.ndarray:
+def to_uint8(frames: np.ndarray) -> np.ndarray:
     """(..., 3, S, S) in [0, 1] -> (..., S, S, 3) uint8."""
     return (np.clip(np.moveaxis(frames, -3, -1), 0, 1) * 255).round().astype(np.uint8)
 
 
-def _error_map(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    err = np.abs(pred - truth).mean(-3)  # (..., S, S)
+def error_map(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """(..., 3, S, S) pair -> (..., S, S, 3) uint8 heat map of the mean absolute error (x3, clipped)."""
+    err = np.abs(pred - truth).mean(-3)
     return (plt.get_cmap("inferno")(np.clip(err * 3, 0, 1))[..., :3] * 255).astype(np.uint8)
 
 
@@ -71,25 +82,46 @@ def _border(tile: np.ndarray, colour: np.ndarray, width: int = 2) -> np.ndarray:
     return tile
 
 
-def write_video(r: Rollouts, path: Path, windows: int = 4, scale: int = 3, fps: int = 10) -> Path:
-    """MP4: one row per window, columns truth | model | error; green border = context, red = imagined."""
-    n = min(windows, len(r.starts))
-    truth, model = _to_uint8(r.truth[:n]), _to_uint8(r.model[:n])
-    error = _error_map(r.model[:n], r.truth[:n])
-    with imageio.get_writer(path, fps=fps, macro_block_size=1, quality=8) as writer:
-        for t in range(truth.shape[1]):
-            colour = CONTEXT_COLOUR if t < r.context else IMAGINED_COLOUR
-            rows = [np.concatenate([truth[w, t], _border(model[w, t], colour), error[w, t]], 1) for w in range(n)]
-            frame = np.concatenate(rows, 0).repeat(scale, 0).repeat(scale, 1)
+def grid_frames(truth: np.ndarray, model: np.ndarray, context: int, scale: int = 2, gap: int = 2) -> list[np.ndarray]:
+    """Video frames: rows truth | model | error, one column per window; model tiles framed green in the context
+    and red while imagined; a bar along the bottom shows time (green context, red imagined)."""
+    rows = (to_uint8(truth), to_uint8(model), error_map(model, truth))
+    n, steps, side = truth.shape[0], truth.shape[1], truth.shape[-1]
+    frames = []
+    for t in range(steps):
+        colour = CONTEXT_COLOUR if t < context else IMAGINED_COLOUR
+        tiles = [[rows[0][w, t], _border(rows[1][w, t], colour), rows[2][w, t]] for w in range(n)]
+        width = n * side + (n - 1) * gap
+        canvas = np.empty((3 * side + 2 * gap + 4, width, 3), np.uint8)
+        canvas[:] = GAP_COLOUR
+        for r in range(3):
+            for w in range(n):
+                y, x = r * (side + gap), w * (side + gap)
+                canvas[y : y + side, x : x + side] = tiles[w][r]
+        done = round(width * (t + 1) / steps)
+        canvas[-3:, : min(done, round(width * context / steps))] = CONTEXT_COLOUR
+        canvas[-3:, round(width * context / steps) : done] = IMAGINED_COLOUR
+        frames.append(canvas.repeat(scale, 0).repeat(scale, 1))
+    return frames
+
+
+def write_videos(truth: np.ndarray, model: np.ndarray, context: int, out_dir: Path, fps: int = 10) -> list[Path]:
+    """rollouts.mp4 and rollouts.gif of the grid."""
+    frames = grid_frames(truth, model, context)
+    mp4, gif = out_dir / "rollouts.mp4", out_dir / "rollouts.gif"
+    with imageio.get_writer(mp4, fps=fps, macro_block_size=1, quality=8) as writer:
+        for frame in frames:
             writer.append_data(frame)
-    return path
+    imageio.mimsave(gif, frames, duration=1000 / fps, loop=0)
+    return [mp4, gif]
 
 
-def write_report(r: Rollouts, out_dir: Path, extra: dict | None = None) -> dict:
-    """Write metrics.json, psnr.png and rollouts.mp4 under ``out_dir``; returns the metrics."""
+def write_report(metrics: dict, truth: np.ndarray, model: np.ndarray, out_dir: Path) -> dict:
+    """Write every output under ``out_dir``; ``truth``/``model`` are the video windows (n, K+H, 3, S, S)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics = {**compute_metrics(r), **(extra or {})}
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    plot_psnr(metrics, out_dir / "psnr.png")
-    write_video(r, out_dir / "rollouts.mp4")
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False))
+    write_csv(metrics, out_dir / "metrics.csv")
+    plots = [plot_metric(metrics, name, out_dir / f"{name}.png") for name in metrics["per_step"]]
+    write_videos(truth, model, metrics["context"], out_dir)
+    write_html(metrics, plots, out_dir / "rollouts.gif", out_dir / "report.html")
     return metrics

@@ -1,4 +1,14 @@
-"""Open-loop rollouts on held-out windows: the model and the baselines see exactly the same windows."""
+"""Open-loop rollouts of held-out windows, and the baselines on exactly the same windows.
+
+A window is K context steps then H imagined steps. Every method predicts the H imagined steps:
+
+- ``model``: observe the K context frames with the real actions, then imagine H steps with the real actions;
+- ``shuffled_actions``: the same context posterior, imagined with shuffled actions (pooled over all windows and
+  imagined steps, permuted with the seed): ΔPSNR = model - shuffled measures how much the model uses its actions;
+- ``copy_last``: the last context frame, proprio and contacts held (zero velocity);
+- ``constant_velocity`` (proprio only): the last proprio change between context steps repeated;
+- ``reconstruction``: the posterior given every real frame, decoded; an upper bound for the decoder.
+"""
 
 from __future__ import annotations
 
@@ -11,39 +21,85 @@ from teleworld.errors import TeleworldError
 from train.dataset import EpisodeArrays
 from train.model import WorldModel
 
+METHODS = ("model", "copy_last", "shuffled_actions", "reconstruction", "constant_velocity")
+
 
 @dataclass
-class Rollouts:
-    """Truth and predictions for W windows of K context + H imagined steps, frames (W, K+H, 3, S, S) in [0, 1]."""
+class WindowBatch:
+    """Truth and predictions of B windows. Images (B, T, 3, S, S) in [0, 1]; T = K + H."""
 
-    starts: np.ndarray  # (W,) first step of each window in the store
+    starts: np.ndarray  # (B,) first step of each window in the store
     context: int
-    truth: np.ndarray
-    model: np.ndarray  # context part = reconstructions, then imagination
-    copy_last: np.ndarray
+    truth: dict[str, np.ndarray]  # image (B, T, ...), proprio (B, T, P), contact (B, T, G) in {0, 1}
+    preds: dict[str, dict[str, np.ndarray]]  # method -> key -> (B, H, ...) imagined steps only
+    context_recon: np.ndarray  # (B, K, 3, S, S): the model's reconstruction of the context frames
 
 
 def pick_windows(data: EpisodeArrays, episodes: list[int], length: int, count: int, seed: int) -> np.ndarray:
-    """``count`` window starts drawn with ``seed`` from the given episodes, spread over episodes."""
+    """``count`` window starts drawn with ``seed`` from the given episodes (all of them when fewer exist)."""
     candidates = data.windows(length, np.asarray(episodes, dtype=np.int64))
     if len(candidates) == 0:
-        raise TeleworldError(f"no held-out episode has the {length} steps a rollout needs (context + horizon)")
+        ends = data.episode_ends
+        lengths = np.diff(np.concatenate([[0], ends]))[np.asarray(episodes, dtype=np.int64)]
+        raise TeleworldError(f"a rollout needs context + horizon = {length} steps but the evaluated episodes hold at "
+                             f"most {int(lengths.max(initial=0))}; lower --horizon or --context")
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(candidates, size=min(count, len(candidates)), replace=False))
 
 
+def shuffle_actions(actions: np.ndarray, context: int, seed: int) -> np.ndarray:
+    """Copy of ``actions`` (W, T, A) whose imagined part (steps K-1 .. T-2, applied after frames K-1 .. T-2) is
+    pooled over windows and steps and permuted with ``seed``; the context actions stay real."""
+    out = actions.copy()
+    part = out[:, context - 1 : -1]
+    flat = part.reshape(-1, part.shape[-1])
+    out[:, context - 1 : -1] = flat[np.random.default_rng(seed).permutation(len(flat))].reshape(part.shape)
+    return out
+
+
+def _decode(model: WorldModel, states: dict) -> dict[str, np.ndarray]:
+    out = model.decode(model.rssm.feat(states))
+    pred = {"image": out["image"].clamp(0, 1)}
+    if "proprio" in out:
+        pred["proprio"] = out["proprio"]
+    if "contact_logits" in out:
+        pred["contact"] = out["contact_logits"] > 0
+    return {k: v.float().cpu().numpy() for k, v in pred.items()}
+
+
 @torch.no_grad()
-def rollout(model: WorldModel, data: EpisodeArrays, starts: np.ndarray, context: int, horizon: int,
-            device: torch.device | str = "cpu", batch_size: int = 16) -> Rollouts:
-    """Observe ``context`` real frames, imagine ``horizon`` steps with the real actions, for every window."""
+def predict(model: WorldModel, batch: dict[str, torch.Tensor], shuffled: torch.Tensor, context: int
+            ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]], np.ndarray]:
+    """(truth, predictions of every method for the imagined steps, context reconstructions) of one batch."""
+    images, actions = batch["image"], batch["action"]
+    horizon = images.shape[1] - context
+    posts, _ = model.observe(images, actions)  # causal: the first K posteriors saw only the context
+    recon = _decode(model, posts)
+    last = {k: v[:, context - 1] for k, v in posts.items()}
+    imagined = slice(context - 1, context - 1 + horizon)
+    truth = {k: v.float().cpu().numpy() for k, v in batch.items() if k != "action"}
+    preds = {
+        "model": _decode(model, model.imagine(last, actions[:, imagined])),
+        "copy_last": {k: np.repeat(v[:, context - 1 : context], horizon, 1) for k, v in truth.items()},
+        "shuffled_actions": _decode(model, model.imagine(last, shuffled[:, imagined])),
+        "reconstruction": {k: v[:, context:] for k, v in recon.items()},
+    }
+    if "proprio" in truth:
+        p = truth["proprio"]
+        velocity = p[:, context - 1] - p[:, max(context - 2, 0)]
+        steps = np.arange(1, horizon + 1, dtype=np.float32)[None, :, None]
+        preds["constant_velocity"] = {"proprio": p[:, context - 1 : context] + steps * velocity[:, None]}
+    return truth, preds, recon["image"][:, :context]
+
+
+def rollouts(model: WorldModel, data: EpisodeArrays, starts: np.ndarray, context: int, horizon: int,
+             device: torch.device | str = "cpu", seed: int = 0, batch_size: int = 16):
+    """Yield a WindowBatch per ``batch_size`` windows; shuffled actions are drawn once over all windows."""
     length = context + horizon
-    truths, preds = [], []
+    all_actions = data.action[np.asarray(starts)[:, None] + np.arange(length)[None]]
+    shuffled = torch.from_numpy(shuffle_actions(all_actions, context, seed))
     for i in range(0, len(starts), batch_size):
-        batch = data.batch(starts[i : i + batch_size], length, device)
-        out = model.open_loop(batch["image"], batch["action"], context)
-        preds.append(torch.cat([out["recon"], out["image"]], 1).clamp(0, 1).cpu().numpy())
-        truths.append(batch["image"].cpu().numpy())
-    truth = np.concatenate(truths)
-    copy_last = truth.copy()
-    copy_last[:, context:] = truth[:, context - 1 : context]
-    return Rollouts(starts, context, truth, np.concatenate(preds), copy_last)
+        chunk = starts[i : i + batch_size]
+        batch = data.batch(chunk, length, device)
+        truth, preds, recon = predict(model, batch, shuffled[i : i + batch_size].to(device), context)
+        yield WindowBatch(np.asarray(chunk), context, truth, preds, recon)
