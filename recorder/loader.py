@@ -1,0 +1,122 @@
+"""Random training windows from a store: in-RAM when the data fits, whole-chunk reads when it does not.
+
+Windows are cut by recorder.windows.make_windows (the trainer's own index maths), over the store's active
+episodes (deletion marks honoured), optionally one stored split. Works on a local path or any fsspec URL zarr opens.
+
+    loader = WindowLoader("data.zarr", length=16, batch_size=16, split="train")
+    batch = loader.sample()          # {key: (16, 16, ...)} numpy arrays
+    for batch in loader: ...         # endless; with workers=N, batches come from N processes
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from recorder.store import EpisodeStore
+from recorder.windows import make_windows
+from teleworld.errors import TeleworldError
+
+CACHE_MODES = ("auto", "ram", "chunks")
+
+
+def default_cache_bytes() -> int:
+    """Half the machine's physical memory, at most 16 GiB."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        total = 4 << 30
+    return int(min(total // 2, 16 << 30))
+
+
+@dataclass
+class LoaderConfig:
+    """What a loader needs to rebuild itself (in a worker process)."""
+
+    source: str  # local path or fsspec URL of a store
+    length: int  # steps per window
+    batch_size: int  # windows per batch
+    keys: list[str] | None = None  # data/ arrays to load (default: all)
+    split: str | None = None  # 'train' / 'val' of the stored split, or None for all active episodes
+    episodes: list[int] | None = None  # explicit episodes (overrides split)
+    cache: str = "auto"  # auto: RAM if it fits in max_cache_bytes; ram; chunks
+    max_cache_bytes: int = field(default_factory=default_cache_bytes)
+    seed: int = 0
+
+
+class WindowLoader:
+    """Batches of random windows ``{key: (batch, length, ...)}`` that never cross an episode boundary."""
+
+    def __init__(self, source: str | os.PathLike, length: int, batch_size: int, workers: int = 0, **options):
+        self.config = LoaderConfig(str(source), length, batch_size, **options)
+        self.workers = workers
+        cfg = self.config
+        if cfg.cache not in CACHE_MODES:
+            raise TeleworldError(f"cache must be one of {', '.join(CACHE_MODES)}, got {cfg.cache!r}")
+        if length < 1 or batch_size < 1:
+            raise TeleworldError("window length and batch size must be at least 1")
+        self.store = EpisodeStore.open(cfg.source)
+        self.keys = list(cfg.keys or self.store.keys)
+        for key in self.keys:
+            self.store.array(key)  # unknown keys fail here, clearly
+        episodes = np.asarray(cfg.episodes) if cfg.episodes is not None else self.store.active_episodes(cfg.split)
+        self.episode_ends = self.store.episode_ends
+        self.windows = make_windows(self.episode_ends, length, episodes)
+        if len(self.windows) == 0:
+            raise TeleworldError(f"no window of {length} steps fits in the chosen episodes of {cfg.source}")
+        self.cached = cfg.cache == "ram" or (cfg.cache == "auto" and self.nbytes() <= cfg.max_cache_bytes)
+        steps = self.store.num_steps
+        self._ram = {k: self.store.read(f"data/{k}", slice(0, steps)) for k in self.keys} if self.cached else {}
+        self._rng = np.random.default_rng(cfg.seed)
+
+    def nbytes(self) -> int:
+        """Raw bytes of the loaded keys over the committed steps."""
+        n = self.store.num_steps
+        return sum(n * self.store.array(k).dtype.itemsize * int(np.prod(self.store.array(k).shape[1:]))
+                   for k in self.keys)
+
+    def sample(self, rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
+        """One batch of windows drawn uniformly (with replacement) from all windows."""
+        starts = (rng or self._rng).choice(self.windows, self.config.batch_size)
+        return self.gather(starts)
+
+    def gather(self, starts: np.ndarray) -> dict[str, np.ndarray]:
+        """The windows [start, start + length) as arrays (B, T, ...)."""
+        idx = np.asarray(starts, dtype=np.int64)[:, None] + np.arange(self.config.length)[None]
+        if self.cached:
+            return {k: self._ram[k][idx] for k in self.keys}
+        rows, inverse = np.unique(idx, return_inverse=True)
+        # one zarr call per key: zarr fetches and decodes each needed chunk once, whole
+        return {k: self.store.arr(f"data/{k}").oindex[rows][inverse.reshape(idx.shape)] for k in self.keys}
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        """Endless batches; with workers, each worker process opens the store itself and samples in parallel."""
+        if not self.workers:
+            while True:
+                yield self.sample()
+        ctx = mp.get_context("spawn")  # safe next to torch threads and GL contexts
+        with ctx.Pool(self.workers, initializer=_init_worker, initargs=(self.config,)) as pool:
+            counter = iter(range(1 << 62))
+            pending = deque(pool.apply_async(_worker_sample, (next(counter),)) for _ in range(2 * self.workers))
+            while True:
+                batch = pending.popleft().get()
+                pending.append(pool.apply_async(_worker_sample, (next(counter),)))
+                yield batch
+
+
+_WORKER: WindowLoader | None = None
+
+
+def _init_worker(config: LoaderConfig) -> None:
+    global _WORKER
+    options = {k: v for k, v in vars(config).items() if k not in ("source", "length", "batch_size")}
+    _WORKER = WindowLoader(config.source, config.length, config.batch_size, **options)
+
+
+def _worker_sample(counter: int) -> dict[str, np.ndarray]:
+    return _WORKER.sample(np.random.default_rng([_WORKER.config.seed, counter]))
