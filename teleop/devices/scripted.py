@@ -9,21 +9,24 @@ from teleop.scenes.base import Observation
 from teleop.scenes.push import MAX_SPEED, PushScene
 
 PUSHER_RADIUS = 0.035
-BOX_HALF = 0.05
+GOAL_HOLD = 0.02  # a goal-seeking expert stops pushing once the box is this close to the goal, m
 
 
 class PushExpert(Device):
     """A noisy expert for ``push``: walks behind the box, then pushes it toward a random target.
 
-    Targets change when reached or after a timeout. Gaussian noise with persistence (an
+    Targets change when reached or after a timeout; with ``to_goal`` the one target is the scene's goal
+    and the expert stops pushing once the box is there. Gaussian noise with persistence (an
     Ornstein-Uhlenbeck process) keeps the data diverse; ``noise`` sets its scale.
     """
 
     name = "scripted-push-expert"
 
-    def __init__(self, scene: PushScene, noise: float = 0.3, gain: float = 12.0, retarget_steps: int = 60):
+    def __init__(self, scene: PushScene, noise: float = 0.3, gain: float = 12.0, retarget_steps: int = 60,
+                 to_goal: bool = False):
         super().__init__(scene.action_spec)
         self.scene, self.noise, self.gain, self.retarget_steps = scene, noise, gain, retarget_steps
+        self.to_goal = to_goal
 
     def on_reset(self, observation: Observation, rng: np.random.Generator) -> None:
         self.rng = rng
@@ -31,18 +34,21 @@ class PushExpert(Device):
         self._new_target()
 
     def _new_target(self) -> None:
-        self.target = self.rng.uniform(-0.17, 0.17, size=2)
+        self.target = self.scene.goal.copy() if self.to_goal else self.rng.uniform(-0.17, 0.17, size=2)
         self._steps_on_target = 0
 
     def get_action(self, observation: Observation) -> np.ndarray:
         pusher, box = self.scene.pusher_xy(), self.scene.box_xy()
         self._steps_on_target += 1
         to_target = self.target - box
-        if np.linalg.norm(to_target) < 0.03 or self._steps_on_target > self.retarget_steps:
+        if self.to_goal:
+            if np.linalg.norm(to_target) < GOAL_HOLD:
+                return self._noisy(np.zeros(2))
+        elif np.linalg.norm(to_target) < 0.03 or self._steps_on_target > self.retarget_steps:
             self._new_target()
             to_target = self.target - box
         direction = to_target / (np.linalg.norm(to_target) + 1e-9)
-        behind = box - direction * (BOX_HALF * 1.4 + PUSHER_RADIUS + 0.01)
+        behind = box - direction * (self.scene.box_half_width() * 1.4 + PUSHER_RADIUS + 0.01)
         offset = pusher - box
         aligned = np.dot(offset, -direction) > 0.8 * np.linalg.norm(offset)
         if aligned and np.linalg.norm(pusher - behind) < 0.05:
@@ -54,7 +60,9 @@ class PushExpert(Device):
             goal = box + side * 0.1 - direction * 0.04
         else:
             goal = behind
-        velocity = np.clip(self.gain * (goal - pusher), -MAX_SPEED, MAX_SPEED) / MAX_SPEED
+        return self._noisy(np.clip(self.gain * (goal - pusher), -MAX_SPEED, MAX_SPEED) / MAX_SPEED)
+
+    def _noisy(self, velocity: np.ndarray) -> np.ndarray:
         self._ou = 0.8 * self._ou + self.rng.normal(0.0, self.noise, size=2)
         return self.action_spec.clip(velocity + self._ou)
 
@@ -84,3 +92,51 @@ def scripted_operator(scene) -> Device:
     if isinstance(scene, PushScene):
         return PushExpert(scene)
     return RandomPersistent(scene.action_spec)
+
+
+class MixedOperator(Device):
+    """Per episode, the expert with probability ``expert_ratio``, else the explorer; ``label`` names the pick.
+
+    The pick is drawn from a child of the episode's random stream, so each operator sees exactly the stream
+    it would see alone: a ratio of 1 (or 0) records the same episodes as the expert (or explorer) itself.
+    """
+
+    name = "scripted-mixed"
+
+    def __init__(self, expert: Device | None, explorer: Device, expert_ratio: float):
+        if not 0.0 <= expert_ratio <= 1.0:
+            raise ValueError(f"expert_ratio must be in [0, 1], got {expert_ratio}")
+        super().__init__(explorer.action_spec)
+        self.expert, self.explorer, self.expert_ratio = expert, explorer, expert_ratio
+        self.current: Device = explorer
+
+    @property
+    def label(self) -> str:
+        """'expert' or 'random': which operator drives the current episode."""
+        return "expert" if self.current is self.expert else "random"
+
+    def connect(self) -> None:
+        for device in (self.expert, self.explorer):
+            if device is not None:
+                device.connect()
+        super().connect()
+
+    def disconnect(self) -> None:
+        for device in (self.expert, self.explorer):
+            if device is not None:
+                device.disconnect()
+        super().disconnect()
+
+    def on_reset(self, observation: Observation, rng: np.random.Generator) -> None:
+        pick_expert = self.expert is not None and rng.spawn(1)[0].random() < self.expert_ratio
+        self.current = self.expert if pick_expert else self.explorer
+        self.current.on_reset(observation, rng)
+
+    def get_action(self, observation: Observation) -> np.ndarray:
+        return self.current.get_action(observation)
+
+
+def mixed_operator(scene, expert_ratio: float) -> MixedOperator:
+    """A scene's goal-seeking expert mixed with persistent random exploration (all random without an expert)."""
+    expert = PushExpert(scene, to_goal=True) if isinstance(scene, PushScene) else None
+    return MixedOperator(expert, RandomPersistent(scene.action_spec), expert_ratio)
