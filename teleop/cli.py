@@ -1,4 +1,4 @@
-"""teleop's sub-commands: list scenes, generate scripted episodes."""
+"""teleop's sub-commands: list scenes, teleoperate (teleop/operate.py), generate scripted episodes."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ def scenes() -> None:
 
 def register(app: typer.Typer) -> None:
     from teleop.generate import register as register_generate
+    from teleop.operate import teleop
 
     app.command()(scenes)
+    app.command()(teleop)
     register_generate(app)

@@ -9,7 +9,9 @@ import numpy as np
 
 from recorder import EpisodeStore, EpisodeWriter
 from recorder.schema import image_key
+from teleop.background_writer import BackgroundWriter
 from teleop.devices.base import Device
+from teleop.pacer import Pacer, jitter_ms
 from teleop.scenes.base import Observation, Scene
 
 
@@ -44,7 +46,7 @@ class EpisodeStats:
 def run_episode(
     scene: Scene,
     device: Device,
-    writer: EpisodeWriter | None,
+    writer: EpisodeWriter | BackgroundWriter | None,
     steps: int,
     seed: int,
     rate: float | None = None,
@@ -52,27 +54,17 @@ def run_episode(
     """Reset with ``seed`` and run ``steps`` control steps; ``rate`` (Hz) paces the loop, None runs flat out."""
     obs = scene.reset(seed)
     device.on_reset(obs, np.random.default_rng(seed + 1_000_003))
-    period = 1.0 / rate if rate else 0.0
-    next_tick = time.monotonic()
-    lateness: list[float] = []
-    overruns = 0
+    pacer = Pacer(rate) if rate else None
     for _ in range(steps):
-        now = time.monotonic()
-        if period:
-            lateness.append(now - next_tick)
+        now = pacer.tick() if pacer else time.monotonic()
         action = scene.action_spec.clip(device.get_action(obs))
         if writer is not None:
             writer.add(*step_record(obs, action, now))
         obs = scene.step(action)
-        if period:
-            next_tick += period
-            slack = next_tick - time.monotonic()
-            if slack > 0:
-                time.sleep(slack)
-            else:
-                overruns += 1
-    jitter = np.abs(lateness) * 1e3 if lateness else np.zeros(1)
-    return EpisodeStats(steps, overruns, float(np.percentile(jitter, 50)), float(np.percentile(jitter, 99)))
+        if pacer:
+            pacer.wait()
+    p50, p99 = jitter_ms(pacer.lateness if pacer else [])
+    return EpisodeStats(steps, pacer.overruns if pacer else 0, p50, p99)
 
 
 def collect(

@@ -1,0 +1,89 @@
+"""`teleworld teleop`: open a window, drive a scene with a keyboard, gamepad or recorded episode, record."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+from teleworld.errors import TeleworldError
+
+
+class DeviceKind(str, Enum):
+    keyboard = "keyboard"
+    gamepad = "gamepad"
+    replay = "replay"
+
+
+class OnQuit(str, Enum):
+    ask = "ask"
+    save = "save"
+    discard = "discard"
+
+
+def teleop(
+    out: Path = typer.Option(..., "--out", help="Zarr store to record into (created; see --append)."),
+    scene: str = typer.Option("push", help="Scene name (see `teleworld scenes`)."),
+    device: DeviceKind = typer.Option(DeviceKind.keyboard, help="What drives the robot."),
+    bindings: Path = typer.Option(None, help="TOML file overriding the scene's default bindings."),
+    rate: float = typer.Option(None, help="Control rate in Hz, up to 100 (default: the scene's, 20 for most)."),
+    image_size: int = typer.Option(64, help="Square camera frame side in pixels (what is recorded)."),
+    view: int = typer.Option(512, help="Side of the camera view in the window, pixels."),
+    seed: int = typer.Option(0, help="Seed of the first episode's start; each new start uses the next seed."),
+    append: bool = typer.Option(False, help="Append to an existing store instead of creating one."),
+    on_quit: OnQuit = typer.Option(OnQuit.ask, help="What quitting does with an open episode."),
+    replay_from: Path = typer.Option(None, help="Store holding the episode to replay (default: --out)."),
+    episode: int = typer.Option(0, help="Episode to replay with --device replay."),
+) -> None:
+    """Teleoperate a scene in a window and record episodes (keys: press h in the window)."""
+    from recorder import EpisodeStore
+    from teleop.bindings import Command, load_bindings
+    from teleop.scenes import load
+    from teleop.session import TeleopSession
+    from teleop.window import Window
+
+    sim = load(scene, image_size=(image_size, image_size), control_rate=rate)
+    keys = load_bindings(bindings, sim)
+    store = EpisodeStore.open(out, mode="a") if append else EpisodeStore.create(out, sim.info())
+    with store:
+        check_compatible(store.info, sim.info())
+        operator, helpers = build_devices(device, sim, keys, replay_from or out, episode)
+        window = Window(f"teleworld teleop: {scene}", view)
+        window.open()
+        try:
+            for d in (operator, *helpers):
+                d.connect()
+            session = TeleopSession(sim, operator, store, window, command_devices=helpers, seed=seed,
+                                    on_quit=on_quit.value, help_lines=tuple(keys.help_lines(device.value)),
+                                    help_hint=f"help: {keys.key_commands[Command.HELP]}")
+            session.run()
+        finally:
+            for d in (operator, *helpers):
+                d.disconnect()
+            window.close()
+        indices = [future.result() for future in session.saved]
+    print(f"saved {len(indices)} episodes this session; {out} now holds {store.num_episodes}", file=sys.stderr)
+
+
+def build_devices(kind: DeviceKind, scene, bindings, replay_store: Path, episode: int):
+    """The operator device and the command-only devices beside it (the keyboard always issues commands)."""
+    from recorder import EpisodeStore
+    from teleop.devices.gamepad import GamepadDevice
+    from teleop.devices.keyboard import KeyboardDevice
+    from teleop.devices.replay import ReplayDevice
+
+    keyboard = KeyboardDevice(scene.action_spec, bindings, scene.control_rate)
+    if kind is DeviceKind.keyboard:
+        return keyboard, ()
+    if kind is DeviceKind.gamepad:
+        return GamepadDevice(scene.action_spec, bindings), (keyboard,)
+    return ReplayDevice(scene.action_spec, EpisodeStore.open(replay_store), episode), (keyboard,)
+
+
+def check_compatible(stored: dict, live: dict) -> None:
+    """Refuse to append episodes whose scene, cameras, image size or rate differ from the store's."""
+    for key in ("scene", "cameras", "image_size", "control_rate", "action_spec"):
+        if stored.get(key) != live.get(key):
+            raise TeleworldError(f"store holds {key}={stored.get(key)!r} but this session has {live.get(key)!r}")
