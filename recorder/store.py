@@ -68,7 +68,9 @@ class EpisodeStore:
         missing = [k for k in REQUIRED_INFO if k not in info]
         if missing:
             raise TeleworldError(f"dataset info lacks {', '.join(missing)}")
-        root = zarr.open_group(path, mode="w-", zarr_format=3)
+        # built under a temporary name and renamed into place: a store either exists complete or not at all
+        build = path if is_url(path) else str(Path(path).with_name(f"{Path(path).name}.creating-{os.getpid()}"))
+        root = zarr.open_group(build, mode="w-", zarr_format=3)
         arrays = [(f"data/{k}", s) for k, s in step_specs(info).items()]
         arrays += [(f"contacts/{k}", s) for k, s in CONTACT_SPECS.items()]
         for name, spec in arrays:
@@ -80,6 +82,9 @@ class EpisodeStore:
         root.attrs[ROOT_KEY] = {**{k: v for k, v in info.items() if k != "schema_version"},
                                 "schema_version": SCHEMA_VERSION}
         root.attrs[EPISODES_KEY] = {"deleted": [], "split": None}
+        if build != path:
+            os.rename(build, path)
+            root = zarr.open_group(path, mode="r+")
         store = cls(root, path, writable=True)
         store._acquire_lock()
         return store
