@@ -12,6 +12,9 @@ from teleop.devices.base import Device
 from teleop.scenes.base import ActionSpec, Observation
 from teleworld.errors import TeleworldError
 
+# Keep reading the pad while the window is unfocused (the operator clicked a terminal; headless runs). SDL reads
+# this when its joystick subsystem starts, so it is set on import, before anyone calls pygame.init().
+os.environ.setdefault("SDL_JOYSTICK_ALLOW_BACKGROUND_EVENTS", "1")
 AXIS_FULL = 32767.0  # SDL reports sticks in [-32768, 32767] and triggers in [0, 32767]
 
 
@@ -43,8 +46,6 @@ class GamepadDevice(Device):
         return self._pad.name if self._pad is not None else ""
 
     def connect(self) -> None:
-        # keep reading the pad while the window is not focused (e.g. the operator clicked a terminal)
-        os.environ.setdefault("SDL_JOYSTICK_ALLOW_BACKGROUND_EVENTS", "1")
         import pygame
         from pygame._sdl2 import controller
 
