@@ -54,9 +54,8 @@ def export_diffusion_policy(store: EpisodeStore, out: Path, show_progress: bool 
                 shuffle = numcodecs.Blosc.NOSHUFFLE if np.dtype(spec.dtype).itemsize == 1 else numcodecs.Blosc.SHUFFLE
                 dst = root.create_array(f"data/{key}", shape=(len(index), *spec.shape), chunks=(steps, *spec.shape),
                                         dtype=spec.dtype, compressors=numcodecs.Blosc("zstd", 3, shuffle))
-                src = store.arr(f"data/{key}")
                 for start in range(0, len(index), steps):  # whole output chunks, one write each
-                    dst[start : start + steps] = src.oindex[index[start : start + steps]]
+                    dst[start : start + steps] = store.read(f"data/{key}", index[start : start + steps])
                 bar.update(task, advance=1, status=key)
         ends = root.create_array("meta/episode_ends", shape=(len(lengths),), dtype="int64", chunks=(len(lengths),),
                                  compressors=None)
@@ -115,13 +114,13 @@ def export_lerobot(store: EpisodeStore, out: Path, task: str | None = None, show
 def _lerobot_frames(store: EpisodeStore, index: np.ndarray, lengths: np.ndarray, fps: float) -> pa.Table:
     frame_index = np.concatenate([np.arange(n) for n in lengths])
     columns = {
-        "observation.state": proprio(store.arr("data/qpos").oindex[index], store.arr("data/qvel").oindex[index]),
-        "observation.contact_summary": store.arr("data/contact_summary").oindex[index].astype(np.float32),
-        "action": store.arr("data/action").oindex[index].astype(np.float32),
+        "observation.state": proprio(store.read("data/qpos", index), store.read("data/qvel", index)),
+        "observation.contact_summary": store.read("data/contact_summary", index).astype(np.float32),
+        "action": store.read("data/action", index).astype(np.float32),
     }
     table = {k: pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), v.shape[1]) for k, v in columns.items()}
     table.update({
-        "reward": pa.array(store.arr("data/reward").oindex[index].astype(np.float32)),
+        "reward": pa.array(store.read("data/reward", index).astype(np.float32)),
         "timestamp": pa.array((frame_index / fps).astype(np.float32)),
         "frame_index": pa.array(frame_index.astype(np.int64)),
         "episode_index": pa.array(np.repeat(np.arange(len(lengths)), lengths).astype(np.int64)),
@@ -191,11 +190,10 @@ def _stats(table: pa.Table) -> dict:
 def _write_mp4(store: EpisodeStore, key: str, index: np.ndarray, path: Path, fps: float, advance) -> None:
     """H.264 MP4 of the given steps of one camera, read a chunk at a time; frame i is shown at i / fps."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    src = store.arr(f"data/{key}")
-    block = chunk_steps(ArraySpec(tuple(src.shape[1:]), "uint8"))
+    block = chunk_steps(ArraySpec(tuple(store.arr(f"data/{key}").shape[1:]), "uint8"))
     with imageio.get_writer(path, fps=fps, codec="libx264", macro_block_size=1, pixelformat="yuv420p",
                             ffmpeg_params=["-crf", "18"]) as writer:
         for start in range(0, len(index), block):
-            for frame in src.oindex[index[start : start + block]]:
+            for frame in store.read(f"data/{key}", index[start : start + block]):
                 writer.append_data(frame)
             advance(min(block, len(index) - start))

@@ -92,7 +92,7 @@ class WindowLoader:
             return {k: self._ram[k][idx] for k in self.keys}
         rows, inverse = np.unique(idx, return_inverse=True)
         # one zarr call per key: zarr fetches and decodes each needed chunk once, whole
-        return {k: self.store.arr(f"data/{k}").oindex[rows][inverse.reshape(idx.shape)] for k in self.keys}
+        return {k: self.store.read(f"data/{k}", rows)[inverse.reshape(idx.shape)] for k in self.keys}
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         """Endless batches; with workers, each worker process opens the store itself and samples in parallel."""

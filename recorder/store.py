@@ -136,10 +136,11 @@ class EpisodeStore:
                 raise TeleworldError(f"{self.path}: cannot open {name} ({type(exc).__name__})") from None
         return self._arrays[name]
 
-    def read(self, name: str, sel: slice | tuple = slice(None)) -> np.ndarray:
-        """Read part of an array; a damaged chunk becomes one clear error naming the array."""
+    def read(self, name: str, sel: slice | int | np.ndarray = slice(None)) -> np.ndarray:
+        """Read a slice, an index or (integer array) the given rows of an array; damage becomes one clear error."""
         try:
-            return self.arr(name)[sel]
+            arr = self.arr(name)
+            return arr.oindex[sel] if isinstance(sel, np.ndarray) else arr[sel]
         except TeleworldError:
             raise
         except Exception as exc:
