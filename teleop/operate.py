@@ -46,25 +46,25 @@ def teleop(
 
     sim = load(scene, image_size=(image_size, image_size), control_rate=rate)
     keys = load_bindings(bindings, sim)
-    store = EpisodeStore.open(out, mode="a") if append else EpisodeStore.create(out, sim.info())
-    with store:
-        check_compatible(store.info, sim.info())
-        operator, helpers = build_devices(device, sim, keys, replay_from or out, episode)
-        window = Window(f"teleworld teleop: {scene}", view)
-        window.open()
-        try:
-            for d in (operator, *helpers):
-                d.connect()
+    operator, helpers = build_devices(device, sim, keys, replay_from or out, episode)
+    window = Window(f"teleworld teleop: {scene}", view)
+    window.open()
+    try:
+        for d in (operator, *helpers):
+            d.connect()  # a missing gamepad fails here, before any store is created
+        store = EpisodeStore.open(out, mode="a") if append else EpisodeStore.create(out, sim.info())
+        with store:
+            check_compatible(store.info, sim.info())
             session = TeleopSession(sim, operator, store, window, command_devices=helpers, seed=seed,
                                     on_quit=on_quit.value, help_lines=tuple(keys.help_lines(device.value)),
                                     help_hint=f"help: {keys.key_commands[Command.HELP]}")
             session.run()
-        finally:
-            for d in (operator, *helpers):
-                d.disconnect()
-            window.close()
-        indices = [future.result() for future in session.saved]
-    print(f"saved {len(indices)} episodes this session; {out} now holds {store.num_episodes}", file=sys.stderr)
+            saved = [future.result() for future in session.saved]
+    finally:
+        for d in (operator, *helpers):
+            d.disconnect()
+        window.close()
+    print(f"saved {len(saved)} episodes this session; {out} now holds {store.num_episodes}", file=sys.stderr)
 
 
 def build_devices(kind: DeviceKind, scene, bindings, replay_store: Path, episode: int):
