@@ -78,16 +78,16 @@ def nanmean(values: np.ndarray, axis: int | tuple[int, ...]) -> np.ndarray:
         return np.nanmean(values, axis=axis)
 
 
-def bootstrap_ci(values: np.ndarray, statistic: Callable[[np.ndarray], np.ndarray], resamples: int = 1000,
+def bootstrap_ci(values: np.ndarray, statistic: Callable[[np.ndarray, int], np.ndarray], resamples: int = 1000,
                  level: float = 0.95, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Percentile bootstrap over the first axis (windows) of ``values``: (low, high) of ``statistic``.
 
-    ``statistic`` maps an array shaped like ``values`` (windows first) to the quantity of interest; it is applied
-    to ``resamples`` draws of the windows with replacement.
+    ``statistic(v, axis)`` reduces the windows axis ``axis`` of ``v``; it is applied at once to ``resamples``
+    draws of the windows with replacement, stacked along a new first axis.
     """
     n = len(values)
     idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
-    stats = np.stack([statistic(values[i]) for i in idx])
+    stats = statistic(values[idx], 1)
     alpha = (1 - level) / 2
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)

@@ -54,14 +54,16 @@ def concat_scores(parts: list[dict[str, dict[str, np.ndarray]]]) -> dict[str, di
     return {m: {meth: np.concatenate([p[m][meth] for p in parts]) for meth in parts[0][m]} for m in parts[0]}
 
 
-def per_step(values: np.ndarray, pooled: bool) -> np.ndarray:
-    """(W, H[, 3]) -> (H,): mean over windows, or F1 of the counts pooled over windows."""
-    return M.f1(values.sum(0)) if pooled else M.nanmean(values, 0)
+def per_step(values: np.ndarray, pooled: bool, axis: int = 0) -> np.ndarray:
+    """(..., W, H[, 3]) with windows on ``axis`` -> (..., H): mean over windows, or F1 of pooled counts."""
+    return M.f1(values.sum(axis)) if pooled else M.nanmean(values, axis)
 
 
-def overall(values: np.ndarray, pooled: bool) -> np.ndarray:
-    """(W, H[, 3]) -> scalar over the whole horizon."""
-    return M.f1(values.sum((0, 1))) if pooled else M.nanmean(per_step(values, False), 0)
+def overall(values: np.ndarray, pooled: bool, axis: int = 0) -> np.ndarray:
+    """(..., W, H[, 3]) -> (...): the whole horizon (mean of the per-step values, or F1 of all counts)."""
+    if pooled:
+        return M.f1(values.sum((axis, axis + 1)))
+    return M.nanmean(per_step(values, False, axis), axis)
 
 
 def summarise(scores: dict[str, dict[str, np.ndarray]], seed: int = 0) -> dict:
@@ -72,11 +74,11 @@ def summarise(scores: dict[str, dict[str, np.ndarray]], seed: int = 0) -> dict:
         for key in out:
             out[key][name] = {}
         for method, values in by_method.items():
-            low, high = M.bootstrap_ci(values, lambda v: per_step(v, pooled), seed=seed)
+            low, high = M.bootstrap_ci(values, lambda v, a: per_step(v, pooled, a), seed=seed)
             out["per_step"][name][method] = _floats(per_step(values, pooled))
             out["ci"][name][method] = {"low": _floats(low), "high": _floats(high)}
             out["mean"][name][method] = _float(overall(values, pooled))
-            mlow, mhigh = M.bootstrap_ci(values, lambda v: overall(v, pooled), seed=seed)
+            mlow, mhigh = M.bootstrap_ci(values, lambda v, a: overall(v, pooled, a), seed=seed)
             out["mean_ci"][name][method] = [_float(mlow), _float(mhigh)]
     return out
 
@@ -85,7 +87,7 @@ def action_sensitivity(scores: dict[str, dict[str, np.ndarray]], seed: int = 0) 
     """ΔPSNR = model - shuffled actions, paired per window, with its interval and a plain-words verdict."""
     delta = scores["psnr"]["model"] - scores["psnr"]["shuffled_actions"]
     mean = float(delta.mean())
-    low, high = M.bootstrap_ci(delta, lambda v: v.mean(), seed=seed)
+    low, high = M.bootstrap_ci(delta, lambda v, a: v.mean((a, a + 1)), seed=seed)
     ignores = mean < ACTION_DB_THRESHOLD or float(low) <= 0.0
     return {"delta_psnr_db": mean, "ci": [float(low), float(high)], "ignores_actions": ignores,
             "verdict": action_verdict(mean, float(low), float(high), ignores)}

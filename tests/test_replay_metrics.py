@@ -60,11 +60,11 @@ def test_rmse_and_contact_f1_by_hand():
 def test_bootstrap_interval_brackets_the_mean_and_collapses_on_constant_data():
     rng = np.random.default_rng(1)
     values = rng.normal(10.0, 1.0, size=(40, 5))
-    low, high = M.bootstrap_ci(values, lambda v: M.nanmean(v, 0))
+    low, high = M.bootstrap_ci(values, lambda v, axis: M.nanmean(v, axis))
     mean = values.mean(0)
     assert np.all(low < mean) and np.all(mean < high)
     assert np.all(high - low < 1.5)  # about 2 * 1.96 / sqrt(40) = 0.62 wide
-    low, high = M.bootstrap_ci(np.full((10, 3), 7.0), lambda v: M.nanmean(v, 0))
+    low, high = M.bootstrap_ci(np.full((10, 3), 7.0), lambda v, axis: M.nanmean(v, axis))
     assert np.allclose(low, 7.0) and np.allclose(high, 7.0)
     assert overall(np.array([[1.0, np.nan], [3.0, 5.0]]), pooled=False) == pytest.approx(3.5)  # (2 + 5) / 2
 

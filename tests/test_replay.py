@@ -1,0 +1,212 @@
+"""Replay end to end on tiny real models: baselines on the model's windows, the action verdict, the HTML report in
+headless Chromium, the viewer and dream loops driven by posted pygame events, and one-line errors on bad input."""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import numpy as np
+import pygame
+import pytest
+import torch
+
+from recorder import EpisodeStore
+from replay.dream import dream_loop, open_dream
+from replay.evaluate import evaluate
+from replay.metrics import psnr
+from replay.screen import LINE, PAD, init_display, panels_size
+from replay.view import Viewer, view_loop
+from teleop.devices.scripted import scripted_operator
+from teleop.loop import collect
+from teleop.scenes import load
+from train.checkpoint import load_model, save_checkpoint
+from train.configs import make_config
+from train.dataset import DataSpec, EpisodeArrays
+from train.loop import train
+
+K, H = 3, 8
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def teleworld(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "teleworld", *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "MUJOCO_GL": "egl"})
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, fragment: str) -> None:
+    lines = [ln for ln in result.stderr.strip().splitlines() if ln.strip()]
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert len(lines) == 1 and fragment in lines[0], result.stderr
+
+
+def make_store(path, scene_name: str = "push", episodes: int = 2, steps: int = 12) -> str:
+    """A real store recorded from the push scene, optionally labelled as another scene."""
+    scene = load("push")
+    info = {**scene.info(), "scene": scene_name}
+    with EpisodeStore.create(path, info) as store:
+        collect(scene, scripted_operator(scene), store, episodes, steps)
+    scene.close()
+    return str(path)
+
+
+def fit(store_path, out_dir) -> str:
+    store = EpisodeStore.open(store_path)
+    data = EpisodeArrays(store, DataSpec.from_store(store))
+    return train(data, make_config("tiny", steps=3), out_dir, show_progress=False)["checkpoint"]
+
+
+@pytest.fixture(scope="module")
+def run(push_store, tmp_path_factory) -> str:
+    """A tiny model trained for a few steps on the push fixture (its actions do change its predictions)."""
+    return fit(push_store, tmp_path_factory.mktemp("run"))
+
+
+@pytest.fixture(scope="module")
+def deaf_run(run, tmp_path_factory) -> str:
+    """The same model with the action columns of its recurrent input layer zeroed: it cannot hear actions."""
+    model, spec, ckpt = load_model(run)
+    with torch.no_grad():
+        model.rssm.inp[0].weight[:, model.cfg.stoch:] = 0.0
+    path = tmp_path_factory.mktemp("deaf") / "checkpoint.pt"
+    return str(save_checkpoint(path, model, spec, ckpt["step"], {"val_episodes": ckpt["val_episodes"]}))
+
+
+@pytest.fixture(scope="module")
+def report(run, push_store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("replay")
+    return evaluate(run, push_store, out, context=K, horizon=H, windows=5, seed=3, show_progress=False), out
+
+
+def test_report_files_and_baselines_on_the_models_windows(report, run, push_store):
+    metrics, out = report
+    ckpt = torch.load(os.path.join(os.path.dirname(run), "checkpoint.pt"), weights_only=True)
+    starts = np.array(metrics["window_starts"])
+    assert len(starts) == 5 and metrics["episodes"] == ckpt["val_episodes"]
+    ends = EpisodeStore.open(push_store).episode_ends
+    for s in starts:  # every window lies inside one held-out episode
+        e = int(np.searchsorted(ends, s, side="right"))
+        assert e in ckpt["val_episodes"] and s + K + H <= ends[e]
+    # copy-last recomputed by hand from the store at the reported windows
+    frames = EpisodeStore.open(push_store).array("image_overhead")[:].astype(np.float32) / 255
+    frames = np.moveaxis(frames, -1, 1)
+    by_hand = np.mean([[psnr(frames[s + K - 1], frames[s + K + h]) for h in range(H)] for s in starts], 0)
+    assert np.allclose(metrics["per_step"]["psnr"]["copy_last"], by_hand, atol=1e-3)
+    # reconstruction recomputed from the model's posterior over the same windows
+    model, spec, _ = load_model(run)
+    data = EpisodeArrays(EpisodeStore.open(push_store), spec)
+    batch = data.batch(starts, K + H)
+    posts, _ = model.observe(batch["image"], batch["action"])
+    recon = model.decode(model.rssm.feat(posts))["image"].clamp(0, 1).detach().numpy()
+    expected = psnr(recon[:, K:], batch["image"][:, K:].numpy()).mean(0)
+    assert np.allclose(metrics["per_step"]["psnr"]["reconstruction"], expected, atol=1e-3)
+    for name in ("psnr", "ssim", "moved_psnr", "proprio_rmse", "contact_f1"):
+        for method in ("model", "copy_last", "shuffled_actions", "reconstruction"):
+            assert len(metrics["per_step"][name][method]) == H
+            low, high = metrics["mean_ci"][name][method]
+            if metrics["mean"][name][method] is not None:
+                assert low - 1e-6 <= metrics["mean"][name][method] <= high + 1e-6
+        assert (out / f"{name}.png").exists()
+    assert "constant_velocity" in metrics["per_step"]["proprio_rmse"]
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert {(r["metric"], r["method"]) for r in rows} >= {("ssim", "shuffled_actions"), ("contact_f1", "model")}
+    assert len([r for r in rows if r["metric"] == "psnr" and r["method"] == "model"]) == H
+    assert sum(1 for _ in iio.imiter(out / "rollouts.mp4")) == K + H
+    assert iio.imread(out / "rollouts.gif").shape[0] == K + H
+    assert json.loads((out / "metrics.json").read_text())["window_starts"] == metrics["window_starts"]
+    assert metrics["action_sensitivity"]["delta_psnr_db"] != 0.0  # this model's actions do matter to it
+
+
+def test_model_ignoring_actions_gets_zero_delta_and_the_report_says_so(deaf_run, push_store, tmp_path):
+    metrics = evaluate(deaf_run, push_store, tmp_path, context=K, horizon=H, windows=5, seed=3,
+                       show_progress=False)
+    act = metrics["action_sensitivity"]
+    assert act["delta_psnr_db"] == pytest.approx(0.0, abs=1e-6) and act["ignores_actions"]
+    assert metrics["per_step"]["psnr"]["shuffled_actions"] == metrics["per_step"]["psnr"]["model"]
+    assert "The model ignores its actions" in (tmp_path / "report.html").read_text()
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium (apt-get install chromium)")
+def test_html_report_shows_its_images_in_headless_chromium(report, tmp_path):
+    _, out = report
+    html = (out / "report.html").read_text()
+    assert html.count("src='data:image/png;base64,") == 5 and 'src="data:image/gif;base64,' in html
+    assert "<td>" in html and "file://" not in html  # self-contained: every image is inlined
+    shot = tmp_path / "shot.png"
+    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    "--window-size=1200,4200", f"--screenshot={shot}", (out / "report.html").as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    pixels = iio.imread(shot)[..., :3].astype(int)
+
+    def count(rgb, tol=12):
+        return int((np.abs(pixels - np.array(rgb)).max(-1) <= tol).sum())
+
+    assert count((31, 119, 180)) > 500  # matplotlib's first line colour: the plots are drawn
+    assert count((40, 200, 60)) + count((220, 40, 40)) > 2000  # the video's context / imagined frames
+
+
+def test_viewer_runs_headless_with_posted_keys(run, push_store):
+    model, spec, _ = load_model(run)
+    data = EpisodeArrays(EpisodeStore.open(push_store), spec)
+    viewer = Viewer(model, data, context=K, horizon=50, scale=2)
+    assert viewer.state.horizon == 30 - K  # clamped to the episode
+    screen = init_display(panels_size(64, 2, 4), "test view")
+    try:
+        for key in (pygame.K_UP, pygame.K_MINUS, pygame.K_PERIOD, pygame.K_b, pygame.K_b):
+            pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=key))
+        for _ in range(K + 2):
+            pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_RIGHT))
+        assert view_loop(viewer, screen, fps=1000, max_frames=3) == 3
+        s = viewer.state
+        assert (s.episode, s.start, s.horizon, s.method, s.t) == (1, 1, 30 - K - 5, "copy_last", K + 2)
+        # the real panel shows the store's frame, the copy-last panel the last context frame
+        first = int(data.episode_ends[0]) + s.start
+        for panel, step in ((0, first + s.t), (1, first + K - 1)):
+            x, y = PAD + panel * (64 * 2 + PAD) + 2 * 30 + 1, PAD + LINE + 2 * 20 + 1
+            assert tuple(screen.get_at((x, y)))[:3] == tuple(data.frames[step][20, 30])
+        assert "copy_last" in viewer.lines()[1]
+        pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_q))
+        assert view_loop(viewer, screen, fps=1000, max_frames=10) == 0
+    finally:
+        pygame.quit()
+
+
+def test_dream_drives_simulator_and_model_together_and_resyncs(run):
+    dream = open_dream(run, "push")
+    screen = init_display(panels_size(64, 2, 3), "test dream")
+    try:
+        x0 = dream.scene.pusher_xy()
+        before = dream.pred.copy()
+        pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_RIGHT))
+        assert dream_loop(dream, screen, 2, paced=False, max_steps=6) == 6
+        assert dream.scene.pusher_xy()[0] - x0[0] > 0.05  # right arrow pushes +x in the simulator
+        assert dream.since_resync == 6 and len(dream.latency_ms) == 6 and min(dream.latency_ms) > 0
+        assert not np.array_equal(before, dream.pred)  # the model stepped too
+        assert "model step" in dream.lines(np.zeros(2))[1]
+        pygame.event.post(pygame.event.Event(pygame.KEYUP, key=pygame.K_RIGHT))
+        pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_r))
+        x1 = dream.scene.pusher_xy()
+        assert dream_loop(dream, screen, 2, paced=False, max_steps=1) == 1
+        assert dream.since_resync == 1 and dream.steps == 7
+        assert abs(dream.scene.pusher_xy()[0] - x1[0]) < 0.02  # key released: the pusher coasts to rest
+    finally:
+        dream.scene.close()
+        pygame.quit()
+
+
+def test_bad_input_gives_one_line_errors(run, push_store, tmp_path):
+    empty = tmp_path / "empty.zarr"
+    EpisodeStore.create(empty, load("push").info()).close()
+    assert_one_line_error(teleworld("replay", "--model", run, "--data", str(empty), "--out", str(tmp_path / "r")),
+                          "holds no committed episodes")
+    assert_one_line_error(teleworld("replay", "--model", run, "--data", push_store, "--out", str(tmp_path / "r")),
+                          "needs context + horizon = 55 steps but the evaluated episodes hold at most 30")
+    other = make_store(tmp_path / "other.zarr", scene_name="pusher_v2")
+    assert_one_line_error(teleworld("view", "--model", run, "--data", other),
+                          "model was trained on scene='push' but the data has scene='pusher_v2'")
+    other_run = fit(other, tmp_path / "other_run")
+    assert_one_line_error(teleworld("dream", "--model", other_run, "--scene", "push"),
+                          "model was trained on scene 'pusher_v2', not 'push'")
