@@ -1,0 +1,57 @@
+"""check-sim re-simulates real episodes; video writes an annotated MP4; episode metadata is complete."""
+
+import shutil
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from recorder import EpisodeStore
+from recorder.checksim import check_sim
+from recorder.cli import data_app
+from recorder.schema import EPISODE_FIELDS
+from recorder.video import episode_video
+from teleworld.errors import TeleworldError
+
+
+def test_recorded_episodes_resimulate_exactly(push_store):
+    result = check_sim(EpisodeStore.open(push_store), 3)
+    assert result.ok and result.steps == 30 and result.max_error == 0.0 and not result.scene_changed
+
+
+def test_a_changed_action_is_reported_at_the_step_it_takes_effect(tmp_path, push_store):
+    path = tmp_path / "s.zarr"
+    shutil.copytree(push_store, path)
+    with EpisodeStore.open(path, mode="a") as store:
+        start = store.episode_slice(2).start
+        store.arr("data/action")[start + 11] = -store.arr("data/action")[start + 11] + 0.5
+    result = check_sim(EpisodeStore.open(path), 2)
+    assert result.first_divergence == 12 and result.error_at_divergence > 1e-3
+    assert check_sim(EpisodeStore.open(path), 1).ok
+    cli = CliRunner().invoke(data_app, ["check-sim", str(path), "1", "2"])
+    assert isinstance(cli.exception, TeleworldError)
+    assert "1 of 2 episodes diverge; first: episode 2 at step 12" in str(cli.exception)
+
+
+def test_episode_video_has_every_frame_and_an_overlay(tmp_path, push_store):
+    store = EpisodeStore.open(push_store)
+    out = tmp_path / "ep.mp4"
+    assert episode_video(store, 1, out, scale=4)["frames"] == 30
+    frames = np.stack([f for f in imageio.get_reader(out)])
+    assert frames.shape == (30, 64 * 4 + 30, 64 * 4, 3)
+    assert frames[:, -30:].max() > 200  # the text bar under the frames is drawn
+    assert not np.array_equal(frames[0, :14], frames[-1, :14])  # the time line changes
+
+
+def test_episode_info_holds_every_documented_field(push_store):
+    info = EpisodeStore.open(push_store).episode_info(0)
+    missing = set(EPISODE_FIELDS) - set(info) - {"partial"}  # 'partial' is only set on salvaged episodes
+    assert not missing, missing
+    assert info["operator"] == "scripted" and info["length"] == 30 and info["timing"]["late_steps"] == 0
+
+
+@pytest.mark.parametrize("args", [["video", "X", "9"], ["check-sim", "X", "9"]])
+def test_tools_refuse_missing_episodes(push_store, args):
+    cli = CliRunner().invoke(data_app, [a.replace("X", push_store) for a in args])
+    assert isinstance(cli.exception, TeleworldError) and "episode 9 does not exist" in str(cli.exception)
