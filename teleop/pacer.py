@@ -21,18 +21,21 @@ class Pacer:
         self.period = 1.0 / rate
         self.overruns = 0
         self.lateness: list[float] = []  # s, one per tick
+        self.busy: list[float] = []  # s of work per tick (from tick() to wait())
         self._recent: deque[float] = deque(maxlen=50)
-        self._next = time.monotonic()
+        self._next = self._started = time.monotonic()
 
     def tick(self) -> float:
         """Mark the start of a step; returns its time.monotonic()."""
         now = time.monotonic()
         self.lateness.append(now - self._next)
         self._recent.append(now)
+        self._started = now
         return now
 
     def wait(self) -> None:
         """Sleep until the next tick, or count an overrun when it has already passed."""
+        self.busy.append(time.monotonic() - self._started)
         self._next += self.period
         slack = self._next - time.monotonic()
         if slack <= 0:
