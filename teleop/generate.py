@@ -237,6 +237,8 @@ def generate_episodes(store, job: Job, seeds: list[int], workers: int = 1, backe
             on_episode(episode.seed)
 
     order = SeedOrder(seeds, commit)
+    if not seeds:
+        return []
     try:
         (run_ray if backend == "ray" else run_local)(job, seeds, workers, order)
     finally:
