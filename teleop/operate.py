@@ -5,10 +5,16 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from teleworld.errors import TeleworldError
+
+if TYPE_CHECKING:
+    from teleop.bindings import Bindings
+    from teleop.devices.base import Device
+    from teleop.scenes.base import Scene
 
 
 class DeviceKind(str, Enum):
@@ -39,7 +45,7 @@ def teleop(
 ) -> None:
     """Teleoperate a scene in a window and record episodes (keys: press h in the window)."""
     from recorder import EpisodeStore
-    from teleop.bindings import Command, load_bindings
+    from teleop.bindings import load_bindings
     from teleop.scenes import load
     from teleop.session import TeleopSession
     from teleop.window import Window
@@ -57,7 +63,7 @@ def teleop(
             check_compatible(store.info, sim.info())
             session = TeleopSession(sim, operator, store, window, command_devices=helpers, seed=seed,
                                     on_quit=on_quit.value, help_lines=tuple(keys.help_lines(device.value)),
-                                    help_hint=f"help: {keys.key_commands[Command.HELP]}")
+                                    help_hint=help_hint(keys, device))
             session.run()
             saved = [future.result() for future in session.saved]
     finally:
@@ -67,7 +73,9 @@ def teleop(
     print(f"saved {len(saved)} episodes this session; {out} now holds {store.num_episodes}", file=sys.stderr)
 
 
-def build_devices(kind: DeviceKind, scene, bindings, replay_store: Path, episode: int):
+def build_devices(
+    kind: DeviceKind, scene: Scene, bindings: Bindings, replay_store: Path, episode: int
+) -> tuple[Device, tuple[Device, ...]]:
     """The operator device and the command-only devices beside it (the keyboard always issues commands)."""
     from recorder import EpisodeStore
     from teleop.devices.gamepad import GamepadDevice
@@ -80,6 +88,14 @@ def build_devices(kind: DeviceKind, scene, bindings, replay_store: Path, episode
     if kind is DeviceKind.gamepad:
         return GamepadDevice(scene.action_spec, bindings), (keyboard,)
     return ReplayDevice(scene.action_spec, EpisodeStore.open(replay_store), episode), (keyboard,)
+
+
+def help_hint(bindings: Bindings, kind: DeviceKind) -> str:
+    """The HUD line that says how to open the key help."""
+    from teleop.bindings import Command
+
+    hint = f"help: {bindings.key_commands[Command.HELP]}"
+    return hint + f" / pad {bindings.pad_commands[Command.HELP]}" if kind is DeviceKind.gamepad else hint
 
 
 def check_compatible(stored: dict, live: dict) -> None:

@@ -70,3 +70,14 @@ def test_state_roundtrip_resimulates_identically():
 def test_unknown_scene_is_a_clear_error():
     with pytest.raises(TeleworldError, match="unknown scene 'nope'; known scenes: cartpole-swingup, gripper, push, reacher-hard"):
         load("nope")
+
+
+def test_control_rate_override_keeps_sim_time_in_step_with_wall_time():
+    scene = load("push", control_rate=50)
+    start = scene.reset(0).sim_time
+    assert scene.step(np.zeros(2)).sim_time - start == pytest.approx(0.02)
+    assert scene.info()["control_rate"] == 50
+    with pytest.raises(TeleworldError, match="30 Hz is not a whole number of physics steps"):
+        load("push", control_rate=30)
+    with pytest.raises(TeleworldError, match=r"control rate must be in \(0, 100\] Hz"):
+        load("push", control_rate=200)

@@ -112,6 +112,11 @@ class Scene(ABC):
         self.model.vis.global_.offheight = max(self.model.vis.global_.offheight, self.image_size[0])
         self._renderer: mujoco.Renderer | None = None
         self._n_substeps = max(1, round(1.0 / (self.control_rate * self.model.opt.timestep)))
+        if abs(self._n_substeps * self.model.opt.timestep * self.control_rate - 1.0) > 0.01:
+            raise TeleworldError(
+                f"scene {self.name!r} steps physics every {self.model.opt.timestep * 1e3:g} ms: a control rate of "
+                f"{self.control_rate:g} Hz is not a whole number of physics steps"
+            )
         self._group_bodies = [
             (self._body_ids(a), self._body_ids(b)) for a, b in self.contact_groups
         ]
