@@ -49,6 +49,7 @@ def run_demo(out: Path, scene: str = "push", episodes: int = 60, steps: int = 12
         f"open-loop PSNR over {metrics['horizon']} steps: model {psnr['model']:.2f} dB, "
         f"copy-last-frame {psnr['copy_last']:.2f} dB ({metrics['model_minus_copy_last_db']:+.2f} dB)"
     )
-    console.print(f"outputs in {out}: episodes.zarr, run/checkpoint.pt, replay/metrics.json, replay/psnr.png, "
-                  "replay/rollouts.mp4")
+    console.print(metrics["action_sensitivity"]["verdict"])
+    console.print(f"outputs in {out}: episodes.zarr, run/checkpoint.pt, replay/report.html (metrics.json, "
+                  "metrics.csv, plots, rollouts.mp4)")
     return metrics

@@ -16,6 +16,7 @@ import torch
 from replay.metrics import psnr, ssim
 from replay.rollout import predict, shuffle_actions
 from replay.screen import BACKGROUND, draw_lines, draw_panels, init_display, panels_size
+from teleworld.errors import TeleworldError
 from train.dataset import EpisodeArrays
 from train.model import WorldModel
 
@@ -44,19 +45,22 @@ class Viewer:
                  device: torch.device | str = "cpu"):
         self.model, self.data, self.scale, self.device = model, data, scale, device
         self.state = ViewState(context=max(1, context), horizon=max(1, horizon))
-        self.ends = np.asarray(data.episode_ends)
+        ends = np.asarray(data.episode_ends)
+        self.bounds = [(int(a), int(b)) for a, b in zip(np.concatenate([[0], ends[:-1]]), ends) if b - a >= 2]
+        if not self.bounds:
+            raise TeleworldError("every episode has fewer than 2 steps: nothing to imagine")
         self._key: tuple | None = None
         self._frames: dict[str, np.ndarray] = {}
         self.clamp()
 
     def episode_range(self) -> tuple[int, int]:
-        e = self.state.episode
-        return (int(self.ends[e - 1]) if e else 0), int(self.ends[e])
+        """[first, end) steps of the current episode in the store."""
+        return self.bounds[self.state.episode]
 
     def clamp(self) -> None:
         """Keep K, H, the start and t inside the current episode (K + H never exceeds its length)."""
         s = self.state
-        s.episode %= len(self.ends)
+        s.episode %= len(self.bounds)
         first, end = self.episode_range()
         length = end - first
         s.context = int(np.clip(s.context, 1, max(1, length - 1)))
@@ -113,7 +117,7 @@ class Viewer:
         now = f"PSNR {psnr(pred[s.t], truth[s.t]):.2f} dB  SSIM {ssim(pred[s.t], truth[s.t]):.3f}"
         means = "  ".join(f"{m} {psnr(f[m][s.context:], truth[s.context:]).mean():.2f}" for m in SHOWN)
         first, end = self.episode_range()
-        return [f"episode {s.episode}/{len(self.ends) - 1} ({end - first} steps)  start {s.start}  "
+        return [f"episode {s.episode + 1} of {len(self.bounds)} ({end - first} steps)  start {s.start}  "
                 f"K {s.context}  H {s.horizon}  {'playing' if s.playing else 'paused'}",
                 f"{phase}  showing {s.method}:  {now}",
                 f"mean imagined PSNR (dB): {means}", HELP]

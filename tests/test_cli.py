@@ -37,6 +37,11 @@ def test_demo_end_to_end_tiny(tmp_path):
     assert iio.imread(out / "replay" / "psnr.png").ndim == 3
     frames = sum(1 for _ in iio.imiter(out / "replay" / "rollouts.mp4"))
     assert frames == 15
+    for name in ("report.html", "metrics.csv", "ssim.png", "moved_psnr.png", "proprio_rmse.png", "contact_f1.png"):
+        assert (out / "replay" / name).stat().st_size > 0, name
+    for method in ("shuffled_actions", "reconstruction"):
+        assert len(metrics["per_step"]["ssim"][method]) == 10
+    assert " ".join(metrics["action_sensitivity"]["verdict"].split()) in " ".join(result.stdout.split())
 
 
 def test_generate_train_replay_commands(tmp_path):
