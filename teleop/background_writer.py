@@ -9,6 +9,7 @@ from concurrent.futures import Future
 import numpy as np
 
 from recorder import EpisodeStore, EpisodeWriter
+from recorder.edit import mark_deleted
 from teleworld.errors import TeleworldError
 
 MAX_QUEUE = 512  # steps (and commands) waiting to be written
@@ -23,6 +24,7 @@ class BackgroundWriter:
     """
 
     def __init__(self, store: EpisodeStore, max_queue: int = MAX_QUEUE):
+        self._store = store
         self._writer = EpisodeWriter(store)
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
         self._error: BaseException | None = None
@@ -42,6 +44,10 @@ class BackgroundWriter:
 
     def discard(self) -> Future:
         return self._put(self._writer.discard)
+
+    def mark_deleted(self, saved: Future) -> Future:
+        """Mark a saved episode (the future ``end`` returned) deleted; readers of active episodes skip it."""
+        return self._put(lambda: mark_deleted(self._store, [saved.result()]))
 
     @property
     def pending(self) -> int:

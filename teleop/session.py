@@ -62,6 +62,7 @@ class TeleopSession:
         self.next_seed = seed
         self.recording = self.paused = self.asking = self.show_help = self.finished = False
         self.episode_seed: int | None = None
+        self._last_saved: Future | None = None  # the episode re-record replaces while none is open
         self.steps = 0
         self.messages: deque[str] = deque(maxlen=3)
         self._episode_start = (0, 0, 0.0)  # (overruns, tick index, time) when the open episode began
@@ -161,6 +162,7 @@ class TeleopSession:
         return self.next_seed - 1
 
     def _reset(self, seed: int) -> None:
+        self._last_saved = None
         self.obs = self.scene.reset(seed)
         self.device.on_reset(self.obs, np.random.default_rng(seed + 1_000_003))
         self.episode_seed = seed
@@ -179,8 +181,9 @@ class TeleopSession:
             return
         overruns, first_tick, _ = self._episode_start
         p50, p99 = jitter_ms(self.pacer.lateness[first_tick:])
-        self.saved.append(self.writer.end(overruns=self.pacer.overruns - overruns, jitter_p50_ms=p50,
-                                          jitter_p99_ms=p99, success=None))
+        self._last_saved = self.writer.end(overruns=self.pacer.overruns - overruns, jitter_p50_ms=p50,
+                                           jitter_p99_ms=p99, success=None)
+        self.saved.append(self._last_saved)
         self.messages.append(f"saved episode {self.episodes_saved} ({self.steps} steps)")
         self.episodes_saved += 1
         self.recording = False
@@ -191,12 +194,18 @@ class TeleopSession:
         self.recording = False
 
     def _rerecord(self) -> None:
+        """Another take from the same start: replaces the open episode, or else the episode just saved."""
         if self.episode_seed is None:
             return
+        seed, replaced = self.episode_seed, self._last_saved
         if self.recording:
             self._discard()
-        self._start(self.episode_seed)
-        self.messages.append(f"re-recording from seed {self.episode_seed}")
+        elif replaced is not None:
+            self.writer.mark_deleted(replaced)
+            self.saved.remove(replaced)
+            self.messages.append(f"episode {self.episodes_saved - 1} marked deleted")
+        self._start(seed)
+        self.messages.append(f"re-recording from seed {seed}")
 
     # ----- HUD -----
     def hud(self) -> Hud:

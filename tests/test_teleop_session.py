@@ -81,28 +81,32 @@ def test_discard_and_rerecord_leave_exactly_the_kept_episodes(tmp_path, window):
     session = keyboard_session(tmp_path / "s.zarr", window)
     press(pygame.K_r)
     ticks(session, 5)
-    press(pygame.K_RETURN)  # keep: 5 steps
+    press(pygame.K_RETURN)  # keep: 5 steps (seed 1; seed 0 was the idle start)
     ticks(session, 2)
     press(pygame.K_r)
     ticks(session, 120)  # longer than a chunk: discarding must drop flushed steps too
-    press(pygame.K_BACKSPACE)  # discard
+    press(pygame.K_BACKSPACE)  # discard (seed 2)
     ticks(session, 2)
     press(pygame.K_r)
     ticks(session, 7)
-    press(pygame.K_y)  # re-record: drop these 7 steps, start again from the same seed
+    press(pygame.K_y)  # re-record the open episode: drop these 7 steps, start again from seed 3
     ticks(session, 4)
-    press(pygame.K_r)  # stop and keep: 4 steps
+    press(pygame.K_r)  # stop and save: 4 steps
     ticks(session, 2)
+    press(pygame.K_y)  # re-record the episode just saved: it is marked deleted, seed 3 again
+    ticks(session, 6)
+    press(pygame.K_r)
+    session.tick()
     session.close()
 
     store = EpisodeStore.open(tmp_path / "s.zarr")
-    assert store.num_episodes == 2 and store.num_steps == 9
-    assert store.data_length() == 9 and store.uncommitted_steps() == 0
-    infos = [store.episode_info(i) for i in range(2)]
-    assert [i["length"] for i in infos] == [5, 4]
-    assert infos[1]["seed"] == 3  # seeds: 0 idle start, 1 kept, 2 discarded, 3 re-recorded
+    assert store.data_length() == store.num_steps == 15 and store.uncommitted_steps() == 0
+    assert store.active_episodes().tolist() == [0, 2]  # episode 1 (the first 4-step take) was replaced
+    kept = [store.episode_info(i) for i in store.active_episodes()]
+    assert [(i["length"], i["seed"]) for i in kept] == [(5, 1), (6, 3)]
     first = load("push").reset(3)
-    assert np.array_equal(store.episode(1)["qpos"][0], first.qpos)  # re-recorded from the same start
+    assert np.array_equal(store.episode(2)["qpos"][0], first.qpos)  # re-recorded from the same start
+    assert len(session.saved) == 2
 
 
 @pytest.mark.parametrize("answer, kept", [(pygame.K_BACKSPACE, 2), (pygame.K_RETURN, 3)])
