@@ -39,6 +39,7 @@ class Window:
         self._screen = pygame.display.set_mode((self.view_size + PANEL_WIDTH, self.view_size))
         pygame.display.set_caption(self.title)
         self._font = pygame.font.Font(None, 22)
+        self._glyphs: dict[tuple[str, tuple[int, int, int]], Any] = {}
 
     def poll(self) -> list[Any]:
         return self._pygame.event.get()
@@ -82,5 +83,10 @@ class Window:
         self._text(label, x + 18, y, color or GREY)
 
     def _text(self, text: str, x: int, y: int, color: tuple[int, int, int]) -> int:
-        self._screen.blit(self._font.render(text, True, color), (x, y))
+        key = (text, color)
+        if key not in self._glyphs:  # most HUD lines repeat from frame to frame: render each once
+            if len(self._glyphs) > 512:
+                self._glyphs.clear()
+            self._glyphs[key] = self._font.render(text, True, color)
+        self._screen.blit(self._glyphs[key], (x, y))
         return y + LINE_HEIGHT
