@@ -20,12 +20,12 @@ from train.model import WorldModel
 
 
 def load_for_replay(model_path: str | Path, data_path: str | Path, device: torch.device | str = "cpu"
-                    ) -> tuple[WorldModel, EpisodeArrays, dict]:
-    """Load a model and the store it will replay; refuse data it was not trained for, with one line."""
+                    ) -> tuple[WorldModel, EpisodeArrays, dict, dict]:
+    """(model, data, checkpoint, store info): refuses data the model was not trained for, with one line."""
     model, spec, ckpt = load_model(model_path, device)
     store = EpisodeStore.open(data_path)
     spec.check_compatible(DataSpec.from_store(store, spec.camera))
-    return model, EpisodeArrays(store, spec), ckpt
+    return model, EpisodeArrays(store, spec), ckpt, store.info
 
 
 def held_out_episodes(ckpt: dict, data: EpisodeArrays) -> list[int]:
@@ -42,13 +42,13 @@ def evaluate(model_path: str | Path, data_path: str | Path, out_dir: str | Path,
         raise TeleworldError("context and horizon must both be at least 1")
     if windows < 1:
         raise TeleworldError("--windows must be at least 1")
-    model, data, ckpt = load_for_replay(model_path, data_path, device)
+    model, data, ckpt, info = load_for_replay(model_path, data_path, device)
     episodes = held_out_episodes(ckpt, data) if episodes is None else episodes
     starts = pick_windows(data, episodes, context + horizon, windows, seed)
     parts, video_truth, video_model = [], [], []
     with progress_bar(show_progress) as progress:
         task = progress.add_task("replay windows", total=len(starts), status="")
-        for b in rollouts(model, data, starts, context, horizon, device, seed):
+        for b in rollouts(model, data, starts, context, horizon, device, seed, int(info["nq"])):
             parts.append(score_batch(b))
             if sum(map(len, video_truth)) < video_windows:  # keep frames of the first windows only
                 video_truth.append(b.truth["image"])

@@ -12,7 +12,7 @@ METHOD_ORDER = ("model", "copy_last", "constant_velocity", "shuffled_actions", "
 METHOD_NOTE = {
     "model": "K real frames, then H steps imagined with the real actions",
     "copy_last": "the last context frame / proprio / contacts held",
-    "constant_velocity": "the last proprio change repeated (proprio only)",
+    "constant_velocity": "positions extrapolated with their last change, velocities held (proprio only)",
     "shuffled_actions": "the model imagining with shuffled actions",
     "reconstruction": "the model seeing every real frame: upper bound",
 }
@@ -58,7 +58,7 @@ table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px soli
 td {{ text-align: right; }} small {{ color: #666; }}
 .verdict {{ padding: 0.8em 1em; border-radius: 6px; font-weight: bold; }}
 .bad {{ background: #fde2e1; border: 1px solid #d33; }} .good {{ background: #e3f6e5; border: 1px solid #3a3; }}
-figure {{ display: inline-block; margin: 0.5em; }} img {{ max-width: 100%; }}
+figure {{ display: inline-block; margin: 0.5em; }} figure img {{ width: 520px; }} img {{ max-width: 100%; }}
 .video img {{ image-rendering: pixelated; border: 1px solid #888; }}
 </style></head><body>
 <h1>Imagined vs real: open-loop replay</h1>

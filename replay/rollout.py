@@ -6,7 +6,8 @@ A window is K context steps then H imagined steps. Every method predicts the H i
 - ``shuffled_actions``: the same context posterior, imagined with shuffled actions (pooled over all windows and
   imagined steps, permuted with the seed): ΔPSNR = model - shuffled measures how much the model uses its actions;
 - ``copy_last``: the last context frame, proprio and contacts held (zero velocity);
-- ``constant_velocity`` (proprio only): the last proprio change between context steps repeated;
+- ``constant_velocity`` (proprio only): positions (qpos) extrapolated with their last change between context
+  steps, velocities (qvel) held;
 - ``reconstruction``: the posterior given every real frame, decoded; an upper bound for the decoder.
 """
 
@@ -68,9 +69,13 @@ def _decode(model: WorldModel, states: dict) -> dict[str, np.ndarray]:
 
 
 @torch.no_grad()
-def predict(model: WorldModel, batch: dict[str, torch.Tensor], shuffled: torch.Tensor, context: int
+def predict(model: WorldModel, batch: dict[str, torch.Tensor], shuffled: torch.Tensor, context: int,
+            position_dims: int | None = None
             ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]], np.ndarray]:
-    """(truth, predictions of every method for the imagined steps, context reconstructions) of one batch."""
+    """(truth, predictions of every method for the imagined steps, context reconstructions) of one batch.
+
+    ``position_dims``: how many leading proprio entries are positions (nq); without it there is no
+    constant-velocity baseline."""
     images, actions = batch["image"], batch["action"]
     horizon = images.shape[1] - context
     posts, _ = model.observe(images, actions)  # causal: the first K posteriors saw only the context
@@ -84,16 +89,18 @@ def predict(model: WorldModel, batch: dict[str, torch.Tensor], shuffled: torch.T
         "shuffled_actions": _decode(model, model.imagine(last, shuffled[:, imagined])),
         "reconstruction": {k: v[:, context:] for k, v in recon.items()},
     }
-    if "proprio" in truth:
+    if "proprio" in truth and position_dims is not None:
         p = truth["proprio"]
         velocity = p[:, context - 1] - p[:, max(context - 2, 0)]
+        velocity[:, position_dims:] = 0.0  # velocities themselves are held
         steps = np.arange(1, horizon + 1, dtype=np.float32)[None, :, None]
         preds["constant_velocity"] = {"proprio": p[:, context - 1 : context] + steps * velocity[:, None]}
     return truth, preds, recon["image"][:, :context]
 
 
 def rollouts(model: WorldModel, data: EpisodeArrays, starts: np.ndarray, context: int, horizon: int,
-             device: torch.device | str = "cpu", seed: int = 0, batch_size: int = 16):
+             device: torch.device | str = "cpu", seed: int = 0, position_dims: int | None = None,
+             batch_size: int = 16):
     """Yield a WindowBatch per ``batch_size`` windows; shuffled actions are drawn once over all windows."""
     length = context + horizon
     all_actions = data.action[np.asarray(starts)[:, None] + np.arange(length)[None]]
@@ -101,5 +108,6 @@ def rollouts(model: WorldModel, data: EpisodeArrays, starts: np.ndarray, context
     for i in range(0, len(starts), batch_size):
         chunk = starts[i : i + batch_size]
         batch = data.batch(chunk, length, device)
-        truth, preds, recon = predict(model, batch, shuffled[i : i + batch_size].to(device), context)
+        truth, preds, recon = predict(model, batch, shuffled[i : i + batch_size].to(device), context,
+                                     position_dims)
         yield WindowBatch(np.asarray(chunk), context, truth, preds, recon)

@@ -10,6 +10,7 @@ from replay import metrics as M
 from replay.rollout import WindowBatch
 
 ACTION_DB_THRESHOLD = 0.1  # ΔPSNR (dB) below which, or with a 95 % interval reaching 0, the model ignores actions
+WEAK_ACTION_DB = 1.0  # ΔPSNR (dB) below which its use of actions is called weak
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,9 @@ def action_verdict(mean: float, low: float, high: float, ignores: bool) -> str:
     if ignores:
         return (f"The model ignores its actions: {interval}. Its predictions barely change when the actions are "
                 "shuffled, so it cannot be used to predict the effect of an action.")
+    if mean < WEAK_ACTION_DB:
+        return (f"The model uses its actions only weakly: {interval}. Shuffling them costs less than "
+                f"{WEAK_ACTION_DB:g} dB; look at the moved-pixel PSNR and the videos before trusting it.")
     return f"The model uses its actions: {interval}."
 
 

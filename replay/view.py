@@ -155,7 +155,7 @@ def run_view(model_path: str | Path, data_path: str | Path, context: int = 5, ho
     """Load, open the window, loop, close."""
     from replay.evaluate import load_for_replay
 
-    model, data, _ = load_for_replay(model_path, data_path, device)
+    model, data, _, _ = load_for_replay(model_path, data_path, device)
     viewer = Viewer(model, data, context, horizon, scale, device)
     try:
         screen = init_display(panels_size(data.spec.image_size, scale, 4), "teleworld view")

@@ -81,9 +81,11 @@ def test_shuffled_actions_keep_context_and_permute_the_imagined_part():
 def test_action_verdict_both_ways():
     rng = np.random.default_rng(2)
     model = rng.normal(25.0, 1.0, size=(20, 10))
-    listens = action_sensitivity({"psnr": {"model": model, "shuffled_actions": model - 1.0}})
-    assert listens["delta_psnr_db"] == pytest.approx(1.0) and not listens["ignores_actions"]
-    assert listens["verdict"].startswith("The model uses its actions")
+    listens = action_sensitivity({"psnr": {"model": model, "shuffled_actions": model - 2.0}})
+    assert listens["delta_psnr_db"] == pytest.approx(2.0) and not listens["ignores_actions"]
+    assert listens["verdict"].startswith("The model uses its actions: ")
+    weak = action_sensitivity({"psnr": {"model": model, "shuffled_actions": model - 0.5}})
+    assert not weak["ignores_actions"] and weak["verdict"].startswith("The model uses its actions only weakly")
     deaf = action_sensitivity({"psnr": {"model": model, "shuffled_actions": model.copy()}})
     assert deaf["delta_psnr_db"] == 0.0 and deaf["ignores_actions"]
     assert "ignores its actions" in deaf["verdict"]
