@@ -16,6 +16,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import signal
 import time
+import traceback
 from collections import deque
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection, wait
@@ -105,10 +106,13 @@ def simulate(job: Job, seed: int) -> Episode:
 
 
 def _serve(job: Job, conn: Connection) -> None:
-    """A local worker: receive a seed, send back its episode; None ends it."""
+    """A local worker: receive a seed, send back its episode (or the traceback of its failure); None ends it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     while (seed := conn.recv()) is not None:
-        conn.send(simulate(job, seed))
+        try:
+            conn.send(simulate(job, seed))
+        except Exception:  # a bug, not a lost worker: the driver re-raises it
+            conn.send(f"seed {seed} failed in a worker:\n{traceback.format_exc()}")
 
 
 # ----- the driver side -----
@@ -153,11 +157,17 @@ def run_local(job: Job, seeds: list[int], workers: int, order: SeedOrder) -> Non
     busy: dict[Connection, tuple[mp.Process, int | None]] = {}
 
     def feed(conn: Connection, proc: mp.Process) -> None:
+        """Give an idle worker its next seed, or retire it."""
         seed = todo.popleft() if todo else None
-        conn.send(seed)
+        try:
+            conn.send(seed)
+        except OSError:  # it died while idle: nothing is lost, another worker takes the seed
+            if seed is not None:
+                todo.appendleft(seed)
+            seed = None
         if seed is None:
+            busy.pop(conn, None)
             proc.join()
-            del busy[conn]
         else:
             busy[conn] = proc, seed
 
@@ -178,6 +188,8 @@ def run_local(job: Job, seeds: list[int], workers: int, order: SeedOrder) -> Non
                     proc.join()
                     order.lose(seed)
                     continue
+                if isinstance(episode, str):
+                    raise RuntimeError(episode)
                 order.add(episode)
                 feed(conn, proc)
     finally:
@@ -205,7 +217,9 @@ def run_ray(job: Job, seeds: list[int], workers: int, order: SeedOrder) -> None:
             seed = running.pop(done[0])
             try:
                 order.add(ray.get(done[0]))
-            except ray.exceptions.RayError:
+            except ray.exceptions.RayTaskError:  # a bug in the task: not retried, re-raised
+                raise
+            except ray.exceptions.RayError:  # its worker or node died more often than retried
                 order.lose(seed)
     finally:
         if started:
