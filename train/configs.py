@@ -1,49 +1,92 @@
-"""Named model + optimisation configs. A run's config = a named preset, overridden by CLI flags."""
+"""Run configs: a named TOML preset (train/presets/NAME.toml) or a TOML file, overridden from the CLI."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import sys
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 from teleworld.errors import TeleworldError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+ARCHITECTURE_KEYS = ("depth", "deter", "groups", "classes", "hidden")
 
 
 @dataclass
 class TrainConfig:
-    """Everything a training run needs besides the data. Model sizes are in WorldModelConfig fields."""
+    """Everything a training run needs besides the data."""
 
-    steps: int = 2000
-    batch_size: int = 16
-    seq_len: int = 16
-    lr: float = 6e-4
+    steps: int = 2000  # optimiser steps
+    batch_size: int = 16  # sequences per batch (per process under torchrun)
+    seq_len: int = 16  # steps per training window
+    lr: float = 1e-3  # peak learning rate: linear warmup, cosine decay to 10 %
     weight_decay: float = 0.0
-    grad_clip: float = 100.0
-    val_fraction: float = 0.1
-    seed: int = 0
+    grad_clip: float = 100.0  # global gradient-norm clip
+    val_fraction: float = 0.1  # share of episodes held out, split by whole episode
+    seed: int = 0  # split, init, data order, latent sampling
     checkpoint_every: int = 500
-    # model sizes
+    eval_every: int = 250  # open-loop PSNR on validation windows, logged to TensorBoard
+    log_every: int = 10
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU), bf16, fp32
+    compile: bool = False  # torch.compile the encoder, decoder and the recurrent cell
+    prefetch: int = 2  # batches prepared ahead in a background thread
+    # model sizes (see train/model.py WorldModelConfig)
     depth: int = 16
-    deter: int = 256
+    deter: int = 192
     groups: int = 16
     classes: int = 16
-    hidden: int = 256
+    hidden: int = 192
     openloop_steps: int = 3
 
-
-PRESETS: dict[str, dict] = {
-    "tiny": dict(depth=8, deter=64, hidden=64, groups=8, classes=8, batch_size=4, seq_len=8, steps=40),
-    "small": dict(depth=16, deter=192, hidden=192, groups=16, classes=16),
-    "medium": dict(depth=32, deter=512, hidden=512, groups=32, classes=32, batch_size=32, seq_len=32, steps=50000, lr=3e-4),
-    "large": dict(depth=48, deter=1024, hidden=1024, groups=32, classes=32, batch_size=32, seq_len=64, steps=100000, lr=2e-4),
-}
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
-def make_config(name: str = "small", **overrides) -> TrainConfig:
-    """A preset by name with ``overrides`` (None values are ignored)."""
-    if name not in PRESETS:
-        raise TeleworldError(f"unknown config {name!r}; known: {', '.join(PRESETS)}")
-    known = {f.name for f in fields(TrainConfig)}
-    values = {**PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}}
-    unknown = set(values) - known
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
+
+
+def _read_toml(name_or_path: str) -> dict:
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        path = PRESETS_DIR / f"{name_or_path}.toml"
+        if not path.exists():
+            raise TeleworldError(f"unknown config {name_or_path!r}; known: {', '.join(preset_names())} or a .toml path")
+    if not path.exists():
+        raise TeleworldError(f"no config file at {path}")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise TeleworldError(f"{path} is not valid TOML: {exc}") from None
+
+
+def make_config(name_or_path: str = "small", **overrides) -> TrainConfig:
+    """A preset name or TOML path, with ``overrides`` on top (None values are ignored)."""
+    values = {**_read_toml(name_or_path), **{k: v for k, v in overrides.items() if v is not None}}
+    types = {f.name: f.type for f in fields(TrainConfig)}
+    unknown = sorted(set(values) - set(types))
     if unknown:
-        raise TeleworldError(f"unknown config keys: {', '.join(sorted(unknown))}")
-    return TrainConfig(**values)
+        raise TeleworldError(f"unknown config keys: {', '.join(unknown)}; known: {', '.join(types)}")
+    cfg = TrainConfig(**values)
+    if cfg.precision not in ("auto", "bf16", "fp32"):
+        raise TeleworldError(f"precision must be auto, bf16 or fp32, not {cfg.precision!r}")
+    return cfg
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """['lr=3e-4', 'compile=true'] -> typed values, each parsed as a TOML value."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise TeleworldError(f"--set expects key=value, got {pair!r}")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = value  # a bare string
+    return out

@@ -73,13 +73,23 @@ class EpisodeArrays:
     def windows(self, length: int, episodes: np.ndarray | None = None) -> np.ndarray:
         return make_windows(self.episode_ends, length, episodes)
 
-    def batch(self, starts: np.ndarray, length: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-        """Gather windows [start, start+length) into model tensors (B, T, ...)."""
+    def gather(self, starts: np.ndarray, length: int) -> dict[str, torch.Tensor]:
+        """Windows [start, start+length) as CPU tensors (B, T, ...); frames stay uint8 (B, T, H, W, 3)."""
         idx = np.asarray(starts)[:, None] + np.arange(length)[None]
-        frames = torch.from_numpy(self.frames[idx]).to(device, non_blocking=True)
         return {
-            "image": frames.permute(0, 1, 4, 2, 3).float().div_(255.0),
-            "action": torch.from_numpy(self.action[idx]).to(device),
-            "proprio": torch.from_numpy(self.proprio[idx]).to(device),
-            "contact": torch.from_numpy(self.contact[idx]).to(device),
+            "image": torch.from_numpy(self.frames[idx]),
+            "action": torch.from_numpy(self.action[idx]),
+            "proprio": torch.from_numpy(self.proprio[idx]),
+            "contact": torch.from_numpy(self.contact[idx]),
         }
+
+    def batch(self, starts: np.ndarray, length: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        """Gather windows and move them to ``device`` as model inputs (images float in [0, 1], (B, T, 3, H, W))."""
+        return to_model_inputs(self.gather(starts, length), device)
+
+
+def to_model_inputs(raw: dict[str, torch.Tensor], device: torch.device | str) -> dict[str, torch.Tensor]:
+    """Move a gathered batch to ``device``; uint8 frames become float (B, T, 3, H, W) in [0, 1] there."""
+    out = {k: v.to(device, non_blocking=True) for k, v in raw.items()}
+    out["image"] = out["image"].permute(0, 1, 4, 2, 3).float().div_(255.0)
+    return out

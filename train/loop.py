@@ -1,20 +1,29 @@
-"""The training loop, top to bottom: seed, data, model, optimiser, loop, checkpoint."""
+"""The training loop, top to bottom: devices and ranks, data, model, optimiser, resume, loop, checkpoints.
+
+Runs unchanged on a CPU, one GPU, or several under ``torchrun --nproc_per_node N`` (DDP; each rank draws its
+own windows; rank 0 alone logs and checkpoints).
+"""
 
 from __future__ import annotations
 
 import math
+import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from teleworld.errors import TeleworldError
 from teleworld.progress import progress_bar
-from train.checkpoint import CHECKPOINT_NAME, save_checkpoint
+from train.checkpoint import CHECKPOINT_NAME, read_checkpoint, save_checkpoint
 from train.configs import TrainConfig
-from train.dataset import EpisodeArrays
+from train.dataset import DataSpec, EpisodeArrays, to_model_inputs
 from train.model import WorldModel, WorldModelConfig
+from train.validation import Validator
 from train.windows import split_episodes
 
 
@@ -27,9 +36,35 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def build_model(cfg: TrainConfig, data: EpisodeArrays) -> WorldModel:
-    """A fresh model sized by ``cfg`` for the shapes of ``data``."""
-    spec = data.spec
+def init_distributed(device: torch.device) -> tuple[int, int, torch.device]:
+    """(rank, world size, this rank's device); starts a process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, device
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return dist.get_rank(), world, device
+
+
+def window_starts(windows: np.ndarray, batch_size: int, seed: int, rank: int, step: int) -> np.ndarray:
+    """The windows of one step: a pure function of (seed, rank, step), so a resumed run draws the same batches."""
+    return np.random.default_rng([seed, rank, step]).choice(windows, batch_size)
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Linear warmup over the first 5 % (at most 100 steps), then cosine decay to 10 % of the peak."""
+    warmup = min(100, cfg.steps // 20 + 1)
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, cfg.steps - warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def build_model(cfg: TrainConfig, spec: DataSpec) -> WorldModel:
+    """A fresh model sized by ``cfg`` for the shapes in ``spec``."""
     return WorldModel(
         WorldModelConfig(
             image_size=spec.image_size,
@@ -46,62 +81,148 @@ def build_model(cfg: TrainConfig, data: EpisodeArrays) -> WorldModel:
     )
 
 
+class Prefetcher:
+    """Gathers the next batches in a background thread (pinned memory on CUDA) so the device never waits."""
+
+    def __init__(self, data: EpisodeArrays, windows: np.ndarray, cfg: TrainConfig, rank: int, pin: bool):
+        self.data, self.windows, self.cfg, self.rank, self.pin = data, windows, cfg, rank, pin
+        self.pool = ThreadPoolExecutor(max_workers=1)
+        self.pending: dict[int, Future] = {}
+
+    def _load(self, step: int) -> dict[str, torch.Tensor]:
+        starts = window_starts(self.windows, self.cfg.batch_size, self.cfg.seed, self.rank, step)
+        raw = self.data.gather(starts, self.cfg.seq_len)
+        return {k: v.pin_memory() for k, v in raw.items()} if self.pin else raw
+
+    def get(self, step: int) -> dict[str, torch.Tensor]:
+        """The raw batch of ``step``; schedules the following ones."""
+        for ahead in range(step, step + max(1, self.cfg.prefetch) + 1):
+            if ahead < self.cfg.steps and ahead not in self.pending:
+                self.pending[ahead] = self.pool.submit(self._load, ahead)
+        return self.pending.pop(step).result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
 def train(
     data: EpisodeArrays,
     cfg: TrainConfig,
     out_dir: str | Path,
     device: torch.device | str = "cpu",
     show_progress: bool = True,
+    resume: bool = False,
 ) -> dict:
-    """Fit a world model on random windows of the training episodes; returns a summary dict."""
+    """Fit a world model on random windows of the training episodes; returns a summary dict (rank 0)."""
     out_dir = Path(out_dir)
-    device = torch.device(device)
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+    rank, world, device = init_distributed(torch.device(device))
+    main_process = rank == 0
+    torch.manual_seed(cfg.seed + rank)
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
-    # data: split by whole episode, windows never cross episodes
-    train_eps, val_eps = split_episodes(data.num_episodes, cfg.val_fraction, cfg.seed)
+    # ---- data: split by whole episode; windows never cross episodes ----
+    ckpt = _resume_checkpoint(out_dir, data.spec) if resume else None
+    if ckpt is not None:
+        train_eps, val_eps = np.array(ckpt["train_episodes"]), np.array(ckpt["val_episodes"])
+    else:
+        train_eps, val_eps = split_episodes(data.num_episodes, cfg.val_fraction, cfg.seed)
     windows = data.windows(cfg.seq_len, train_eps)
     if len(windows) == 0:
-        raise TeleworldError(f"no training episode has {cfg.seq_len} steps; record longer episodes or lower --seq-len")
+        raise TeleworldError(f"no training episode has {cfg.seq_len} steps; record longer episodes or lower seq_len")
 
-    # model and optimiser
-    model = build_model(cfg, data).to(device).train()
+    # ---- model and optimiser (architecture from the checkpoint on resume) ----
+    model = WorldModel(WorldModelConfig.from_dict(ckpt["config"])) if ckpt else build_model(cfg, data.spec)
+    model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, eps=1e-6)
-    warmup = min(100, cfg.steps // 10 + 1)
+    start_step = 0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["torch_rng"][rank % len(ckpt["torch_rng"])])
+        start_step = ckpt["step"]
+    if cfg.compile:
+        model.encoder.compile()
+        model.decoder.compile()
+        model.rssm.img_step = torch.compile(model.rssm.img_step)
+    ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
 
-    def lr_at(step: int) -> float:  # linear warmup, cosine decay to 10 %
-        if step < warmup:
-            return cfg.lr * (step + 1) / warmup
-        progress = (step - warmup) / max(1, cfg.steps - warmup)
-        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+    extra = {"train_config": cfg.to_dict(), "val_episodes": val_eps.tolist(), "train_episodes": train_eps.tolist()}
 
-    extra = {"train_config": vars(cfg).copy(), "val_episodes": val_eps.tolist(), "train_episodes": train_eps.tolist()}
+    def checkpoint(step: int) -> Path:
+        rng = [torch.get_rng_state()]
+        if world > 1:
+            rng = [torch.empty_like(rng[0]) for _ in range(world)]
+            dist.all_gather_object(rng, torch.get_rng_state())
+        if not main_process:
+            return out_dir / CHECKPOINT_NAME
+        state = {**extra, "optimizer": optimizer.state_dict(), "torch_rng": rng}
+        return save_checkpoint(out_dir / CHECKPOINT_NAME, model, data.spec, step, state)
+
+    validator = Validator(data, val_eps, device) if main_process else None
+    logger = _tensorboard(out_dir) if main_process else None
+    prefetch = Prefetcher(data, windows, cfg, rank, pin=device.type == "cuda")
     history: list[dict] = []
     start = time.time()
-    with progress_bar(show_progress) as progress:
-        task = progress.add_task("train", total=cfg.steps, status="")
-        for step in range(cfg.steps):
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step)
-            batch = data.batch(rng.choice(windows, cfg.batch_size), cfg.seq_len, device)
-            loss, terms = model.loss(batch)
-            terms = {k: v.detach() for k, v in terms.items()}
-            if not torch.isfinite(loss):
-                raise TeleworldError(f"loss became {loss.item()} at step {step}; the last good checkpoint is kept")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            if step % 10 == 0 or step == cfg.steps - 1:
-                row = {"step": step, **{k: round(v.item(), 4) for k, v in terms.items()}}
-                history.append(row)
-                rate = (step + 1) / (time.time() - start)
-                progress.update(task, status=f"loss {row['total']:.1f} img {row['image']:.1f} {rate:.1f} it/s")
-            progress.advance(task)
-            if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
-                save_checkpoint(out_dir / CHECKPOINT_NAME, model, data.spec, step + 1, extra)
-    path = save_checkpoint(out_dir / CHECKPOINT_NAME, model, data.spec, cfg.steps, extra)
+    try:
+        with progress_bar(show_progress and main_process) as progress:
+            task = progress.add_task("train", total=cfg.steps, completed=start_step, status="")
+            for step in range(start_step, cfg.steps):
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(cfg, step)
+                batch = to_model_inputs(prefetch.get(step), device)
+                with autocast:
+                    loss, terms = ddp(batch)
+                if not _finite_everywhere(loss, world):
+                    raise TeleworldError(
+                        f"loss became {loss.item()} at step {step}; stopped, the last good checkpoint is kept")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                done = step + 1
+                if main_process and (step % cfg.log_every == 0 or done == cfg.steps):
+                    row = {"step": step, "lr": lr_at(cfg, step), **{k: v.item() for k, v in terms.items()}}
+                    history.append(row)
+                    for key, value in row.items():
+                        if key != "step":
+                            logger.add_scalar(f"{'optim' if key == 'lr' else 'loss'}/{key}", value, step)
+                    rate = (done - start_step) / (time.time() - start)
+                    logger.add_scalar("perf/steps_per_s", rate, step)
+                    progress.update(task, status=f"loss {row['total']:.1f} image {row['image']:.1f} {rate:.2f} it/s")
+                if validator is not None and cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
+                    validator.log(model, logger, done)
+                    model.train()
+                if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
+                    checkpoint(done)
+                progress.advance(task)
+        path = checkpoint(cfg.steps)
+    finally:
+        prefetch.close()
+        if logger is not None:
+            logger.close()
     model.eval()
     return {"checkpoint": str(path), "steps": cfg.steps, "seconds": time.time() - start, "history": history,
-            "model": model, "val_episodes": val_eps.tolist()}
+            "model": model, "val_episodes": val_eps.tolist(), "rank": rank, "world_size": world,
+            "validation": validator.last if validator is not None else None}
+
+
+def _resume_checkpoint(out_dir: Path, spec: DataSpec) -> dict:
+    ckpt = read_checkpoint(out_dir / CHECKPOINT_NAME)
+    if "optimizer" not in ckpt:
+        raise TeleworldError(f"{out_dir / CHECKPOINT_NAME} holds no optimiser state and cannot be resumed")
+    DataSpec(**ckpt["data_spec"]).check_compatible(spec)
+    return ckpt
+
+
+def _finite_everywhere(loss: torch.Tensor, world: int) -> bool:
+    finite = torch.isfinite(loss.detach()).float()
+    if world > 1:
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    return bool(finite.item())
+
+
+def _tensorboard(out_dir: Path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(out_dir / "tensorboard"))

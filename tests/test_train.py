@@ -1,0 +1,122 @@
+"""Trainer: configs, resume after a kill, NaN stop, DDP under torchrun with gloo."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from recorder import EpisodeStore
+from teleworld.errors import TeleworldError
+from train.checkpoint import read_checkpoint
+from train.configs import make_config, parse_overrides
+from train.dataset import DataSpec, EpisodeArrays
+from train.loop import train, window_starts
+
+ENV = {**os.environ, "MUJOCO_GL": "egl"}
+
+
+@pytest.fixture()
+def data(push_store):
+    store = EpisodeStore.open(push_store)
+    return EpisodeArrays(store, DataSpec.from_store(store))
+
+
+def test_presets_toml_files_and_overrides(tmp_path):
+    assert make_config("tiny").depth == 8
+    assert make_config("small", lr=None).lr == 1e-3  # None means "not given"
+    custom = tmp_path / "mine.toml"
+    custom.write_text('depth = 4\nprecision = "fp32"\n')
+    cfg = make_config(str(custom), **parse_overrides(["steps=7", "compile=true"]))
+    assert (cfg.depth, cfg.precision, cfg.steps, cfg.compile) == (4, "fp32", 7, True)
+    with pytest.raises(TeleworldError, match="unknown config keys: bogus"):
+        make_config("tiny", bogus=1)
+    with pytest.raises(TeleworldError, match="unknown config 'huge'"):
+        make_config("huge")
+
+
+def test_data_order_depends_only_on_seed_rank_and_step():
+    windows = np.arange(1000)
+    a = window_starts(windows, 8, seed=0, rank=0, step=17)
+    assert np.array_equal(a, window_starts(windows, 8, seed=0, rank=0, step=17))
+    assert not np.array_equal(a, window_starts(windows, 8, seed=0, rank=1, step=17))
+    assert not np.array_equal(a, window_starts(windows, 8, seed=0, rank=0, step=18))
+
+
+def _train_cli(store: str, out, steps: int) -> subprocess.Popen:
+    args = ["train", "--data", store, "--out", str(out), "--config", "tiny", "--steps", str(steps), "--device", "cpu",
+            "--set", "checkpoint_every=10", "--set", "eval_every=0"]
+    return [sys.executable, "-m", "teleworld", *args]
+
+
+def test_resume_after_kill_matches_an_uninterrupted_run(push_store, tmp_path):
+    steps = 300
+    subprocess.run(_train_cli(push_store, tmp_path / "full", steps), check=True, env=ENV, capture_output=True)
+    proc = subprocess.Popen(_train_cli(push_store, tmp_path / "killed", steps), env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = tmp_path / "killed" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved_step = read_checkpoint(ckpt)["step"]
+    assert 0 < saved_step < steps, "the kill should land mid-run"
+    result = subprocess.run(_train_cli(push_store, tmp_path / "killed", steps) + ["--resume"], env=ENV,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    full, resumed = read_checkpoint(tmp_path / "full"), read_checkpoint(ckpt)
+    assert resumed["step"] == steps
+    for key, value in full["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path):
+    train(data, make_config("tiny", steps=20, checkpoint_every=10, eval_every=0), tmp_path, show_progress=False)
+    data.proprio[:] = np.nan
+    with pytest.raises(TeleworldError, match="loss became nan at step 20"):
+        train(data, make_config("tiny", steps=40, checkpoint_every=10, eval_every=0), tmp_path, show_progress=False,
+              resume=True)
+    assert read_checkpoint(tmp_path)["step"] == 20
+
+
+def test_resume_refuses_other_data(data, tmp_path):
+    train(data, make_config("tiny", steps=2, eval_every=0), tmp_path, show_progress=False)
+    data.spec = DataSpec(**{**vars(data.spec), "action_names": ["a", "b", "c"]})
+    with pytest.raises(TeleworldError, match="action_names"):
+        train(data, make_config("tiny", steps=4), tmp_path, show_progress=False, resume=True)
+
+
+DDP_SCRIPT = textwrap.dedent(
+    """
+    import sys, torch
+    from recorder import EpisodeStore
+    from train.configs import make_config
+    from train.dataset import DataSpec, EpisodeArrays
+    from train.loop import train
+
+    store = EpisodeStore.open(sys.argv[1])
+    data = EpisodeArrays(store, DataSpec.from_store(store))
+    result = train(data, make_config("tiny", steps=6, eval_every=0), sys.argv[2], "cpu", show_progress=False)
+    flat = torch.cat([p.detach().flatten() for p in result["model"].parameters()])
+    torch.save(flat, f"{sys.argv[2]}/weights_rank{result['rank']}.pt")
+    """
+)
+
+
+def test_ddp_two_processes_with_gloo_hold_identical_weights(push_store, tmp_path):
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           str(script), push_store, str(tmp_path)]
+    result = subprocess.run(cmd, env={**ENV, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    w0 = torch.load(tmp_path / "weights_rank0.pt", weights_only=True)
+    w1 = torch.load(tmp_path / "weights_rank1.pt", weights_only=True)
+    assert torch.equal(w0, w1)
+    assert read_checkpoint(tmp_path)["step"] == 6  # written by rank 0 only
