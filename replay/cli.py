@@ -38,7 +38,7 @@ def view_command(
     data: Path = typer.Option(..., "--data", help="Episode store to browse."),
     context: int = typer.Option(5, help="Initial context length K."),
     horizon: int = typer.Option(50, help="Initial horizon H."),
-    scale: int = typer.Option(4, help="Screen pixels per image pixel."),
+    scale: int = typer.Option(4, min=1, help="Screen pixels per image pixel."),
     device: str = typer.Option("cpu", help="cpu, cuda or auto."),
 ) -> None:
     """Browse real vs imagined rollouts in a window (keys are listed on screen)."""
@@ -50,9 +50,9 @@ def view_command(
 
 def dream_command(
     model: Path = typer.Option(..., "--model", help="Run directory or checkpoint file."),
-    scene: str = typer.Option("push", "--scene", help="Scene the model was trained on."),
+    scene: str = typer.Option(None, "--scene", help="Scene to drive; default: the one the model was trained on."),
     seed: int = typer.Option(0, help="Seed of the scene's initial state."),
-    scale: int = typer.Option(4, help="Screen pixels per image pixel."),
+    scale: int = typer.Option(4, min=1, help="Screen pixels per image pixel."),
     device: str = typer.Option("cpu", help="cpu, cuda or auto."),
 ) -> None:
     """Drive the simulator and the world model side by side with the keyboard or a gamepad; R resyncs."""

@@ -134,11 +134,13 @@ def dream_loop(dream: Dream, screen: pygame.Surface, scale: int, paced: bool = T
     return steps
 
 
-def open_dream(model_path: str | Path, scene_name: str, seed: int = 0, device: torch.device | str = "cpu") -> Dream:
-    """Load the model and the scene it was trained on; refuse a scene or camera it does not know."""
+def open_dream(model_path: str | Path, scene_name: str | None = None, seed: int = 0,
+               device: torch.device | str = "cpu") -> Dream:
+    """Load the model and its scene (``scene_name`` defaults to the model's); refuse a scene it does not know."""
     from train.checkpoint import load_model
 
     model, spec, _ = load_model(model_path, device)
+    scene_name = scene_name or spec.scene
     if spec.scene != scene_name:
         raise TeleworldError(f"model was trained on scene {spec.scene!r}, not {scene_name!r}")
     try:
@@ -152,7 +154,7 @@ def open_dream(model_path: str | Path, scene_name: str, seed: int = 0, device: t
     return Dream(model, spec, scene, seed, device)
 
 
-def run_dream(model_path: str | Path, scene_name: str, seed: int = 0, scale: int = 4,
+def run_dream(model_path: str | Path, scene_name: str | None = None, seed: int = 0, scale: int = 4,
               device: torch.device | str = "cpu") -> None:
     """Load, open the window and any gamepads, loop, close."""
     dream = open_dream(model_path, scene_name, seed, device)

@@ -6,6 +6,7 @@ import numpy as np
 import pygame
 
 from replay.report import CONTEXT_COLOUR, IMAGINED_COLOUR, error_map, to_uint8
+from teleworld.errors import TeleworldError
 
 BACKGROUND = (24, 24, 24)
 TEXT = (230, 230, 230)
@@ -19,7 +20,10 @@ def init_display(size: tuple[int, int], title: str) -> pygame.Surface:
     """Open the window (headless under SDL_VIDEODRIVER=dummy)."""
     pygame.init()
     pygame.display.set_caption(title)
-    return pygame.display.set_mode(size)
+    try:
+        return pygame.display.set_mode(size)
+    except pygame.error as exc:
+        raise TeleworldError(f"cannot open a window ({exc}); set SDL_VIDEODRIVER=dummy to run headless") from None
 
 
 def panels_size(side: int, scale: int, text_lines: int) -> tuple[int, int]:

@@ -17,6 +17,7 @@ import torch
 from recorder import EpisodeStore
 from replay.dream import dream_loop, open_dream
 from replay.evaluate import evaluate
+from replay.keys import OperatorInput
 from replay.metrics import psnr
 from replay.screen import LINE, PAD, init_display, panels_size
 from replay.view import Viewer, view_loop
@@ -201,6 +202,18 @@ def test_dream_drives_simulator_and_model_together_and_resyncs(run):
     finally:
         dream.scene.close()
         pygame.quit()
+
+
+def test_operator_input_from_keys_and_stick():
+    operator = OperatorInput(2)
+    operator.handle(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_LEFT))
+    operator.handle(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_w))
+    assert operator.action().tolist() == [-1.0, 1.0]
+    operator.handle(pygame.event.Event(pygame.KEYUP, key=pygame.K_LEFT))
+    operator.handle(pygame.event.Event(pygame.JOYAXISMOTION, joy=0, instance_id=0, axis=1, value=0.5))
+    assert operator.action().tolist() == [0.0, -0.5]  # stick y is down-positive; it overrides the key
+    operator.handle(pygame.event.Event(pygame.JOYAXISMOTION, joy=0, instance_id=0, axis=0, value=0.05))
+    assert operator.action()[0] == 0.0  # inside the dead zone
 
 
 def test_bad_input_gives_one_line_errors(run, push_store, tmp_path):
