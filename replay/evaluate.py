@@ -36,14 +36,21 @@ def held_out_episodes(ckpt: dict, data: EpisodeArrays) -> list[int]:
 
 def evaluate(model_path: str | Path, data_path: str | Path, out_dir: str | Path, context: int = 5,
              horizon: int = 50, windows: int = 16, seed: int = 0, device: str | torch.device = "cpu",
-             episodes: list[int] | None = None, video_windows: int = 4, show_progress: bool = True) -> dict:
-    """Open-loop replay of seeded held-out windows for the model and every baseline; writes the report."""
+             episodes: list[int] | str | None = None, video_windows: int = 4, show_progress: bool = True) -> dict:
+    """Open-loop replay of seeded windows for the model and every baseline; writes the report.
+
+    ``episodes``: None for the run's held-out episodes, "all" for every episode, or a list of indices."""
     if context < 1 or horizon < 1:
         raise TeleworldError("context and horizon must both be at least 1")
     if windows < 1:
         raise TeleworldError("--windows must be at least 1")
     model, data, ckpt, info = load_for_replay(model_path, data_path, device)
-    episodes = held_out_episodes(ckpt, data) if episodes is None else episodes
+    if episodes is None:
+        episodes = held_out_episodes(ckpt, data)
+    elif episodes == "all":
+        episodes = list(range(data.num_episodes))
+    elif not all(0 <= e < data.num_episodes for e in episodes):
+        raise TeleworldError(f"episodes must lie in 0..{data.num_episodes - 1}")
     starts = pick_windows(data, episodes, context + horizon, windows, seed)
     parts, video_truth, video_model = [], [], []
     with progress_bar(show_progress) as progress:

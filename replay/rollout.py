@@ -22,9 +22,6 @@ from teleworld.errors import TeleworldError
 from train.dataset import EpisodeArrays
 from train.model import WorldModel
 
-METHODS = ("model", "copy_last", "shuffled_actions", "reconstruction", "constant_velocity")
-
-
 @dataclass
 class WindowBatch:
     """Truth and predictions of B windows. Images (B, T, 3, S, S) in [0, 1]; T = K + H."""

@@ -129,7 +129,8 @@ def test_report_files_and_baselines_on_the_models_windows(report, run, push_stor
 
 def test_model_ignoring_actions_gets_zero_delta_and_the_report_says_so(deaf_run, push_store, tmp_path):
     metrics = evaluate(deaf_run, push_store, tmp_path, context=K, horizon=H, windows=5, seed=3,
-                       show_progress=False)
+                       episodes="all", show_progress=False)
+    assert metrics["episodes"] == list(range(6))
     act = metrics["action_sensitivity"]
     assert act["delta_psnr_db"] == pytest.approx(0.0, abs=1e-6) and act["ignores_actions"]
     assert metrics["per_step"]["psnr"]["shuffled_actions"] == metrics["per_step"]["psnr"]["model"]
