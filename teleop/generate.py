@@ -1,10 +1,10 @@
 """`teleworld generate`: scripted episodes at volume, simulated in parallel, committed by one writer.
 
-    driver (this process, the only writer)          workers (W spawned processes, or W Ray tasks at a time)
+    driver (this process, the only writer)    workers (W spawned processes, or W Ray tasks at a time)
     plan seeds: first..., skipping stored ones
-    hand each idle worker a seed  ────────────────►  build scene + operator once per process
-                                                     reset(seed), run the operator, render: one episode
-    commit episodes in seed order  ◄──────────────  (seed, stacked arrays, labels)
+    hand each idle worker a seed  ──────────►  build scene + operator once per process
+                                               reset(seed), run the operator, render one episode
+    commit episodes in seed order  ◄────────  (seed, stacked arrays, labels)
 
 A worker that dies loses only the episode it was simulating; the driver commits everything else, then fails
 with a hint to rerun with ``--resume``, which tops the store up to N episodes without repeating a seed.
@@ -18,10 +18,10 @@ import signal
 import time
 import traceback
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import typer
@@ -29,6 +29,10 @@ from rich.console import Console
 
 from teleworld.errors import TeleworldError
 from teleworld.progress import progress_bar
+
+if TYPE_CHECKING:
+    from recorder import EpisodeStore
+    from teleop.scenes import Scene
 
 BACKENDS = ("local", "ray")
 
@@ -71,11 +75,12 @@ class _Steps:
         return steps, contacts
 
 
-def build_scene(job: Job):
-    """The job's scene (randomized when asked)."""
+def build_scene(job: Job) -> Scene:
+    """The job's scene (randomized when asked; only scenes that declare a randomization accept that)."""
     from teleop.scenes import load
 
-    return load(job.scene, image_size=(job.image_size, job.image_size), **({"randomize": True} if job.randomize else {}))
+    extra = {"randomize": True} if job.randomize else {}
+    return load(job.scene, image_size=(job.image_size, job.image_size), **extra)
 
 
 _BUILT: dict[Job, tuple] = {}  # per process: scene, operator and array specs of each job seen
@@ -108,11 +113,15 @@ def simulate(job: Job, seed: int) -> Episode:
 def _serve(job: Job, conn: Connection) -> None:
     """A local worker: receive a seed, send back its episode (or the traceback of its failure); None ends it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
-    while (seed := conn.recv()) is not None:
-        try:
-            conn.send(simulate(job, seed))
-        except Exception:  # a bug, not a lost worker: the driver re-raises it
-            conn.send(f"seed {seed} failed in a worker:\n{traceback.format_exc()}")
+    try:
+        while (seed := conn.recv()) is not None:
+            try:
+                episode = simulate(job, seed)
+            except Exception:  # a bug, not a lost worker: the driver re-raises it
+                episode = f"seed {seed} failed in a worker:\n{traceback.format_exc()}"
+            conn.send(episode)
+    except (EOFError, BrokenPipeError):  # the driver is gone
+        pass
 
 
 # ----- the driver side -----
@@ -236,7 +245,7 @@ def plan_seeds(stored: set[int], first: int, count: int) -> list[int]:
     return seeds
 
 
-def generate_episodes(store, job: Job, seeds: list[int], workers: int = 1, backend: str = "local",
+def generate_episodes(store: EpisodeStore, job: Job, seeds: list[int], workers: int = 1, backend: str = "local",
                       on_episode: Callable[[int], None] | None = None) -> list[int]:
     """Simulate ``seeds`` in parallel and commit each episode to ``store``; returns the seeds that were lost."""
     if backend not in BACKENDS:
@@ -260,7 +269,7 @@ def generate_episodes(store, job: Job, seeds: list[int], workers: int = 1, backe
     return order.lost
 
 
-def _open_store(out: Path, sim, job: Job, append: bool, resume: bool):
+def _open_store(out: Path, sim: Scene, job: Job, append: bool, resume: bool) -> EpisodeStore:
     """Open or create the output store and check that it holds this job's kind of episodes."""
     from recorder import EpisodeStore
 
