@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from concurrent.futures import Future
 
 import numpy as np
@@ -29,6 +30,7 @@ class BackgroundWriter:
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
         self._error: BaseException | None = None
         self.queue_waits = 0
+        self.cpu_seconds = 0.0  # CPU time the worker thread has spent writing
         self._thread = threading.Thread(target=self._work, name="teleworld-writer", daemon=True)
         self._thread.start()
 
@@ -78,11 +80,13 @@ class BackgroundWriter:
             if self._error is not None:
                 future.set_exception(self._error)
                 continue
+            start = time.thread_time()
             try:
                 future.set_result(fn(*args, **meta))
             except BaseException as exc:  # surfaced to the loop by the next call and by close()
                 self._error = exc
                 future.set_exception(exc)
+            self.cpu_seconds += time.thread_time() - start
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:

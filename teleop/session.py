@@ -28,6 +28,7 @@ from teleop.scenes.base import Scene
 from teleop.window import Hud, Window
 
 OnQuit = Literal["ask", "save", "discard"]
+SWITCH_INTERVAL = 0.001  # s
 
 
 class TeleopSession:
@@ -53,6 +54,9 @@ class TeleopSession:
         help_hint: str = "",
     ):
         self.scene, self.device, self.window = scene, device, window
+        # The writer thread runs Python code too; by default a thread waits up to 5 ms for the GIL, which
+        # would show up as jitter. 1 ms hands the loop the GIL back soon after it wakes.
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         self.devices = (device, *command_devices)
         self.writer = BackgroundWriter(store)
         self.on_quit, self.operator, self.help_lines, self.help_hint = on_quit, operator, help_lines, help_hint
@@ -114,7 +118,9 @@ class TeleopSession:
 
     # ----- episode control -----
     def handle(self, command: Command) -> None:
-        """Apply one operator command."""
+        """Apply one operator command (none once the session is over)."""
+        if self.finished:
+            return
         if self.asking:
             self._answer_quit_prompt(command)
         elif command is Command.RECORD:

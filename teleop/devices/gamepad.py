@@ -41,10 +41,6 @@ class GamepadDevice(Device):
         self._pad: Any = None
         self._pad_id: int | None = None
 
-    @property
-    def pad_name(self) -> str:
-        return self._pad.name if self._pad is not None else ""
-
     def connect(self) -> None:
         import pygame
         from pygame._sdl2 import controller
