@@ -89,6 +89,7 @@ _BUILT: dict[Job, tuple] = {}  # per process: scene, operator and array specs of
 def simulate(job: Job, seed: int) -> Episode:
     """Simulate and render one episode of ``job`` from ``seed``, in memory (runs in a worker)."""
     from recorder.schema import CONTACT_SPECS, step_specs
+    from recorder.writer import timing_health
     from teleop.devices.scripted import mixed_operator
     from teleop.loop import run_episode
 
@@ -104,6 +105,7 @@ def simulate(job: Job, seed: int) -> Episode:
     success = scene.success() if hasattr(scene, "success") else None
     info = {"start_time": start, "device": operator.current.name, "operator": operator.label,
             "success": success, "final_reward": float(scene.reward()), "overruns": stats.overruns,
+            "timing": timing_health(steps["wall_time"], scene.control_rate),
             "generator": {"expert_ratio": job.expert_ratio, "randomize": job.randomize}}
     if job.randomize:
         info["randomization"] = scene.randomized

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from recorder import EpisodeStore
+from recorder.schema import EPISODE_FIELDS
 from teleop.generate import Job, build_scene, generate_episodes, plan_seeds, simulate
 from teleop.scenes.push import RANDOMIZATION, SUCCESS_RADIUS, XML, PushScene
 
@@ -29,10 +30,10 @@ def make(path: Path, job: Job, seeds: list[int], workers: int, backend: str = "l
 
 
 def content(store: EpisodeStore, index: int) -> dict:
-    """Everything an episode holds except the wall clock (wall_time, start_time)."""
+    """Everything an episode holds except the wall clock (wall_time, and start_time and timing in its info)."""
     _, rows = store.episode_contacts(index)
     arrays = {k: v for k, v in store.episode(index).items() if k != "wall_time"}
-    info = {k: v for k, v in store.episode_info(index).items() if k != "start_time"}
+    info = {k: v for k, v in store.episode_info(index).items() if k not in ("start_time", "timing")}
     return {"arrays": {**arrays, **{f"contacts/{k}": v for k, v in rows.items()}}, "info": info}
 
 
@@ -65,6 +66,14 @@ def test_same_seeds_give_byte_identical_episodes(one_worker, tmp_path):
     # different seeds do differ, so the comparison above can fail
     assert content(one_worker, 0)["arrays"]["image_overhead"].tobytes() != \
         content(one_worker, 1)["arrays"]["image_overhead"].tobytes()
+
+
+def test_episode_info_has_the_documented_fields_and_labels(one_worker):
+    for i in range(one_worker.num_episodes):
+        info = one_worker.episode_info(i)
+        assert set(EPISODE_FIELDS) - {"partial"} <= set(info)
+        assert info["operator"] in ("expert", "random") and isinstance(info["success"], bool)
+        assert info["generator"] == {"expert_ratio": 0.5, "randomize": True}
 
 
 def test_ray_backend_two_workers(one_worker, tmp_path):
