@@ -1,9 +1,9 @@
 """Teleop loop at 50 Hz on push at 128x128: recording on vs off, measured in the same run.
 
 Runs the real TeleopSession (dummy-driver window, HUD, scripted push expert) in alternating blocks with
-recording off and on, and prints ratios: recording overhead / step budget (loop work on minus off, and the main-thread cost of
-recording a step measured directly), writer-thread CPU / budget, achieved rate / target, p50 / p99
-start-of-step jitter, overruns. About 25 s.
+recording off and on, and prints ratios: recording overhead / step budget (loop work on minus off, and the
+main-thread cost of recording a step measured directly), writer-thread CPU / budget, achieved rate / target,
+p50 / p99 start-of-step jitter, overruns. About 25 s.
 
     python benchmarks/bench_teleop.py [--steps 250] [--blocks 2]
 """
