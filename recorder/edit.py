@@ -159,5 +159,5 @@ def _chunk_bytes(store: EpisodeStore) -> int:
     """The chunk byte target a store was made with (from its image or action chunking)."""
     key = "action" if not store.info["cameras"] else f"image_{store.info['cameras'][0]}"
     spec = store.specs[key]
-    return int(store.arr(f"data/{key}").chunks[0] * np.prod(spec.shape) * np.dtype(spec.dtype).itemsize)
+    return int(store.block(f"data/{key}") * np.prod(spec.shape) * np.dtype(spec.dtype).itemsize)
 

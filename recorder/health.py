@@ -75,7 +75,7 @@ def _check_bookkeeping(store: EpisodeStore, ends: np.ndarray, report: Report) ->
 def _check_arrays(store: EpisodeStore, steps: int, report: Report, show_progress: bool) -> int | None:
     """Decode every chunk of the committed range; returns the contact rows data/contact_count sums to."""
     names = [f"data/{k}" for k in store.keys]
-    total = sum(math.ceil(steps / store.arr(nm).chunks[0]) for nm in names)
+    total = sum(math.ceil(steps / store.block(nm)) for nm in names)
     rows: int | None = 0
     whole: dict[str, list[np.ndarray]] = {}
     failed: set[str] = set()
@@ -83,9 +83,9 @@ def _check_arrays(store: EpisodeStore, steps: int, report: Report, show_progress
         task = bar.add_task("validate", total=total, status="")
         for name in names:
             arr, key = store.arr(name), name.split("/", 1)[1]
-            if arr.nchunks_initialized < math.ceil(steps / arr.chunks[0]):
+            step = store.block(name)
+            if arr.nchunks_initialized < math.ceil(steps / arr.chunks[0]):  # shards count as all their chunks
                 report.problems.append(f"{name}: chunk files are missing (reads would return zeros)")
-            step = arr.chunks[0]
             for start in range(0, steps, step):
                 bar.update(task, advance=1, status=name)
                 sl = slice(start, min(start + step, steps))
@@ -125,12 +125,12 @@ def _check_increasing(store: EpisodeStore, key: str, values: np.ndarray, report:
 
 
 def _decode_all(store: EpisodeStore, name: str, report: Report) -> None:
-    arr = store.arr(name)
-    for start in range(0, arr.shape[0], arr.chunks[0]):
+    arr, step = store.arr(name), store.block(name)
+    for start in range(0, arr.shape[0], step):
         try:
-            arr[start : start + arr.chunks[0]]
+            arr[start : start + step]
         except Exception as exc:
-            report.problems.append(f"{name} rows {start}-{start + arr.chunks[0] - 1} cannot be decoded "
+            report.problems.append(f"{name} rows {start}-{start + step - 1} cannot be decoded "
                                    f"({type(exc).__name__})")
 
 

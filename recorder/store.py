@@ -25,6 +25,8 @@ from teleworld.errors import TeleworldError
 
 CHUNK_BYTES = 2 * 1024 * 1024  # target uncompressed bytes per chunk, along time
 MAX_CHUNK_STEPS = 16384
+FRAME_CHUNK = 16  # frames per compressed inner chunk of a frame shard
+CONTACTS_PER_STEP = 8  # contact rows per chunk = time chunk x this (a typical upper count of contacts per step)
 LOCK_NAME = ".teleworld.lock"
 
 
@@ -38,6 +40,21 @@ def chunk_steps(spec: ArraySpec, chunk_bytes: int = CHUNK_BYTES) -> int:
     """Steps per chunk so that one chunk holds about chunk_bytes of raw data."""
     step_bytes = int(np.prod(spec.shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize
     return int(np.clip(chunk_bytes // max(step_bytes, 1), 1, MAX_CHUNK_STEPS))
+
+
+def time_chunk(specs: dict[str, ArraySpec], chunk_bytes: int = CHUNK_BYTES) -> int:
+    """The one time chunking of every data/ array: about chunk_bytes per chunk of the largest per-step array.
+
+    Sharing it keeps flushes on chunk boundaries for every array at once; sizing small arrays by bytes instead
+    would give chunks of thousands of steps that zarr re-encodes whole (fill included) at every append.
+    """
+    steps = min(chunk_steps(spec, chunk_bytes) for spec in specs.values())
+    return steps - steps % FRAME_CHUNK if steps >= FRAME_CHUNK else steps
+
+
+def is_frames(spec: ArraySpec) -> bool:
+    """Camera frames (H, W, 3) uint8: stored sharded, see create()."""
+    return spec.dtype == "uint8" and len(spec.shape) == 3
 
 
 def is_url(path: str) -> bool:
@@ -71,11 +88,16 @@ class EpisodeStore:
         # built under a temporary name and renamed into place: a store either exists complete or not at all
         build = path if is_url(path) else str(Path(path).with_name(f"{Path(path).name}.creating-{os.getpid()}"))
         root = zarr.open_group(build, mode="w-", zarr_format=3)
-        arrays = [(f"data/{k}", s) for k, s in step_specs(info).items()]
-        arrays += [(f"contacts/{k}", s) for k, s in CONTACT_SPECS.items()]
-        for name, spec in arrays:
-            root.create_array(name, shape=(0, *spec.shape), chunks=(chunk_steps(spec, chunk_bytes), *spec.shape),
-                              dtype=spec.dtype, compressors=compressor(spec.dtype))
+        steps = time_chunk(step_specs(info), chunk_bytes)
+        arrays = [(f"data/{k}", s, steps) for k, s in step_specs(info).items()]
+        arrays += [(f"contacts/{k}", s, steps * CONTACTS_PER_STEP) for k, s in CONTACT_SPECS.items()]
+        for name, spec, rows in arrays:
+            # frames: one shard file per time block, compressed in inner chunks of FRAME_CHUNK frames, so the
+            # partial block an episode end leaves is re-encoded one inner chunk at a time, and windows read less
+            sharded = is_frames(spec) and rows % FRAME_CHUNK == 0
+            root.create_array(name, shape=(0, *spec.shape), dtype=spec.dtype, compressors=compressor(spec.dtype),
+                              chunks=(FRAME_CHUNK if sharded else rows, *spec.shape),
+                              shards=(rows, *spec.shape) if sharded else None)
         root.create_array("meta/episode_info", shape=(0,), chunks=(1024,), dtype=str)
         root.create_array("meta/episode_ends", shape=(0,), chunks=(4096,), dtype="int64", fill_value=-1)
         root["meta"].attrs[WRITTEN_KEY] = {"steps": 0, "contact_rows": 0}
@@ -146,6 +168,11 @@ class EpisodeStore:
         except Exception as exc:
             raise TeleworldError(f"{self.path}: {name} cannot be read ({type(exc).__name__}: {exc}); "
                                  "run `teleworld data validate`") from None
+
+    def block(self, name: str) -> int:
+        """Rows per file of an array along time (its shard, else its chunk): the unit of whole writes."""
+        arr = self.arr(name)
+        return int((arr.shards or arr.chunks)[0])
 
     # ----- committed episodes -----
     @property

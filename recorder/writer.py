@@ -24,7 +24,8 @@ class EpisodeWriter:
         self.specs = step_specs(store.info)
         if store.uncommitted_steps():
             store.truncate_uncommitted()
-        self.flush_every = min(store.root[f"data/{k}"].chunks[0] for k in self.specs)
+        self.flush_every = min(store.block(f"data/{k}") for k in self.specs)
+        self._written = store.data_length()  # steps on disk: flushes end on chunk boundaries of the frames
         self._steps: dict[str, list[np.ndarray]] = {}
         self._contacts: dict[str, list[np.ndarray]] = {}
         self._length = 0
@@ -65,7 +66,7 @@ class EpisodeWriter:
         for key in CONTACT_SPECS:
             self._contacts[key].append(np.asarray(contacts[key], dtype=CONTACT_SPECS[key].dtype))
         self._length += 1
-        if len(self._steps["action"]) >= self.flush_every:
+        if (self._written + len(self._steps["action"])) % self.flush_every == 0:
             self.flush()
 
     def flush(self) -> None:
@@ -78,6 +79,7 @@ class EpisodeWriter:
             spec = CONTACT_SPECS[key]
             self.store.append(f"contacts/{key}", np.concatenate(rows).reshape(-1, *spec.shape))
         self.store.mark_written()
+        self._written += len(self._steps["action"])
         self._reset_buffers()
 
     def end(self, **meta) -> int:
@@ -98,6 +100,7 @@ class EpisodeWriter:
         self._reset_buffers()
         self._meta, self._length = None, 0
         self.store.truncate_uncommitted()
+        self._written = self.store.data_length()
 
     def _reset_buffers(self) -> None:
         self._steps = {k: [] for k in self.specs}

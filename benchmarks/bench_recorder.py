@@ -1,0 +1,178 @@
+"""Recorder benchmark: ratios measured in one run on the same rendered push episodes.
+
+    python benchmarks/bench_recorder.py [--episodes 10 --steps 120 --image-size 64]
+
+1. streaming write (EpisodeWriter.add per step, committed per episode) vs one bulk write of the same arrays;
+2. loader windows/s (WindowLoader, RAM cache, and whole-chunk reads) vs an in-RAM numpy gather of the same windows;
+3. bytes per frame with the chosen compression (Blosc zstd 3), next to the alternatives it was chosen over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import numpy as np  # noqa: E402
+import zarr  # noqa: E402
+import zarr.codecs  # noqa: E402
+
+from recorder import EpisodeStore, EpisodeWriter  # noqa: E402
+from recorder.loader import WindowLoader  # noqa: E402
+from recorder.schema import CONTACT_SPECS, image_key  # noqa: E402
+from recorder.store import CHUNK_BYTES  # noqa: E402
+from teleop.devices.scripted import scripted_operator  # noqa: E402
+from teleop.loop import step_record  # noqa: E402
+from teleop.scenes import load  # noqa: E402
+
+
+def render_episodes(episodes: int, steps: int, image_size: int) -> tuple[dict, list[list[tuple[dict, dict]]]]:
+    """Real rendered push episodes, kept in memory so that only the writing is timed."""
+    scene = load("push", image_size=(image_size, image_size))
+    device = scripted_operator(scene)
+    out = []
+    with device:
+        for seed in range(episodes):
+            obs = scene.reset(seed)
+            device.on_reset(obs, np.random.default_rng(seed))
+            records = []
+            for t in range(steps):
+                action = scene.action_spec.clip(device.get_action(obs))
+                records.append(step_record(obs, action, time.monotonic()))
+                obs = scene.step(action)
+            out.append(records)
+    info = scene.info()
+    scene.close()
+    return info, out
+
+
+class TimedStore(EpisodeStore):
+    """An EpisodeStore that adds up the seconds spent appending to each array."""
+
+    def append(self, path: str, values: np.ndarray) -> None:
+        t0 = time.perf_counter()
+        super().append(path, values)
+        self.seconds = getattr(self, "seconds", {})
+        self.seconds[path] = self.seconds.get(path, 0.0) + time.perf_counter() - t0
+
+
+def stream_write(path: Path, info: dict, episodes: list, chunk_bytes: int) -> tuple[float, float]:
+    """(seconds in all, seconds appending frames) to stream every step through EpisodeWriter, one commit per episode."""
+    t0 = time.perf_counter()
+    with TimedStore.create(path, info, chunk_bytes) as store:
+        writer = EpisodeWriter(store)
+        for seed, records in enumerate(episodes):
+            writer.begin(seed=seed)
+            for step, contacts in records:
+                writer.add(step, contacts)
+            writer.end()
+    return time.perf_counter() - t0, sum(v for k, v in store.seconds.items() if k.startswith("data/image_"))
+
+
+def bulk_write(path: Path, info: dict, episodes: list, chunk_bytes: int) -> tuple[float, float]:
+    """(seconds in all, seconds writing frames) to write the same arrays with one write each (stacking excluded)."""
+    records = [r for ep in episodes for r in ep]
+    steps = {k: np.stack([np.asarray(s[k]) for s, _ in records]) for k in records[0][0]}
+    contacts = {k: np.concatenate([np.asarray(c[k]).reshape(-1, *CONTACT_SPECS[k].shape) for _, c in records])
+                for k in CONTACT_SPECS}
+    t0 = time.perf_counter()
+    with TimedStore.create(path, info, chunk_bytes) as store:
+        store.write_episode(steps, contacts, {"bulk": True})
+    return time.perf_counter() - t0, sum(v for k, v in store.seconds.items() if k.startswith("data/image_"))
+
+
+def loader_rates(path: Path, key: str, batches: int = 200, batch: int = 16, length: int = 16) -> dict[str, float]:
+    """Windows/s of the loader (RAM cache, whole-chunk reads) and of numpy fancy indexing on the same windows."""
+    keys = [key, "action", "qpos", "qvel", "contact_summary"]
+    ram = WindowLoader(path, length, batch, keys=keys, cache="ram")
+    chunks = WindowLoader(path, length, batch, keys=keys, cache="chunks")
+    rng = np.random.default_rng(0)
+    starts = [rng.choice(ram.windows, batch) for _ in range(batches)]
+    store = EpisodeStore.open(path)
+    arrays = {k: store.array(k)[: store.num_steps] for k in keys}
+    rates = {}
+    t0 = time.perf_counter()
+    for s in starts:
+        idx = s[:, None] + np.arange(length)[None]
+        {k: a[idx] for k, a in arrays.items()}
+    rates["numpy"] = batches * batch / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for s in starts:
+        ram.gather(s)
+    rates["loader_ram"] = batches * batch / (time.perf_counter() - t0)
+    few = starts[: batches // 10]
+    t0 = time.perf_counter()
+    for s in few:
+        chunks.gather(s)
+    rates["loader_chunks"] = len(few) * batch / (time.perf_counter() - t0)
+    return rates
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def compression_table(frames: np.ndarray, tmp: Path) -> list[tuple[str, float, float]]:
+    """(codec, bytes per frame, MB/s written) for the chosen codec and the alternatives."""
+    rows = []
+    chunk = max(1, (2 << 20) // frames[0].nbytes)
+    for name, codec in [("blosc zstd 3 (chosen)", zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="noshuffle")),
+                        ("blosc zstd 1", zarr.codecs.BloscCodec(cname="zstd", clevel=1, shuffle="noshuffle")),
+                        ("blosc lz4 5", zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle")),
+                        ("blosc zstd 7", zarr.codecs.BloscCodec(cname="zstd", clevel=7, shuffle="noshuffle"))]:
+        path = tmp / f"codec-{len(rows)}.zarr"
+        arr = zarr.create_array(path, shape=frames.shape, chunks=(chunk, *frames.shape[1:]), dtype="uint8",
+                                compressors=codec)
+        t0 = time.perf_counter()
+        arr[:] = frames
+        seconds = time.perf_counter() - t0
+        rows.append((name, dir_bytes(path) / len(frames), frames.nbytes / seconds / 1e6))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=120)
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--chunk-mb", type=float, default=CHUNK_BYTES / 2**20, help="Raw MB per chunk along time.")
+    args = parser.parse_args()
+    chunk_bytes = int(args.chunk_mb * 2**20)
+    t_start = time.perf_counter()
+    info, episodes = render_episodes(args.episodes, args.steps, args.image_size)
+    n = args.episodes * args.steps
+    print(f"rendered {args.episodes} push episodes x {args.steps} steps at {args.image_size}x{args.image_size} "
+          f"in {time.perf_counter() - t_start:.1f} s")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        stream = min((stream_write(tmp / f"stream{i}.zarr", info, episodes, chunk_bytes) for i in range(3)),
+                     key=lambda r: r[1])
+        bulk = min((bulk_write(tmp / f"bulk{i}.zarr", info, episodes, chunk_bytes) for i in range(3)),
+                   key=lambda r: r[1])
+        print(f"frames: streaming {n / stream[1]:,.0f} frames/s, one bulk write {n / bulk[1]:,.0f} frames/s, "
+              f"ratio {bulk[1] / stream[1]:.2f}x (goal >= 0.8)")
+        print(f"whole episodes (all {len(episodes[0][0][0])} arrays + contacts, commit per episode): streaming "
+              f"{n / stream[0]:,.0f} steps/s, bulk {n / bulk[0]:,.0f} steps/s, ratio {bulk[0] / stream[0]:.2f}x; "
+              f"fixed cost {(stream[0] - stream[1] - (bulk[0] - bulk[1])) / len(episodes) * 1e3:.0f} ms per episode")
+        key = image_key(info["cameras"][0])
+        rates = loader_rates(tmp / "stream0.zarr", key)
+        print(f"loader (16 windows x 16 steps, 5 keys): numpy gather {rates['numpy']:,.0f} windows/s, "
+              f"loader RAM cache {rates['loader_ram']:,.0f} ({rates['loader_ram'] / rates['numpy']:.2f}x, goal >= 0.5), "
+              f"loader whole-chunk reads {rates['loader_chunks']:,.0f} ({rates['loader_chunks'] / rates['numpy']:.3f}x)")
+        image_bytes = dir_bytes(tmp / "stream0.zarr" / "data" / key)
+        total = dir_bytes(tmp / "stream0.zarr")
+        raw = args.image_size * args.image_size * 3
+        print(f"storage: {image_bytes / n:,.0f} bytes per frame compressed vs {raw:,} raw "
+              f"({raw * n / image_bytes:.1f}x); whole store {total / n:,.0f} bytes per step")
+        frames = np.stack([s[key] for ep in episodes for s, _ in ep])
+        for name, per_frame, mbps in compression_table(frames, tmp):
+            print(f"  {name:22s} {per_frame:8,.0f} bytes/frame  {mbps:7,.0f} MB/s written")
+    print(f"total {time.perf_counter() - t_start:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
