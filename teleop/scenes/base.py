@@ -96,6 +96,7 @@ class Scene(ABC):
         cameras: tuple[str, ...] | None = None,
         control_rate: float | None = None,
     ):
+        """``control_rate`` (Hz) overrides the scene's default: at most 100, a whole number of physics steps."""
         if control_rate is not None:
             if not 0 < control_rate <= MAX_CONTROL_RATE:
                 raise TeleworldError(f"control rate must be in (0, {MAX_CONTROL_RATE:g}] Hz, got {control_rate:g}")
