@@ -87,7 +87,7 @@ def build_devices(
         return keyboard, ()
     if kind is DeviceKind.gamepad:
         return GamepadDevice(scene.action_spec, bindings), (keyboard,)
-    return ReplayDevice(scene.action_spec, EpisodeStore.open(replay_store), episode), (keyboard,)
+    return ReplayDevice(scene.action_spec, EpisodeStore.open(replay_store), episode, scene.control_rate), (keyboard,)
 
 
 def help_hint(bindings: Bindings, kind: DeviceKind) -> str:

@@ -11,6 +11,7 @@ from teleop.devices.replay import ReplayDevice
 from teleop.scenes import load
 from teleop.session import TeleopSession
 from teleop.window import Window
+from teleworld.errors import TeleworldError
 
 RATE = 50.0  # Hz: fast enough to keep the tests short, slow enough for this machine
 
@@ -172,7 +173,9 @@ def test_replay_device_re_records_an_episode_exactly(tmp_path, window):
     source = EpisodeStore.open(tmp_path / "a.zarr")
 
     scene = load("push", control_rate=RATE)
-    device = ReplayDevice(scene.action_spec, source, episode=0)
+    with pytest.raises(TeleworldError, match="recorded at 50 Hz"):
+        ReplayDevice(scene.action_spec, source, episode=0, control_rate=20.0)
+    device = ReplayDevice(scene.action_spec, source, episode=0, control_rate=scene.control_rate)
     store = EpisodeStore.create(tmp_path / "b.zarr", scene.info())
     keyboard = KeyboardDevice(scene.action_spec, load_bindings(None, scene), scene.control_rate)
     keyboard.connect()  # issues the commands

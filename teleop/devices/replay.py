@@ -19,11 +19,14 @@ class ReplayDevice(Device):
 
     name = "replay"
 
-    def __init__(self, action_spec: ActionSpec, store: EpisodeStore, episode: int):
+    def __init__(self, action_spec: ActionSpec, store: EpisodeStore, episode: int, control_rate: float):
         super().__init__(action_spec)
         recorded = store.info["action_spec"]["names"]
         if list(recorded) != list(action_spec.names):
             raise TeleworldError(f"episode actions {recorded} do not match this scene's {list(action_spec.names)}")
+        if store.info["control_rate"] != control_rate:
+            raise TeleworldError(f"episode was recorded at {store.info['control_rate']:g} Hz; "
+                                 f"replay it at that rate (--rate), not {control_rate:g} Hz")
         self.actions = store.episode(episode, keys=["action"])["action"]
         self.episode_seed = store.episode_info(episode).get("seed")
         self._t = 0
