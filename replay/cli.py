@@ -19,6 +19,8 @@ def replay_command(
     video_windows: int = typer.Option(4, help="Windows shown in the rollout videos."),
     all_episodes: bool = typer.Option(False, help="Draw from every episode (a store the model never saw), "
                                                   "not only the run's held-out ones."),
+    simulator: bool = typer.Option(False, help="Also re-run the scene from the recorded states with the recorded "
+                                               "actions (a check of the data, shown as a fourth video row)."),
     device: str = typer.Option("cpu", help="cpu, cuda or auto."),
 ) -> None:
     """Compare imagined rollouts with the real ones and with baselines on held-out episodes."""
@@ -26,7 +28,7 @@ def replay_command(
     from train.loop import resolve_device
 
     metrics = evaluate(model, data, out, context, horizon, windows, seed, resolve_device(device),
-                       episodes="all" if all_episodes else None, video_windows=video_windows)
+                       episodes="all" if all_episodes else None, video_windows=video_windows, simulator=simulator)
     console = Console()
     psnr = metrics["mean"]["psnr"]
     console.print(f"PSNR model {psnr['model']:.2f} dB, copy-last {psnr['copy_last']:.2f} dB, "

@@ -12,6 +12,7 @@ from replay.metrics import MOVED_THRESHOLD, PSNR_CAP
 from replay.report import write_report
 from replay.rollout import pick_windows, rollouts
 from replay.scores import action_sensitivity, concat_scores, score_batch, summarise
+from replay.simulate import simulate
 from teleworld.errors import TeleworldError
 from teleworld.progress import progress_bar
 from train.checkpoint import load_model
@@ -20,12 +21,12 @@ from train.model import WorldModel
 
 
 def load_for_replay(model_path: str | Path, data_path: str | Path, device: torch.device | str = "cpu"
-                    ) -> tuple[WorldModel, EpisodeArrays, dict, dict]:
-    """(model, data, checkpoint, store info): refuses data the model was not trained for, with one line."""
+                    ) -> tuple[WorldModel, EpisodeArrays, dict, EpisodeStore]:
+    """(model, data, checkpoint, store): refuses data the model was not trained for, with one line."""
     model, spec, ckpt = load_model(model_path, device)
     store = EpisodeStore.open(data_path)
     spec.check_compatible(DataSpec.from_store(store, spec.camera))
-    return model, EpisodeArrays(store, spec), ckpt, store.info
+    return model, EpisodeArrays(store, spec), ckpt, store
 
 
 def held_out_episodes(ckpt: dict, data: EpisodeArrays) -> list[int]:
@@ -36,15 +37,17 @@ def held_out_episodes(ckpt: dict, data: EpisodeArrays) -> list[int]:
 
 def evaluate(model_path: str | Path, data_path: str | Path, out_dir: str | Path, context: int = 5,
              horizon: int = 50, windows: int = 16, seed: int = 0, device: str | torch.device = "cpu",
-             episodes: list[int] | str | None = None, video_windows: int = 4, show_progress: bool = True) -> dict:
+             episodes: list[int] | str | None = None, video_windows: int = 4, simulator: bool = False,
+             show_progress: bool = True) -> dict:
     """Open-loop replay of seeded windows for the model and every baseline; writes the report.
 
-    ``episodes``: None for the run's held-out episodes, "all" for every episode, or a list of indices."""
+    ``episodes``: None for the run's held-out episodes, "all" for every episode, or a list of indices.
+    ``simulator``: also re-run the scene from the recorded states with the recorded actions (a data check)."""
     if context < 1 or horizon < 1:
         raise TeleworldError("context and horizon must both be at least 1")
     if windows < 1:
         raise TeleworldError("--windows must be at least 1")
-    model, data, ckpt, info = load_for_replay(model_path, data_path, device)
+    model, data, ckpt, store = load_for_replay(model_path, data_path, device)
     if episodes is None:
         episodes = held_out_episodes(ckpt, data)
     elif episodes == "all":
@@ -52,14 +55,19 @@ def evaluate(model_path: str | Path, data_path: str | Path, out_dir: str | Path,
     elif not all(0 <= e < data.num_episodes for e in episodes):
         raise TeleworldError(f"episodes must lie in 0..{data.num_episodes - 1}")
     starts = pick_windows(data, episodes, context + horizon, windows, seed)
-    parts, video_truth, video_model = [], [], []
+    parts, video = [], {"truth": [], "model": [], "simulator": []}
     with progress_bar(show_progress) as progress:
         task = progress.add_task("replay windows", total=len(starts), status="")
-        for b in rollouts(model, data, starts, context, horizon, device, seed, int(info["nq"])):
+        for b in rollouts(model, data, starts, context, horizon, device, seed, int(store.info["nq"])):
+            if simulator:
+                b.preds["simulator"] = simulate(store, data.spec.camera, b.starts, context, horizon)
             parts.append(score_batch(b))
-            if sum(map(len, video_truth)) < video_windows:  # keep frames of the first windows only
-                video_truth.append(b.truth["image"])
-                video_model.append(np.concatenate([b.context_recon, b.preds["model"]["image"]], 1))
+            if sum(map(len, video["truth"])) < video_windows:  # keep frames of the first windows only
+                video["truth"].append(b.truth["image"])
+                video["model"].append(np.concatenate([b.context_recon, b.preds["model"]["image"]], 1))
+                if simulator:
+                    video["simulator"].append(np.concatenate([b.truth["image"][:, :context],
+                                                              b.preds["simulator"]["image"]], 1))
             progress.advance(task, len(b.starts))
     scores = concat_scores(parts)
     summary = summarise(scores, seed)
@@ -80,6 +88,5 @@ def evaluate(model_path: str | Path, data_path: str | Path, out_dir: str | Path,
         "model_minus_copy_last_db": psnr["model"] - psnr["copy_last"],
         "action_sensitivity": action_sensitivity(scores, seed),
     }
-    n = min(video_windows, len(starts))
-    truth, model_frames = np.concatenate(video_truth)[:n], np.concatenate(video_model)[:n]
-    return write_report(metrics, truth, model_frames, Path(out_dir))
+    rows = {k: np.concatenate(v)[:video_windows] for k, v in video.items() if v}
+    return write_report(metrics, rows, Path(out_dir))

@@ -8,13 +8,14 @@ from pathlib import Path
 
 from replay.scores import METRICS
 
-METHOD_ORDER = ("model", "copy_last", "constant_velocity", "shuffled_actions", "reconstruction")
+METHOD_ORDER = ("model", "copy_last", "constant_velocity", "shuffled_actions", "reconstruction", "simulator")
 METHOD_NOTE = {
     "model": "K real frames, then H steps imagined with the real actions",
     "copy_last": "the last context frame / proprio / contacts held",
     "constant_velocity": "positions extrapolated with their last change, velocities held (proprio only)",
     "shuffled_actions": "the model imagining with shuffled actions",
     "reconstruction": "the model seeing every real frame: upper bound",
+    "simulator": "the scene re-run from the recorded state with the recorded actions: a check of the data",
 }
 
 
@@ -49,7 +50,8 @@ def write_html(metrics: dict, plots: list[Path], gif: Path, path: Path) -> Path:
     verdict_class = "bad" if act["ignores_actions"] else "good"
     psnr = metrics["mean"]["psnr"]
     figures = "".join(f"<figure><img alt='{p.stem}' src='{_data_uri(p, 'image/png')}'></figure>" for p in plots)
-    notes = "".join(f"<li><b>{m}</b>: {html.escape(METHOD_NOTE[m])}</li>" for m in METHOD_ORDER)
+    shown = [m for m in METHOD_ORDER if any(m in v for v in metrics["mean"].values())]
+    notes = "".join(f"<li><b>{m}</b>: {html.escape(METHOD_NOTE[m])}</li>" for m in shown)
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>teleworld replay report</title>
 <style>
@@ -75,7 +77,7 @@ steps and contact groups.</p>
 {summary_table(metrics)}
 <ul>{notes}</ul>
 <h2>Rollouts</h2>
-<p>Rows: truth | model | error (mean absolute error, x3). Model frames are framed <span style="color:#28c83c">green
+<p>Rows: truth | model | error (mean absolute error, x3){" | simulator" if "simulator" in metrics["mean"]["psnr"] else ""}. Model frames are framed <span style="color:#28c83c">green
 </span> while the model sees the real frame (context) and <span style="color:#dc2828">red</span> while it imagines;
 the bar at the bottom is time. Also <a href="rollouts.mp4">rollouts.mp4</a>.</p>
 <div class="video"><img alt="rollouts" src="{_data_uri(gif, "image/gif")}">

@@ -21,7 +21,7 @@ CONTEXT_COLOUR = np.array([40, 200, 60], np.uint8)
 IMAGINED_COLOUR = np.array([220, 40, 40], np.uint8)
 GAP_COLOUR = np.array([30, 30, 30], np.uint8)
 METHOD_STYLE = {"model": "C0", "copy_last": "C1", "shuffled_actions": "C3", "reconstruction": "C2",
-                "constant_velocity": "C4"}
+                "constant_velocity": "C4", "simulator": "C7"}
 
 
 def write_csv(metrics: dict, path: Path) -> Path:
@@ -38,10 +38,13 @@ def write_csv(metrics: dict, path: Path) -> Path:
 
 
 def plot_metric(metrics: dict, name: str, path: Path) -> Path:
-    """One metric per imagined step for each method, with shaded 95 % bootstrap intervals."""
+    """One metric per imagined step for each method, with shaded 95 % bootstrap intervals (the simulator, a data
+    check at the cap when the data is faithful, is left to the table)."""
     info = METRICS[name]
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
     for method, values in metrics["per_step"][name].items():
+        if method == "simulator":
+            continue
         y = np.array([np.nan if v is None else v for v in values], float)
         ci = metrics["ci"][name][method]
         low = np.array([np.nan if v is None else v for v in ci["low"]], float)
@@ -82,19 +85,23 @@ def _border(tile: np.ndarray, colour: np.ndarray, width: int = 2) -> np.ndarray:
     return tile
 
 
-def grid_frames(truth: np.ndarray, model: np.ndarray, context: int, scale: int = 2, gap: int = 2) -> list[np.ndarray]:
-    """Video frames: rows truth | model | error, one column per window; model tiles framed green in the context
-    and red while imagined; a bar along the bottom shows time (green context, red imagined)."""
-    rows = (to_uint8(truth), to_uint8(model), error_map(model, truth))
+def grid_frames(video: dict[str, np.ndarray], context: int, scale: int = 2, gap: int = 2) -> list[np.ndarray]:
+    """Video frames: rows truth | model | error (| simulator), one column per window; model tiles framed green in
+    the context and red while imagined; a bar along the bottom shows time (green context, red imagined)."""
+    truth, model = video["truth"], video["model"]
+    rows = [to_uint8(truth), to_uint8(model), error_map(model, truth)]
+    if "simulator" in video:
+        rows.append(to_uint8(video["simulator"]))
     n, steps, side = truth.shape[0], truth.shape[1], truth.shape[-1]
     frames = []
     for t in range(steps):
         colour = CONTEXT_COLOUR if t < context else IMAGINED_COLOUR
-        tiles = [[rows[0][w, t], _border(rows[1][w, t], colour), rows[2][w, t]] for w in range(n)]
+        tiles = [[_border(row[w, t], colour) if r == 1 else row[w, t] for r, row in enumerate(rows)]
+                 for w in range(n)]
         width = n * side + (n - 1) * gap
-        canvas = np.empty((3 * side + 2 * gap + 4, width, 3), np.uint8)
+        canvas = np.empty((len(rows) * (side + gap) + 4, width, 3), np.uint8)
         canvas[:] = GAP_COLOUR
-        for r in range(3):
+        for r in range(len(rows)):
             for w in range(n):
                 y, x = r * (side + gap), w * (side + gap)
                 canvas[y : y + side, x : x + side] = tiles[w][r]
@@ -105,9 +112,9 @@ def grid_frames(truth: np.ndarray, model: np.ndarray, context: int, scale: int =
     return frames
 
 
-def write_videos(truth: np.ndarray, model: np.ndarray, context: int, out_dir: Path, fps: int = 10) -> list[Path]:
+def write_videos(video: dict[str, np.ndarray], context: int, out_dir: Path, fps: int = 10) -> list[Path]:
     """rollouts.mp4 and rollouts.gif of the grid."""
-    frames = grid_frames(truth, model, context)
+    frames = grid_frames(video, context)
     mp4, gif = out_dir / "rollouts.mp4", out_dir / "rollouts.gif"
     with imageio.get_writer(mp4, fps=fps, macro_block_size=1, quality=8) as writer:
         for frame in frames:
@@ -116,12 +123,13 @@ def write_videos(truth: np.ndarray, model: np.ndarray, context: int, out_dir: Pa
     return [mp4, gif]
 
 
-def write_report(metrics: dict, truth: np.ndarray, model: np.ndarray, out_dir: Path) -> dict:
-    """Write every output under ``out_dir``; ``truth``/``model`` are the video windows (n, K+H, 3, S, S)."""
+def write_report(metrics: dict, video: dict[str, np.ndarray], out_dir: Path) -> dict:
+    """Write every output under ``out_dir``; ``video`` holds the shown windows' frames (n, K+H, 3, S, S) for
+    ``truth``, ``model`` and optionally ``simulator``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False))
     write_csv(metrics, out_dir / "metrics.csv")
     plots = [plot_metric(metrics, name, out_dir / f"{name}.png") for name in metrics["per_step"]]
-    write_videos(truth, model, metrics["context"], out_dir)
+    write_videos(video, metrics["context"], out_dir)
     write_html(metrics, plots, out_dir / "rollouts.gif", out_dir / "report.html")
     return metrics

@@ -4,6 +4,7 @@ headless Chromium, the viewer and dream loops driven by posted pygame events, an
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -79,7 +80,8 @@ def deaf_run(run, tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def report(run, push_store, tmp_path_factory):
     out = tmp_path_factory.mktemp("replay")
-    return evaluate(run, push_store, out, context=K, horizon=H, windows=5, seed=3, show_progress=False), out
+    return evaluate(run, push_store, out, context=K, horizon=H, windows=5, seed=3, simulator=True,
+                    show_progress=False), out
 
 
 def test_report_files_and_baselines_on_the_models_windows(report, run, push_store):
@@ -121,8 +123,12 @@ def test_report_files_and_baselines_on_the_models_windows(report, run, push_stor
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert {(r["metric"], r["method"]) for r in rows} >= {("ssim", "shuffled_actions"), ("contact_f1", "model")}
     assert len([r for r in rows if r["metric"] == "psnr" and r["method"] == "model"]) == H
+    # the simulator re-run from the recorded states reproduces the recording exactly
+    assert metrics["per_step"]["psnr"]["simulator"] == [60.0] * H
+    assert max(metrics["per_step"]["proprio_rmse"]["simulator"]) < 1e-5
     assert sum(1 for _ in iio.imiter(out / "rollouts.mp4")) == K + H
-    assert iio.imread(out / "rollouts.gif").shape[0] == K + H
+    gif = iio.imread(out / "rollouts.gif")
+    assert gif.shape[:2] == (K + H, 2 * (4 * (64 + 2) + 4))  # rows truth | model | error | simulator
     assert json.loads((out / "metrics.json").read_text())["window_starts"] == metrics["window_starts"]
     assert metrics["action_sensitivity"]["delta_psnr_db"] != 0.0  # this model's actions do matter to it
 
@@ -137,22 +143,29 @@ def test_model_ignoring_actions_gets_zero_delta_and_the_report_says_so(deaf_run,
     assert "The model ignores its actions" in (tmp_path / "report.html").read_text()
 
 
+def screenshot(page, out) -> np.ndarray:
+    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    "--window-size=1200,3000", f"--screenshot={out}", page.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    return iio.imread(out)[..., :3].astype(int)
+
+
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium (apt-get install chromium)")
 def test_html_report_shows_its_images_in_headless_chromium(report, tmp_path):
     _, out = report
     html = (out / "report.html").read_text()
     assert html.count("src='data:image/png;base64,") == 5 and 'src="data:image/gif;base64,' in html
     assert "<td>" in html and "file://" not in html  # self-contained: every image is inlined
-    shot = tmp_path / "shot.png"
-    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    "--window-size=1200,4200", f"--screenshot={shot}", (out / "report.html").as_uri()],
-                   capture_output=True, timeout=120, check=True)
-    pixels = iio.imread(shot)[..., :3].astype(int)
+    shown = screenshot(out / "report.html", tmp_path / "shown.png")
+    # the same page with every image's data cut off: what a reader would see if the images failed to load
+    broken = tmp_path / "broken.html"
+    broken.write_text(re.sub(r"base64,[A-Za-z0-9+/=]+", "base64,AAAA", html))
+    blank = screenshot(broken, tmp_path / "blank.png")
+    assert (np.abs(shown - blank).max(-1) > 30).sum() > 200_000  # the plots and the video are drawn
 
     def count(rgb, tol=12):
-        return int((np.abs(pixels - np.array(rgb)).max(-1) <= tol).sum())
+        return int((np.abs(shown - np.array(rgb)).max(-1) <= tol).sum())
 
-    assert count((31, 119, 180)) > 500  # matplotlib's first line colour: the plots are drawn
     assert count((40, 200, 60)) + count((220, 40, 40)) > 2000  # the video's context / imagined frames
 
 
