@@ -3,7 +3,8 @@
     python benchmarks/bench_recorder.py [--episodes 10 --steps 120 --image-size 64]
 
 1. streaming write (EpisodeWriter.add per step, committed per episode) vs one bulk write of the same arrays;
-2. loader windows/s (WindowLoader, RAM cache, and whole-chunk reads) vs an in-RAM numpy gather of the same windows;
+2. loader windows/s (WindowLoader with its RAM cache, and reading the store) vs an in-RAM numpy gather of the same
+   windows;
 3. bytes per frame with the chosen compression (Blosc zstd 3), next to the alternatives it was chosen over.
 """
 
@@ -86,7 +87,7 @@ def bulk_write(path: Path, info: dict, episodes: list, chunk_bytes: int) -> tupl
 
 
 def loader_rates(path: Path, key: str, batches: int = 200, batch: int = 16, length: int = 16) -> dict[str, float]:
-    """Windows/s of the loader (RAM cache, whole-chunk reads) and of numpy fancy indexing on the same windows."""
+    """Windows/s of the loader (RAM cache, store reads) and of numpy fancy indexing on the same windows."""
     keys = [key, "action", "qpos", "qvel", "contact_summary"]
     ram = WindowLoader(path, length, batch, keys=keys, cache="ram")
     chunks = WindowLoader(path, length, batch, keys=keys, cache="chunks")
@@ -162,7 +163,7 @@ def main() -> None:
         rates = loader_rates(tmp / "stream0.zarr", key)
         print(f"loader (16 windows x 16 steps, 5 keys): numpy gather {rates['numpy']:,.0f} windows/s, "
               f"loader RAM cache {rates['loader_ram']:,.0f} ({rates['loader_ram'] / rates['numpy']:.2f}x, goal >= 0.5), "
-              f"loader whole-chunk reads {rates['loader_chunks']:,.0f} ({rates['loader_chunks'] / rates['numpy']:.3f}x)")
+              f"loader reading the store {rates['loader_chunks']:,.0f} ({rates['loader_chunks'] / rates['numpy']:.3f}x)")
         image_bytes = dir_bytes(tmp / "stream0.zarr" / "data" / key)
         total = dir_bytes(tmp / "stream0.zarr")
         raw = args.image_size * args.image_size * 3

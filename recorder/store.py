@@ -116,7 +116,9 @@ class EpisodeStore:
         """Open an existing store for reading (``r``) or appending (``a``, takes the writer lock)."""
         path = str(path)
         if not is_url(path) and not Path(path).exists():
-            raise TeleworldError(f"no dataset at {path}")
+            moved = Path(f"{path}.old")
+            hint = f" (a rewrite was interrupted: the original is {moved})" if moved.exists() else ""
+            raise TeleworldError(f"no dataset at {path}{hint}")
         try:
             root = zarr.open_group(path, mode="r" if mode == "r" else "r+")
         except Exception as exc:  # zarr raises several types for foreign or broken stores

@@ -3,6 +3,8 @@
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +42,7 @@ def cli_error(*args: str) -> str:
 
 
 def test_truncated_chunk_file(store_copy, tmp_path):
-    chunk = sorted((store_copy / "data" / "image_overhead" / "c").rglob("*"))[-1]
+    chunk = sorted(p for p in (store_copy / "data" / "image_overhead" / "c").rglob("*") if p.is_file())[-1]
     chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])
     before = snapshot(store_copy)
     report = validate(EpisodeStore.open(store_copy))
@@ -119,3 +121,14 @@ def test_second_writer_is_refused_by_every_editing_command(store_copy):
         for args in (["repair"], ["delete", "0"], ["split"], ["trim", "0", "--start", "2"]):
             assert "one writer at a time" in cli_error(args[0], str(store_copy), *args[1:])
         assert snapshot(store_copy) == before
+
+
+def test_the_command_prints_one_error_line(store_copy):
+    chunk = sorted(p for p in (store_copy / "data" / "qpos" / "c").rglob("*") if p.is_file())[0]
+    chunk.write_bytes(b"\0\1\2")
+    result = subprocess.run([sys.executable, "-m", "teleworld", "data", "validate", str(store_copy)],
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "data/qpos steps 0-159 cannot be decoded" in errors[0]
+    assert "Traceback" not in result.stderr
