@@ -161,9 +161,10 @@ def main() -> None:
               f"fixed cost {(stream[0] - stream[1] - (bulk[0] - bulk[1])) / len(episodes) * 1e3:.0f} ms per episode")
         key = image_key(info["cameras"][0])
         rates = loader_rates(tmp / "stream0.zarr", key)
+        ram, disk = rates["loader_ram"] / rates["numpy"], rates["loader_chunks"] / rates["numpy"]
         print(f"loader (16 windows x 16 steps, 5 keys): numpy gather {rates['numpy']:,.0f} windows/s, "
-              f"loader RAM cache {rates['loader_ram']:,.0f} ({rates['loader_ram'] / rates['numpy']:.2f}x, goal >= 0.5), "
-              f"loader reading the store {rates['loader_chunks']:,.0f} ({rates['loader_chunks'] / rates['numpy']:.3f}x)")
+              f"loader RAM cache {rates['loader_ram']:,.0f} ({ram:.2f}x, goal >= 0.5), "
+              f"loader reading the store {rates['loader_chunks']:,.0f} ({disk:.3f}x)")
         image_bytes = dir_bytes(tmp / "stream0.zarr" / "data" / key)
         total = dir_bytes(tmp / "stream0.zarr")
         raw = args.image_size * args.image_size * 3

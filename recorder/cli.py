@@ -43,7 +43,7 @@ def info(store: Path = STORE,
 
 @data_app.command()
 def validate(store: Path = STORE) -> None:
-    """Check every invariant: lengths agree, ends increase, metadata parses, no NaN, time runs forward, chunks decode."""
+    """Check every invariant: lengths agree, ends increase, info parses, no NaN, time runs forward, chunks decode."""
     from recorder import EpisodeStore
     from recorder.health import validate as run
 

@@ -85,7 +85,8 @@ def export_lerobot(store: EpisodeStore, out: Path, task: str | None = None, show
             for cam, key in zip(info["cameras"], video_keys):
                 path = out / VIDEO_PATH.format(video_key=key, chunk_index=0, file_index=0)
                 _write_mp4(store, image_key(cam), index, path, fps, lambda n: bar.update(bar_task, advance=n))
-        pd.DataFrame({"task_index": [0]}, index=pd.Index([task], name="task")).to_parquet(out / "meta" / "tasks.parquet")
+        tasks = pd.DataFrame({"task_index": [0]}, index=pd.Index([task], name="task"))  # the task is the index
+        tasks.to_parquet(out / "meta" / "tasks.parquet")
         _lerobot_episodes(lengths, video_keys, fps, task).to_parquet(
             out / "meta" / "episodes" / "chunk-000" / "file-000.parquet", index=False)
         features = _lerobot_features(store, video_keys, fps)
