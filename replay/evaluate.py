@@ -12,7 +12,7 @@ from replay.metrics import MOVED_THRESHOLD, PSNR_CAP
 from replay.report import write_report
 from replay.rollout import pick_windows, rollouts
 from replay.scores import action_sensitivity, concat_scores, score_batch, summarise
-from replay.simulate import simulate
+from replay.simulate import scene_changed, simulate
 from teleworld.errors import TeleworldError
 from teleworld.progress import progress_bar
 from train.checkpoint import load_model
@@ -79,6 +79,7 @@ def evaluate(model_path: str | Path, data_path: str | Path, out_dir: str | Path,
         "window_starts": starts.tolist(),
         "episodes": [int(e) for e in episodes],
         "seed": seed,
+        "scene": data.spec.scene,
         "model_path": str(model_path),
         "data_path": str(data_path),
         "model_step": int(ckpt["step"]),
@@ -88,5 +89,7 @@ def evaluate(model_path: str | Path, data_path: str | Path, out_dir: str | Path,
         "model_minus_copy_last_db": psnr["model"] - psnr["copy_last"],
         "action_sensitivity": action_sensitivity(scores, seed),
     }
+    if simulator:
+        metrics["simulator_scene_changed"] = scene_changed(store)
     rows = {k: np.concatenate(v)[:video_windows] for k, v in video.items() if v}
     return write_report(metrics, rows, Path(out_dir))

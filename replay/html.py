@@ -52,6 +52,9 @@ def write_html(metrics: dict, plots: list[Path], gif: Path, path: Path) -> Path:
     figures = "".join(f"<figure><img alt='{p.stem}' src='{_data_uri(p, 'image/png')}'></figure>" for p in plots)
     shown = [m for m in METHOD_ORDER if any(m in v for v in metrics["mean"].values())]
     notes = "".join(f"<li><b>{m}</b>: {html.escape(METHOD_NOTE[m])}</li>" for m in shown)
+    changed = (f"<p class='verdict bad'>Scene {html.escape(str(metrics.get('scene', '')))} has changed since this "
+               "data was recorded (its MJCF differs from the stored one): the simulator method shows today's scene, "
+               "not the recorded one.</p>") if metrics.get("simulator_scene_changed") else ""
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>teleworld replay report</title>
 <style>
@@ -76,6 +79,7 @@ observed with the real actions, then H = {metrics["horizon"]} steps imagined ope
 steps and contact groups.</p>
 {summary_table(metrics)}
 <ul>{notes}</ul>
+{changed}
 <h2>Rollouts</h2>
 <p>Rows: truth | model | error (mean absolute error, x3){" | simulator" if "simulator" in metrics["mean"]["psnr"] else ""}. Model frames are framed <span style="color:#28c83c">green
 </span> while the model sees the real frame (context) and <span style="color:#dc2828">red</span> while it imagines;

@@ -14,6 +14,15 @@ from recorder.schema import proprio
 from teleop.scenes import load
 
 
+def scene_changed(store: EpisodeStore) -> bool:
+    """The registered scene's MJCF differs from the one stored with the data (the simulator cannot match it)."""
+    scene = load(store.info["scene"])
+    try:
+        return scene.mjcf() != store.info.get("mjcf", scene.mjcf())
+    finally:
+        scene.close()
+
+
 def simulate(store: EpisodeStore, camera: str, starts: np.ndarray, context: int, horizon: int
              ) -> dict[str, np.ndarray]:
     """image (W, H, 3, S, S) in [0, 1], proprio (W, H, P) and contact (W, H, G) of the re-simulated steps."""

@@ -126,6 +126,7 @@ def test_report_files_and_baselines_on_the_models_windows(report, run, push_stor
     # the simulator re-run from the recorded states reproduces the recording exactly
     assert metrics["per_step"]["psnr"]["simulator"] == [60.0] * H
     assert max(metrics["per_step"]["proprio_rmse"]["simulator"]) < 1e-5
+    assert metrics["simulator_scene_changed"] is False
     assert sum(1 for _ in iio.imiter(out / "rollouts.mp4")) == K + H
     gif = iio.imread(out / "rollouts.gif")
     assert gif.shape[:2] == (K + H, 2 * (4 * (64 + 2) + 4))  # rows truth | model | error | simulator
