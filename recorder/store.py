@@ -267,7 +267,7 @@ class EpisodeStore:
             stored = self.edits["split"]
             if not stored:
                 raise TeleworldError(f"{self.path} has no stored split; run `teleworld data split` first")
-            if split not in stored:
+            if split not in ("train", "val"):
                 raise TeleworldError(f"unknown split {split!r}; the store has train and val")
             keep = np.intersect1d(keep, stored[split])
         return keep.astype(np.int64)
