@@ -2,7 +2,7 @@
 ``pygame.key.get_pressed()``) and gamepad axes from JOYAXISMOTION events.
 
 Action 0 follows left/right (or A/D, or the left stick's x), action 1 down/up (or S/W, or the left stick's y,
-inverted); further actions use J/L, K/I, Q/E. To be replaced by teleop/devices' keyboard and gamepad devices once
+inverted); further actions use J/L, K/I, U/O. To be replaced by teleop/devices' keyboard and gamepad devices once
 those are in.
 """
 
@@ -16,7 +16,7 @@ AXIS_KEYS = (
     ((pygame.K_DOWN, pygame.K_s), (pygame.K_UP, pygame.K_w)),
     ((pygame.K_j,), (pygame.K_l,)),
     ((pygame.K_k,), (pygame.K_i,)),
-    ((pygame.K_q,), (pygame.K_e,)),
+    ((pygame.K_u,), (pygame.K_o,)),
 )
 STICK = ((0, 1.0), (1, -1.0))  # (joystick axis, sign) for actions 0 and 1
 DEADZONE = 0.1
