@@ -271,6 +271,13 @@ def generate_episodes(store: EpisodeStore, job: Job, seeds: list[int], workers: 
     return order.lost
 
 
+def _seeds_to_run(store: EpisodeStore, first: int, episodes: int) -> list[int]:
+    """For --resume: the lowest seeds from ``first`` not stored yet, enough to bring the store to ``episodes``."""
+    infos = (store.episode_info(i) for i in range(store.num_episodes))
+    stored = {int(info["seed"]) for info in infos if info.get("seed") is not None}
+    return plan_seeds(stored, first, max(episodes - store.num_episodes, 0))
+
+
 def _open_store(out: Path, sim: Scene, job: Job, append: bool, resume: bool) -> EpisodeStore:
     """Open or create the output store and check that it holds this job's kind of episodes."""
     from recorder import EpisodeStore
@@ -321,11 +328,7 @@ def generate(
     console = Console()
     with _open_store(out, sim, job, append, resume) as store:
         have = store.num_episodes
-        if resume:
-            stored = {int(store.episode_info(i)["seed"]) for i in range(have)}
-            seeds = plan_seeds(stored, seed, max(episodes - have, 0))
-        else:
-            seeds = list(range(seed, seed + episodes))
+        seeds = _seeds_to_run(store, seed, episodes) if resume else list(range(seed, seed + episodes))
         with progress_bar() as progress:
             task = progress.add_task(f"generate {scene} ×{workers} ({backend})", total=len(seeds), status="")
             began, done = time.monotonic(), [0]
