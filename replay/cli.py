@@ -58,14 +58,16 @@ def dream_command(
     model: Path = typer.Option(..., "--model", help="Run directory or checkpoint file."),
     scene: str = typer.Option(None, "--scene", help="Scene to drive; default: the one the model was trained on."),
     seed: int = typer.Option(0, help="Seed of the scene's initial state."),
+    operator: str = typer.Option("keyboard", "--operator", help="keyboard or gamepad."),
+    bindings: Path = typer.Option(None, help="TOML file overriding the scene's default bindings (docs/teleop.md)."),
     scale: int = typer.Option(4, min=1, help="Screen pixels per image pixel."),
-    device: str = typer.Option("cpu", help="cpu, cuda or auto."),
+    device: str = typer.Option("cpu", help="Torch device of the model: cpu, cuda or auto."),
 ) -> None:
     """Drive the simulator and the world model side by side with the keyboard or a gamepad; R resyncs."""
     from replay.dream import run_dream
     from train.loop import resolve_device
 
-    run_dream(model, scene, seed, scale, resolve_device(device))
+    run_dream(model, scene, seed, scale, resolve_device(device), operator, bindings)
 
 
 def demo_command(

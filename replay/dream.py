@@ -1,8 +1,9 @@
 """`teleworld dream`: one operator drives the real simulator and the world model at once, shown side by side.
 
-Each control step the operator's action is applied to the scene and to the model's latent state (one
-``img_step`` + decode, timed). The model runs open loop from its last resync; R resyncs it to the real state by
-observing the last K real frames (as in replay's protocol), N starts a new episode, Q or escape quits.
+Each control step the operator's action (teleop's keyboard or gamepad device, with the scene's bindings) is applied
+to the scene and to the model's latent state (one imagination step + decode, timed). The model runs open loop from
+its last resync. The device's commands mean: record (R / pad A) resync the model to the real state by observing the
+last K real frames (as in replay's protocol), reset (tab / pad back) a new episode, quit (escape / pad guide).
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import numpy as np
 import pygame
 import torch
 
-from replay.keys import OperatorInput
 from replay.metrics import psnr
 from replay.screen import BACKGROUND, draw_lines, draw_panels, init_display, panels_size
+from teleop.bindings import Bindings, Command
+from teleop.devices.base import Device
 from teleop.scenes import load
 from teleop.scenes.base import Scene
 from teleworld.errors import TeleworldError
@@ -33,8 +35,6 @@ class Dream:
     def __init__(self, model: WorldModel, spec: DataSpec, scene: Scene, seed: int = 0,
                  device: torch.device | str = "cpu"):
         self.model, self.spec, self.scene, self.device = model, spec, scene, torch.device(device)
-        low, high = (np.asarray(b, np.float32) for b in (scene.action_spec.low, scene.action_spec.high))
-        self.low, self.high = low, high
         self.reset(seed)
 
     def reset(self, seed: int) -> None:
@@ -54,7 +54,7 @@ class Dream:
     def resync(self) -> None:
         """Put the model on the real state: observe the last K real frames with the actions between them."""
         frames = [f for f, _ in self.history] + [self.real_frame()]
-        actions = [a for _, a in self.history] + [np.zeros_like(self.low)]  # the last one is not used
+        actions = [a for _, a in self.history] + [np.zeros(self.scene.action_spec.size, np.float32)]  # unused
         images = torch.from_numpy(np.stack(frames)[None]).to(self.device)
         acts = torch.from_numpy(np.stack(actions)[None]).to(self.device)
         posts, _ = self.model.observe(images[:, -RESYNC_CONTEXT:], acts[:, -RESYNC_CONTEXT:])
@@ -66,14 +66,10 @@ class Dream:
         feat = self.model.rssm.feat(self.state)[:, None]
         return self.model.decode(feat)["image"][0, 0].clamp(0, 1).float().cpu().numpy()
 
-    def to_action(self, command: np.ndarray) -> np.ndarray:
-        """Operator command in [-1, 1] -> the scene's action range."""
-        return np.where(command >= 0, command * self.high, -command * self.low).astype(np.float32)
-
     @torch.no_grad()
-    def step(self, command: np.ndarray) -> None:
+    def step(self, action: np.ndarray) -> None:
         """Apply one action to the simulator and to the model."""
-        action = self.scene.action_spec.clip(self.to_action(command))
+        action = self.scene.action_spec.clip(action)
         self.history.append((self.real_frame(), action))
         self.obs = self.scene.step(action)
         began = time.perf_counter()
@@ -91,7 +87,7 @@ class Dream:
         """PSNR of the imagined frame against the real one (lower = further apart)."""
         return float(psnr(self.pred, self.real_frame()))
 
-    def lines(self, command: np.ndarray) -> list[str]:
+    def lines(self, action: np.ndarray) -> list[str]:
         """Status text: divergence, model latency against the control period, the action."""
         budget = 1e3 / self.scene.control_rate
         recent = np.asarray(self.latency_ms) if self.latency_ms else np.zeros(1)
@@ -100,38 +96,54 @@ class Dream:
                 f"PSNR imagined vs real {self.divergence_db():.2f} dB",
                 f"model step {np.median(recent):.1f} ms median, {recent.max():.1f} worst of last {len(recent)} "
                 f"({fits} the {budget:.0f} ms period)  "
-                f"action {np.array2string(self.to_action(command), precision=2)}",
-                "arrows/WASD or stick: drive   R resync   N new episode   Q quit"]
+                f"action {np.array2string(action, precision=2)}",
+                "drive with the bound keys or stick   record (R / pad A): resync   reset (tab): new episode   "
+                "quit (escape)"]
 
 
-def dream_loop(dream: Dream, screen: pygame.Surface, scale: int, paced: bool = True,
-               max_steps: int | None = None) -> int:
-    """Run at the scene's control rate until quit (or ``max_steps``); returns the steps taken."""
-    operator = OperatorInput(dream.scene.action_spec.size)
+def dream_loop(dream: Dream, screen: pygame.Surface, scale: int, operator: Device,
+               helpers: tuple[Device, ...] = (), paced: bool = True, max_steps: int | None = None) -> int:
+    """Run at the scene's control rate until quit (or ``max_steps``); returns the steps taken.
+
+    ``operator`` drives; it and ``helpers`` (e.g. the keyboard beside a gamepad) issue commands."""
     clock = pygame.time.Clock()
     running, steps = True, 0
     while running and (max_steps is None or steps < max_steps):
         for event in pygame.event.get():
-            operator.handle(event)
-            if event.type == pygame.QUIT or (event.type == pygame.KEYDOWN and event.key in (pygame.K_q, pygame.K_ESCAPE)):
+            commands = [d.handle_event(event) for d in (operator, *helpers)]
+            if event.type == pygame.QUIT or Command.QUIT in commands:
                 running = False
-            elif event.type == pygame.KEYDOWN and event.key == pygame.K_r:
+            elif Command.RECORD in commands:
                 dream.resync()
-            elif event.type == pygame.KEYDOWN and event.key == pygame.K_n:
+            elif Command.RESET in commands:
                 dream.reset(dream.seed + 1)
+                operator.on_reset(dream.obs, np.random.default_rng(dream.seed))
         if not running:
             break
-        command = operator.action()
-        dream.step(command)
+        action = operator.get_action(dream.obs)
+        dream.step(action)
         steps += 1
         screen.fill(BACKGROUND)
         y = draw_panels(screen, dream.real_frame(), dream.pred, scale, ("real simulator", "world model"),
                         imagined=dream.since_resync > 0)
-        draw_lines(screen, dream.lines(command), y)
+        draw_lines(screen, dream.lines(action), y)
         pygame.display.flip()
         if paced:
             clock.tick(dream.scene.control_rate)
     return steps
+
+
+def operator_devices(kind: str, scene: Scene, bindings: Bindings) -> tuple[Device, tuple[Device, ...]]:
+    """teleop's keyboard, or its gamepad with the keyboard beside it for commands."""
+    from teleop.devices.gamepad import GamepadDevice
+    from teleop.devices.keyboard import KeyboardDevice
+
+    keyboard = KeyboardDevice(scene.action_spec, bindings, scene.control_rate)
+    if kind == "keyboard":
+        return keyboard, ()
+    if kind == "gamepad":
+        return GamepadDevice(scene.action_spec, bindings), (keyboard,)
+    raise TeleworldError(f"unknown device {kind!r}; use keyboard or gamepad")
 
 
 def open_dream(model_path: str | Path, scene_name: str | None = None, seed: int = 0,
@@ -155,16 +167,22 @@ def open_dream(model_path: str | Path, scene_name: str | None = None, seed: int 
 
 
 def run_dream(model_path: str | Path, scene_name: str | None = None, seed: int = 0, scale: int = 4,
-              device: torch.device | str = "cpu") -> None:
-    """Load, open the window and any gamepads, loop, close."""
+              device: torch.device | str = "cpu", operator: str = "keyboard", bindings: Path | None = None) -> None:
+    """Load, open the window and the operator's devices, loop, close."""
+    from teleop.bindings import load_bindings
+
     dream = open_dream(model_path, scene_name, seed, device)
+    devices: tuple[Device, ...] = ()
     try:
+        driver, helpers = operator_devices(operator, dream.scene, load_bindings(bindings, dream.scene))
         screen = init_display(panels_size(dream.spec.image_size, scale, 3), "teleworld dream")
-        pygame.joystick.init()
-        pads = [pygame.joystick.Joystick(i) for i in range(pygame.joystick.get_count())]  # open: they send events
-        dream_loop(dream, screen, scale)
-        for pad in pads:
-            pad.quit()
+        devices = (driver, *helpers)
+        for d in devices:
+            d.connect()  # a missing gamepad fails here with one line
+        driver.on_reset(dream.obs, np.random.default_rng(seed))
+        dream_loop(dream, screen, scale, driver, helpers)
     finally:
+        for d in devices:
+            d.disconnect()
         dream.scene.close()
         pygame.quit()

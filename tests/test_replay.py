@@ -18,10 +18,11 @@ import torch
 from recorder import EpisodeStore
 from replay.dream import dream_loop, open_dream
 from replay.evaluate import evaluate
-from replay.keys import OperatorInput
 from replay.metrics import psnr
 from replay.screen import LINE, PAD, init_display, panels_size
 from replay.view import Viewer, view_loop
+from teleop.bindings import default_bindings
+from teleop.devices.keyboard import KeyboardDevice
 from teleop.devices.scripted import scripted_operator
 from teleop.loop import collect
 from teleop.scenes import load
@@ -199,36 +200,30 @@ def test_viewer_runs_headless_with_posted_keys(run, push_store):
 def test_dream_drives_simulator_and_model_together_and_resyncs(run):
     dream = open_dream(run, "push")
     screen = init_display(panels_size(64, 2, 3), "test dream")
+    keyboard = KeyboardDevice(dream.scene.action_spec, default_bindings(dream.scene), dream.scene.control_rate)
     try:
+        keyboard.connect()
         x0 = dream.scene.pusher_xy()
         before = dream.pred.copy()
         pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_RIGHT))
-        assert dream_loop(dream, screen, 2, paced=False, max_steps=6) == 6
+        assert dream_loop(dream, screen, 2, keyboard, paced=False, max_steps=10) == 10
         assert dream.scene.pusher_xy()[0] - x0[0] > 0.05  # right arrow pushes +x in the simulator
-        assert dream.since_resync == 6 and len(dream.latency_ms) == 6 and min(dream.latency_ms) > 0
+        assert dream.since_resync == 10 and len(dream.latency_ms) == 10 and min(dream.latency_ms) > 0
         assert not np.array_equal(before, dream.pred)  # the model stepped too
         assert "model step" in dream.lines(np.zeros(2))[1]
         pygame.event.post(pygame.event.Event(pygame.KEYUP, key=pygame.K_RIGHT))
-        pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_r))
-        x1 = dream.scene.pusher_xy()
-        assert dream_loop(dream, screen, 2, paced=False, max_steps=1) == 1
-        assert dream.since_resync == 1 and dream.steps == 7
-        assert abs(dream.scene.pusher_xy()[0] - x1[0]) < 0.02  # key released: the pusher coasts to rest
+        pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_r))  # the record command: resync
+        assert dream_loop(dream, screen, 2, keyboard, paced=False, max_steps=1) == 1
+        assert dream.since_resync == 1 and dream.steps == 11
+        pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_TAB))  # reset: a new episode
+        assert dream_loop(dream, screen, 2, keyboard, paced=False, max_steps=1) == 1
+        assert dream.steps == 1 and dream.seed == 1
+        pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_ESCAPE))
+        assert dream_loop(dream, screen, 2, keyboard, paced=False, max_steps=5) == 0
     finally:
+        keyboard.disconnect()
         dream.scene.close()
         pygame.quit()
-
-
-def test_operator_input_from_keys_and_stick():
-    operator = OperatorInput(2)
-    operator.handle(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_LEFT))
-    operator.handle(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_w))
-    assert operator.action().tolist() == [-1.0, 1.0]
-    operator.handle(pygame.event.Event(pygame.KEYUP, key=pygame.K_LEFT))
-    operator.handle(pygame.event.Event(pygame.JOYAXISMOTION, joy=0, instance_id=0, axis=1, value=0.5))
-    assert operator.action().tolist() == [0.0, -0.5]  # stick y is down-positive; it overrides the key
-    operator.handle(pygame.event.Event(pygame.JOYAXISMOTION, joy=0, instance_id=0, axis=0, value=0.05))
-    assert operator.action()[0] == 0.0  # inside the dead zone
 
 
 def test_bad_input_gives_one_line_errors(run, push_store, tmp_path):
@@ -244,3 +239,4 @@ def test_bad_input_gives_one_line_errors(run, push_store, tmp_path):
     other_run = fit(other, tmp_path / "other_run")
     assert_one_line_error(teleworld("dream", "--model", other_run, "--scene", "push"),
                           "model was trained on scene 'pusher_v2', not 'push'")
+    assert_one_line_error(teleworld("dream", "--model", run, "--operator", "gamepad"), "no gamepad found")
