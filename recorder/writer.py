@@ -25,7 +25,6 @@ class EpisodeWriter:
         if store.uncommitted_steps():
             store.truncate_uncommitted()
         self.flush_every = min(store.block(f"data/{k}") for k in self.specs)
-        self._written = store.data_length()  # steps on disk: flushes end on chunk boundaries of the frames
         self._steps: dict[str, list[np.ndarray]] = {}
         self._contacts: dict[str, list[np.ndarray]] = {}
         self._length = 0
@@ -66,7 +65,7 @@ class EpisodeWriter:
         for key in CONTACT_SPECS:
             self._contacts[key].append(np.asarray(contacts[key], dtype=CONTACT_SPECS[key].dtype))
         self._length += 1
-        if (self._written + len(self._steps["action"])) % self.flush_every == 0:
+        if len(self._steps["action"]) >= self.flush_every:
             self.flush()
 
     def flush(self) -> None:
@@ -79,7 +78,6 @@ class EpisodeWriter:
             spec = CONTACT_SPECS[key]
             self.store.append(f"contacts/{key}", np.concatenate(rows).reshape(-1, *spec.shape))
         self.store.mark_written()
-        self._written += len(self._steps["action"])
         self._reset_buffers()
 
     def end(self, **meta) -> int:
@@ -100,7 +98,6 @@ class EpisodeWriter:
         self._reset_buffers()
         self._meta, self._length = None, 0
         self.store.truncate_uncommitted()
-        self._written = self.store.data_length()
 
     def _reset_buffers(self) -> None:
         self._steps = {k: [] for k in self.specs}

@@ -92,7 +92,7 @@ def test_sigkill_at_any_write_loses_no_committed_episode(tmp_path, reference, fr
     assert rc == -signal.SIGKILL
     printed = sum(line.startswith("committed") for line in lines)
     if not path.exists():  # killed while creating the store, which is renamed into place only when complete
-        assert printed == 0 and kill_at < 40
+        assert printed == 0 and list(tmp_path.glob("s.zarr.creating-*"))
         return
     store = EpisodeStore.open(path)
     assert store.num_episodes >= printed
