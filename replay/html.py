@@ -55,6 +55,8 @@ def write_html(metrics: dict, plots: list[Path], gif: Path, path: Path) -> Path:
     changed = (f"<p class='verdict bad'>Scene {html.escape(str(metrics.get('scene', '')))} has changed since this "
                "data was recorded (its MJCF differs from the stored one): the simulator method shows today's scene, "
                "not the recorded one.</p>") if metrics.get("simulator_scene_changed") else ""
+    video_rows = "truth | model | error (mean absolute error, x3)"
+    video_rows += " | simulator" if "simulator" in metrics["mean"]["psnr"] else ""
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>teleworld replay report</title>
 <style>
@@ -81,7 +83,7 @@ steps and contact groups.</p>
 <ul>{notes}</ul>
 {changed}
 <h2>Rollouts</h2>
-<p>Rows: truth | model | error (mean absolute error, x3){" | simulator" if "simulator" in metrics["mean"]["psnr"] else ""}. Model frames are framed <span style="color:#28c83c">green
+<p>Rows: {video_rows}. Model frames are framed <span style="color:#28c83c">green
 </span> while the model sees the real frame (context) and <span style="color:#dc2828">red</span> while it imagines;
 the bar at the bottom is time. Also <a href="rollouts.mp4">rollouts.mp4</a>.</p>
 <div class="video"><img alt="rollouts" src="{_data_uri(gif, "image/gif")}">
