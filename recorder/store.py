@@ -26,6 +26,7 @@ from teleworld.errors import TeleworldError
 CHUNK_BYTES = 2 * 1024 * 1024  # target uncompressed bytes per chunk, along time
 MAX_CHUNK_STEPS = 16384
 FRAME_CHUNK = 16  # frames per compressed inner chunk of a frame shard
+CAPACITY_BLOCKS = 8  # arrays grow by this many time blocks at once
 CONTACTS_PER_STEP = 8  # contact rows per chunk = time chunk x this (a typical upper count of contacts per step)
 LOCK_NAME = ".teleworld.lock"
 
@@ -74,6 +75,9 @@ class EpisodeStore:
         self.specs = step_specs(self.info)
         self._arrays: dict[str, zarr.Array] = {}
         self._lock: Path | None = None
+        self._ends: dict[str, int] = {}  # next row to write per array, during a flush
+        marker = root["meta"].attrs.get(WRITTEN_KEY) if "meta" in root else None
+        self._written: dict | None = dict(marker) if marker else None  # None: a 1.0 store, lengths are shapes
 
     # ----- named constructors -----
     @classmethod
@@ -205,8 +209,9 @@ class EpisodeStore:
         return sorted(self.specs)
 
     def data_length(self) -> int:
-        """Steps present under data/ (the shortest array), committed or not."""
-        return min(self.arr(f"data/{k}").shape[0] for k in self.keys)
+        """Steps durably written under data/, committed or not (arrays may be longer: capacity, a crash's rest)."""
+        shortest = min(self.arr(f"data/{k}").shape[0] for k in self.keys)
+        return shortest if self._written is None else min(int(self._written["steps"]), shortest)
 
     def episode_slice(self, index: int) -> slice:
         """Steps of episode ``index`` (negative indices count from the end)."""
@@ -274,8 +279,8 @@ class EpisodeStore:
 
     # ----- writing (EpisodeWriter drives these) -----
     def uncommitted_steps(self) -> int:
-        """Steps written past the last committed episode (left by a crash or an open episode)."""
-        return max(self.arr(f"data/{k}").shape[0] for k in self.keys) - self.num_steps
+        """Steps durably written past the last committed episode (left by a crash or an open episode)."""
+        return self.data_length() - self.num_steps
 
     def committed_contact_rows(self) -> int:
         return int(self.read("data/contact_count", slice(0, self.num_steps)).sum(dtype=np.int64))
@@ -283,13 +288,22 @@ class EpisodeStore:
     @property
     def written(self) -> dict:
         """{'steps', 'contact_rows'} durably written by the last flush (the salvage limit after a crash)."""
-        return dict(self.root["meta"].attrs.get(WRITTEN_KEY, {"steps": self.num_steps,
-                                                              "contact_rows": self.committed_contact_rows()}))
+        if self._written is None:
+            return {"steps": self.data_length(), "contact_rows": min(self.arr(f"contacts/{k}").shape[0]
+                                                                     for k in CONTACT_SPECS)}
+        return dict(self._written)
 
     def mark_written(self) -> None:
         """Record that everything appended so far is on disk (called after each flush)."""
-        self.root["meta"].attrs[WRITTEN_KEY] = {"steps": self.data_length(),
-                                                "contact_rows": self.arr("contacts/geom").shape[0]}
+        mark = self.written
+        steps = min(self._ends.get(f"data/{k}", mark["steps"]) for k in self.keys)
+        rows = min(self._ends.get(f"contacts/{k}", mark["contact_rows"]) for k in CONTACT_SPECS)
+        self._set_written(steps, rows)
+
+    def _set_written(self, steps: int, rows: int) -> None:
+        self._written = {"steps": int(steps), "contact_rows": int(rows)}
+        self.root["meta"].attrs[WRITTEN_KEY] = self._written
+        self._ends.clear()
 
     def truncate_uncommitted(self) -> int:
         """Drop everything past the last committed episode; returns the number of steps dropped."""
@@ -305,16 +319,24 @@ class EpisodeStore:
             self._resize(f"contacts/{k}", rows)
         self._resize("meta/episode_info", episodes)
         self._resize("meta/episode_ends", episodes)
-        self.root["meta"].attrs[WRITTEN_KEY] = {"steps": steps, "contact_rows": rows}
+        self._set_written(steps, rows)
 
     def append(self, path: str, values: np.ndarray) -> None:
-        """Append rows along time to ``data/<key>`` or ``contacts/<key>`` (one write per call)."""
+        """Append rows along time to ``data/<key>`` or ``contacts/<key>`` (one write per call).
+
+        Arrays grow CAPACITY_BLOCKS time blocks at a time, so most appends are one file write, not two; the
+        rows beyond the ``written`` mark are not data (all-fill chunks are never stored).
+        """
         arr = self.arr(path)
-        start = arr.shape[0]
-        if len(values) == 0:
-            return
-        arr.resize((start + len(values), *arr.shape[1:]))
-        arr[start:] = values
+        mark = self.written
+        start = self._ends.get(path, mark["steps"] if path.startswith("data/") else mark["contact_rows"])
+        end = start + len(values)
+        if end > arr.shape[0]:
+            grow = self.block(path) * CAPACITY_BLOCKS
+            arr.resize((-(-end // grow) * grow, *arr.shape[1:]))
+        if len(values):
+            arr[start:end] = values
+        self._ends[path] = end
 
     def open_episode(self, info: dict) -> None:
         """Store the metadata of the episode being written, so a crash can salvage it with its seed."""
