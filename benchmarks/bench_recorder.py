@@ -125,13 +125,15 @@ def compression_table(frames: np.ndarray, tmp: Path) -> list[tuple[str, float, f
                         ("blosc zstd 1", zarr.codecs.BloscCodec(cname="zstd", clevel=1, shuffle="noshuffle")),
                         ("blosc lz4 5", zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle")),
                         ("blosc zstd 7", zarr.codecs.BloscCodec(cname="zstd", clevel=7, shuffle="noshuffle"))]:
-        path = tmp / f"codec-{len(rows)}.zarr"
-        arr = zarr.create_array(path, shape=frames.shape, chunks=(chunk, *frames.shape[1:]), dtype="uint8",
-                                compressors=codec)
-        t0 = time.perf_counter()
-        arr[:] = frames
-        seconds = time.perf_counter() - t0
-        rows.append((name, dir_bytes(path) / len(frames), frames.nbytes / seconds / 1e6))
+        seconds = []
+        for attempt in range(3):  # best of three: the machine is shared
+            path = tmp / f"codec-{len(rows)}-{attempt}.zarr"
+            arr = zarr.create_array(path, shape=frames.shape, chunks=(chunk, *frames.shape[1:]), dtype="uint8",
+                                    compressors=codec)
+            t0 = time.perf_counter()
+            arr[:] = frames
+            seconds.append(time.perf_counter() - t0)
+        rows.append((name, dir_bytes(path) / len(frames), frames.nbytes / min(seconds) / 1e6))
     return rows
 
 
