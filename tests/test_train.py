@@ -120,3 +120,24 @@ def test_ddp_two_processes_with_gloo_hold_identical_weights(push_store, tmp_path
     w1 = torch.load(tmp_path / "weights_rank1.pt", weights_only=True)
     assert torch.equal(w0, w1)
     assert read_checkpoint(tmp_path)["step"] == 6  # written by rank 0 only
+
+
+def test_training_skips_deleted_episodes_and_follows_a_stored_split(tmp_path, push_store):
+    import shutil
+
+    path = tmp_path / "copy.zarr"
+    shutil.copytree(push_store, path)
+    with EpisodeStore.open(path, mode="a") as store:
+        store.set_edits(deleted=[1])
+    store = EpisodeStore.open(path)
+    result = train(EpisodeArrays(store, DataSpec.from_store(store)), make_config("tiny", steps=1, eval_every=0),
+                   tmp_path / "a", show_progress=False)
+    used = set(read_checkpoint(tmp_path / "a")["train_episodes"]) | set(result["val_episodes"])
+    assert used == {0, 2, 3, 4, 5}
+    with EpisodeStore.open(path, mode="a") as store:
+        store.set_edits(split={"train": [0, 1, 2, 3], "val": [4, 5]})
+    store = EpisodeStore.open(path)
+    train(EpisodeArrays(store, DataSpec.from_store(store)), make_config("tiny", steps=1, eval_every=0),
+          tmp_path / "b", show_progress=False)
+    ckpt = read_checkpoint(tmp_path / "b")
+    assert ckpt["train_episodes"] == [0, 2, 3] and ckpt["val_episodes"] == [4, 5]

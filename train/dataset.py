@@ -59,6 +59,11 @@ class EpisodeArrays:
             raise TeleworldError(f"{store.path} holds no committed episodes")
         self.spec = spec
         self.episode_ends = store.episode_ends
+        self.active = store.active_episodes()  # committed and not marked deleted
+        split = store.edits["split"]
+        self.stored_split = (
+            {name: np.intersect1d(self.active, split[name]) for name in ("train", "val")} if split else None
+        )
         self.frames = store.array(image_key(spec.camera))[:n]  # (N, H, W, 3) uint8
         self.action = store.array("action")[:n].astype(np.float32)
         self.proprio = proprio(store.array("qpos")[:n], store.array("qvel")[:n])

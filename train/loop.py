@@ -125,8 +125,11 @@ def train(
     ckpt = _resume_checkpoint(out_dir, data.spec) if resume else None
     if ckpt is not None:
         train_eps, val_eps = np.array(ckpt["train_episodes"]), np.array(ckpt["val_episodes"])
+    elif data.stored_split is not None:  # `teleworld data split` wins over the seeded default
+        train_eps, val_eps = data.stored_split["train"], data.stored_split["val"]
     else:
-        train_eps, val_eps = split_episodes(data.num_episodes, cfg.val_fraction, cfg.seed)
+        train, val = split_episodes(len(data.active), cfg.val_fraction, cfg.seed)
+        train_eps, val_eps = data.active[train], data.active[val]
     windows = data.windows(cfg.seq_len, train_eps)
     if len(windows) == 0:
         raise TeleworldError(f"no training episode has {cfg.seq_len} steps; record longer episodes or lower seq_len")
