@@ -26,6 +26,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
+	rm -rf demo_out
 	$(VENV)/bin/teleworld demo --out demo_out
 
 test: setup
