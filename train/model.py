@@ -155,7 +155,7 @@ class RSSM(nn.Module):
         """
         B, T = embeds.shape[:2]
         state = state or self.initial(B, embeds.device)
-        prev_action = torch.zeros_like(actions[:, 0]) if state is None or "action" not in state else state["action"]
+        prev_action = torch.zeros_like(actions[:, 0])  # no action precedes the first frame
         posts, priors = [], []
         for t in range(T):
             post, prior = self.obs_step(state, prev_action, embeds[:, t])
