@@ -5,7 +5,7 @@
 2. samples/s (sequence steps per second) of each config on this machine;
 3. on a GPU: bf16 vs fp32 and compiled vs eager.
 
-Usage: python benchmarks/bench_train.py [--steps 12]
+Usage: python benchmarks/bench_train.py [--steps 12] [--data STORE] [--no-cpu]
 """
 
 from __future__ import annotations
@@ -21,9 +21,6 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from recorder import EpisodeStore  # noqa: E402
-from teleop.devices.scripted import scripted_operator  # noqa: E402
-from teleop.loop import collect  # noqa: E402
-from teleop.scenes import load  # noqa: E402
 from train.configs import make_config  # noqa: E402
 from train.dataset import DataSpec, EpisodeArrays, to_model_inputs  # noqa: E402
 from train.loop import Prefetcher, build_model  # noqa: E402
@@ -74,42 +71,65 @@ def measure(data: EpisodeArrays, config: str, device: torch.device, steps: int, 
         prefetch.close()
 
 
+def record(path: str) -> None:
+    """Eight scripted push episodes: enough windows for throughput."""
+    from teleop.devices.scripted import scripted_operator
+    from teleop.loop import collect
+    from teleop.scenes import load
+
+    scene = load("push")
+    with EpisodeStore.create(path, scene.info()) as store:
+        collect(scene, scripted_operator(scene), store, episodes=8, steps=80)
+
+
+def bench_cpu(data: EpisodeArrays, steps: int) -> None:
+    cpu = torch.device("cpu")
+    real = measure(data, "small", cpu, steps)
+    resident = measure(data, "small", cpu, steps, resident=True)
+    print(f"[cpu] small: real loader {real:.2f} steps/s, resident batch {resident:.2f} steps/s, "
+          f"ratio {real / resident:.2f}x (goal >= 0.9x)")
+    for config in ("tiny", "small", "medium"):
+        cfg = make_config(config)
+        rate = measure(data, config, cpu, steps if config != "medium" else max(2, steps // 4))
+        n = sum(p.numel() for p in build_model(cfg, data.spec).parameters())
+        print(f"[cpu] {config:6s} {n / 1e6:5.2f} M params: {rate:6.2f} steps/s, "
+              f"{rate * cfg.batch_size * cfg.seq_len:8.0f} samples/s (batch {cfg.batch_size}x{cfg.seq_len})")
+
+
+def bench_gpu(data: EpisodeArrays, steps: int) -> None:
+    gpu = torch.device("cuda")
+    print(f"[gpu] {torch.cuda.get_device_name()}")
+    for config in ("small", "medium", "large"):
+        cfg = make_config(config)
+        fp32 = measure(data, config, gpu, steps)
+        bf16 = measure(data, config, gpu, steps, bf16=True)
+        comp = measure(data, config, gpu, steps, bf16=True, compiled=True)
+        real = measure(data, config, gpu, steps, bf16=True)
+        res = measure(data, config, gpu, steps, bf16=True, resident=True)
+        print(f"[gpu] {config}: fp32 {fp32:.1f}, bf16 {bf16:.1f} ({bf16 / fp32:.2f}x), "
+              f"bf16+compile {comp:.1f} ({comp / bf16:.2f}x vs eager) steps/s, "
+              f"{bf16 * cfg.batch_size * cfg.seq_len:.0f} samples/s in bf16; real loader / resident {real / res:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--data", help="an episode store to read instead of recording eight push episodes")
+    parser.add_argument("--no-cpu", action="store_true", help="skip the CPU measurements")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        scene = load("push")
-        with EpisodeStore.create(f"{tmp}/b.zarr", scene.info()) as store:
-            collect(scene, scripted_operator(scene), store, episodes=8, steps=80)
-        store = EpisodeStore.open(f"{tmp}/b.zarr")
+        path = args.data or f"{tmp}/b.zarr"
+        if not args.data:
+            record(path)
+        store = EpisodeStore.open(path)
         data = EpisodeArrays(store, DataSpec.from_store(store))
-        cpu = torch.device("cpu")
         print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-        real = measure(data, "small", cpu, args.steps)
-        resident = measure(data, "small", cpu, args.steps, resident=True)
-        print(f"[cpu] small: real loader {real:.2f} steps/s, resident batch {resident:.2f} steps/s, "
-              f"ratio {real / resident:.2f}x (goal >= 0.9x)")
-        for config in ("tiny", "small", "medium"):
-            cfg = make_config(config)
-            steps = args.steps if config != "medium" else max(2, args.steps // 4)
-            rate = measure(data, config, cpu, steps)
-            n = sum(p.numel() for p in build_model(cfg, data.spec).parameters())
-            print(f"[cpu] {config:6s} {n / 1e6:5.2f} M params: {rate:6.2f} steps/s, "
-                  f"{rate * cfg.batch_size * cfg.seq_len:8.0f} samples/s (batch {cfg.batch_size}x{cfg.seq_len})")
-        if not torch.cuda.is_available():
+        if not args.no_cpu:
+            bench_cpu(data, args.steps)
+        if torch.cuda.is_available():
+            bench_gpu(data, args.steps * 4)
+        else:
             print("[gpu] no CUDA device: bf16 and torch.compile ratios skipped")
-            return
-        gpu = torch.device("cuda")
-        for config in ("small", "medium"):
-            fp32 = measure(data, config, gpu, args.steps * 4)
-            bf16 = measure(data, config, gpu, args.steps * 4, bf16=True)
-            comp = measure(data, config, gpu, args.steps * 4, bf16=True, compiled=True)
-            real = measure(data, config, gpu, args.steps * 4, bf16=True)
-            res = measure(data, config, gpu, args.steps * 4, bf16=True, resident=True)
-            print(f"[gpu] {config}: fp32 {fp32:.1f}, bf16 {bf16:.1f} ({bf16 / fp32:.2f}x), "
-                  f"bf16+compile {comp:.1f} ({comp / bf16:.2f}x vs eager) steps/s; "
-                  f"real loader / resident {real / res:.2f}x")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from teleworld.errors import TeleworldError
 from train.checkpoint import read_checkpoint
 from train.configs import make_config, parse_overrides
 from train.dataset import DataSpec, EpisodeArrays
-from train.loop import train, window_starts
+from train.loop import build_model, train, window_starts
 
 ENV = {**os.environ, "MUJOCO_GL": "egl"}
 
@@ -38,6 +38,14 @@ def test_presets_toml_files_and_overrides(tmp_path):
         make_config("tiny", bogus=1)
     with pytest.raises(TeleworldError, match="unknown config 'huge'"):
         make_config("huge")
+
+
+def test_loss_knobs_from_the_command_line_reach_the_model():
+    spec = DataSpec(scene="push", camera="overhead", image_size=64, action_names=["vx", "vy"], proprio_dim=4,
+                    contact_dim=2)
+    cfg = make_config("tiny", **parse_overrides(["free_nats=0.5", "kl_rep=0.2", "openloop_weight=0.25"]))
+    model = build_model(cfg, spec).cfg
+    assert (model.free_nats, model.kl_rep, model.openloop_weight, model.depth) == (0.5, 0.2, 0.25, 8)
 
 
 def test_data_order_depends_only_on_seed_rank_and_step():

@@ -14,7 +14,6 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 PRESETS_DIR = Path(__file__).parent / "presets"
-ARCHITECTURE_KEYS = ("depth", "deter", "groups", "classes", "hidden")
 
 
 @dataclass
@@ -41,7 +40,12 @@ class TrainConfig:
     groups: int = 16
     classes: int = 16
     hidden: int = 192
-    openloop_steps: int = 3
+    openloop_steps: int = 3  # imagination steps trained against the truth (0: off)
+    openloop_weight: float = 0.5  # weight of that open-loop image term
+    openloop_stride: int = 4  # imagine from every n-th posterior of a window
+    free_nats: float = 1.0  # KL below this many nats is not penalised
+    kl_dyn: float = 1.0  # prior toward the (stop-gradient) posterior
+    kl_rep: float = 0.1  # posterior toward the (stop-gradient) prior
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -11,6 +11,7 @@ import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -64,19 +65,15 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
 
 
 def build_model(cfg: TrainConfig, spec: DataSpec) -> WorldModel:
-    """A fresh model sized by ``cfg`` for the shapes in ``spec``."""
+    """A fresh model sized by ``cfg`` (every key it shares with WorldModelConfig) for the shapes in ``spec``."""
+    shared = {f.name for f in fields(WorldModelConfig)} & set(cfg.to_dict())
     return WorldModel(
         WorldModelConfig(
             image_size=spec.image_size,
             action_dim=len(spec.action_names),
             proprio_dim=spec.proprio_dim,
             contact_dim=spec.contact_dim,
-            depth=cfg.depth,
-            deter=cfg.deter,
-            groups=cfg.groups,
-            classes=cfg.classes,
-            hidden=cfg.hidden,
-            openloop_steps=cfg.openloop_steps,
+            **{name: getattr(cfg, name) for name in sorted(shared)},
         )
     )
 
