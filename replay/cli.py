@@ -32,7 +32,8 @@ def replay_command(
     console = Console()
     psnr = metrics["mean"]["psnr"]
     console.print(f"PSNR model {psnr['model']:.2f} dB, copy-last {psnr['copy_last']:.2f} dB, "
-                  f"shuffled actions {psnr['shuffled_actions']:.2f} dB, reconstruction {psnr['reconstruction']:.2f} dB")
+                  f"median frame {psnr['median_frame']:.2f} dB, shuffled actions {psnr['shuffled_actions']:.2f} dB, "
+                  f"reconstruction {psnr['reconstruction']:.2f} dB")
     console.print(metrics["action_sensitivity"]["verdict"])
     if metrics.get("simulator_scene_changed"):
         console.print("warning: the scene has changed since this data was recorded; the simulator cannot match it")

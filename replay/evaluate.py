@@ -10,7 +10,7 @@ import torch
 from recorder import EpisodeStore
 from replay.metrics import MOVED_THRESHOLD, PSNR_CAP
 from replay.report import write_report
-from replay.rollout import pick_windows, rollouts
+from replay.rollout import median_frame, pick_windows, rollouts
 from replay.scores import action_sensitivity, concat_scores, score_batch, summarise
 from replay.simulate import scene_changed, simulate
 from teleworld.errors import TeleworldError
@@ -35,6 +35,13 @@ def held_out_episodes(ckpt: dict, data: EpisodeArrays) -> list[int]:
     return held_out or list(range(data.num_episodes))
 
 
+def training_episodes(ckpt: dict, data: EpisodeArrays, evaluated: list[int]) -> list[int]:
+    """The run's training episodes in this store, else every episode not evaluated, else every episode."""
+    held_out = set(evaluated)
+    train = [e for e in ckpt.get("train_episodes", []) if e < data.num_episodes and e not in held_out]
+    return train or [e for e in range(data.num_episodes) if e not in held_out] or list(range(data.num_episodes))
+
+
 def evaluate(model_path: str | Path, data_path: str | Path, out_dir: str | Path, context: int = 5,
              horizon: int = 50, windows: int = 16, seed: int = 0, device: str | torch.device = "cpu",
              episodes: list[int] | str | None = None, video_windows: int = 4, simulator: bool = False,
@@ -55,10 +62,12 @@ def evaluate(model_path: str | Path, data_path: str | Path, out_dir: str | Path,
     elif not all(0 <= e < data.num_episodes for e in episodes):
         raise TeleworldError(f"episodes must lie in 0..{data.num_episodes - 1}")
     starts = pick_windows(data, episodes, context + horizon, windows, seed)
+    background = median_frame(data, training_episodes(ckpt, data, episodes))
     parts, video = [], {"truth": [], "model": [], "simulator": []}
     with progress_bar(show_progress) as progress:
         task = progress.add_task("replay windows", total=len(starts), status="")
-        for b in rollouts(model, data, starts, context, horizon, device, seed, int(store.info["nq"])):
+        for b in rollouts(model, data, starts, context, horizon, device, seed, int(store.info["nq"]),
+                          background=background):
             if simulator:
                 b.preds["simulator"] = simulate(store, data.spec.camera, b.starts, context, horizon)
             parts.append(score_batch(b))
@@ -87,6 +96,7 @@ def evaluate(model_path: str | Path, data_path: str | Path, out_dir: str | Path,
         "moved_threshold": MOVED_THRESHOLD,
         **summary,
         "model_minus_copy_last_db": psnr["model"] - psnr["copy_last"],
+        "model_minus_median_frame_db": psnr["model"] - psnr["median_frame"],
         "action_sensitivity": action_sensitivity(scores, seed),
     }
     if simulator:

@@ -8,10 +8,12 @@ from pathlib import Path
 
 from replay.scores import METRICS
 
-METHOD_ORDER = ("model", "copy_last", "constant_velocity", "shuffled_actions", "reconstruction", "simulator")
+METHOD_ORDER = ("model", "copy_last", "median_frame", "constant_velocity", "shuffled_actions", "reconstruction",
+                "simulator")
 METHOD_NOTE = {
     "model": "K real frames, then H steps imagined with the real actions",
     "copy_last": "the last context frame / proprio / contacts held",
+    "median_frame": "the per-pixel median of the training frames: the scene with nothing where things move",
     "constant_velocity": "positions extrapolated with their last change, velocities held (proprio only)",
     "shuffled_actions": "the model imagining with shuffled actions",
     "reconstruction": "the model seeing every real frame: upper bound",
@@ -75,7 +77,8 @@ figure {{ display: inline-block; margin: 0.5em; }} figure img {{ width: 520px; }
 observed with the real actions, then H = {metrics["horizon"]} steps imagined open loop with the real actions.</p>
 <p class="verdict {verdict_class}">{html.escape(act["verdict"])}</p>
 <p>Mean PSNR over the horizon: model {psnr["model"]:.2f} dB, copy-last-frame {psnr["copy_last"]:.2f} dB
-({metrics["model_minus_copy_last_db"]:+.2f} dB), reconstruction (upper bound) {psnr["reconstruction"]:.2f} dB.</p>
+({metrics["model_minus_copy_last_db"]:+.2f} dB), median frame {psnr["median_frame"]:.2f} dB (a model no better than
+this wins by erasing), reconstruction (upper bound) {psnr["reconstruction"]:.2f} dB.</p>
 <h2>Summary</h2>
 <p>Means over the imagined horizon with 95 % bootstrap intervals over windows. Contact F1 is pooled over windows,
 steps and contact groups.</p>

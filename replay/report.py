@@ -21,7 +21,7 @@ CONTEXT_COLOUR = np.array([40, 200, 60], np.uint8)
 IMAGINED_COLOUR = np.array([220, 40, 40], np.uint8)
 GAP_COLOUR = np.array([30, 30, 30], np.uint8)
 METHOD_STYLE = {"model": "C0", "copy_last": "C1", "shuffled_actions": "C3", "reconstruction": "C2",
-                "constant_velocity": "C4", "simulator": "C7"}
+                "constant_velocity": "C4", "simulator": "C7", "median_frame": "C5"}
 
 
 def write_csv(metrics: dict, path: Path) -> Path:

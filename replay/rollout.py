@@ -8,6 +8,8 @@ A window is K context steps then H imagined steps. Every method predicts the H i
 - ``copy_last``: the last context frame, proprio and contacts held (zero velocity);
 - ``constant_velocity`` (proprio only): positions (qpos) extrapolated with their last change between context
   steps, velocities (qvel) held;
+- ``median_frame`` (images only): the per-pixel median of the training frames, i.e. the scene with nothing where
+  things move, for every step: a model that only beats copy-last by this much wins by erasing, not by predicting;
 - ``reconstruction``: the posterior given every real frame, decoded; an upper bound for the decoder.
 """
 
@@ -65,14 +67,23 @@ def _decode(model: WorldModel, states: dict) -> dict[str, np.ndarray]:
     return {k: v.float().cpu().numpy() for k, v in pred.items()}
 
 
+def median_frame(data: EpisodeArrays, episodes: list[int], max_frames: int = 2000) -> np.ndarray:
+    """Per-pixel median of (at most ``max_frames`` evenly spaced) frames of ``episodes``, (3, S, S) in [0, 1]."""
+    ends = data.episode_ends
+    steps = np.concatenate([np.arange(ends[e - 1] if e else 0, ends[e]) for e in episodes])
+    steps = steps[np.linspace(0, len(steps) - 1, min(max_frames, len(steps))).astype(int)]
+    return np.moveaxis(np.median(data.frames[steps], 0), -1, 0).astype(np.float32) / 255.0
+
+
 @torch.no_grad()
 def predict(model: WorldModel, batch: dict[str, torch.Tensor], shuffled: torch.Tensor, context: int,
-            position_dims: int | None = None
+            position_dims: int | None = None, background: np.ndarray | None = None
             ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]], np.ndarray]:
     """(truth, predictions of every method for the imagined steps, context reconstructions) of one batch.
 
     ``position_dims``: how many leading proprio entries are positions (nq); without it there is no
-    constant-velocity baseline."""
+    constant-velocity baseline. ``background``: the median frame (3, S, S); without it there is no
+    median-frame baseline."""
     images, actions = batch["image"], batch["action"]
     horizon = images.shape[1] - context
     posts, _ = model.observe(images, actions)  # causal: the first K posteriors saw only the context
@@ -86,6 +97,9 @@ def predict(model: WorldModel, batch: dict[str, torch.Tensor], shuffled: torch.T
         "shuffled_actions": _decode(model, model.imagine(last, shuffled[:, imagined])),
         "reconstruction": {k: v[:, context:] for k, v in recon.items()},
     }
+    if background is not None:
+        shape = truth["image"][:, context:].shape
+        preds["median_frame"] = {"image": np.broadcast_to(background, shape)}
     if "proprio" in truth and position_dims is not None:
         p = truth["proprio"]
         velocity = p[:, context - 1] - p[:, max(context - 2, 0)]
@@ -97,7 +111,7 @@ def predict(model: WorldModel, batch: dict[str, torch.Tensor], shuffled: torch.T
 
 def rollouts(model: WorldModel, data: EpisodeArrays, starts: np.ndarray, context: int, horizon: int,
              device: torch.device | str = "cpu", seed: int = 0, position_dims: int | None = None,
-             batch_size: int = 16):
+             batch_size: int = 16, background: np.ndarray | None = None):
     """Yield a WindowBatch per ``batch_size`` windows; shuffled actions are drawn once over all windows."""
     length = context + horizon
     all_actions = data.action[np.asarray(starts)[:, None] + np.arange(length)[None]]
@@ -106,5 +120,5 @@ def rollouts(model: WorldModel, data: EpisodeArrays, starts: np.ndarray, context
         chunk = starts[i : i + batch_size]
         batch = data.batch(chunk, length, device)
         truth, preds, recon = predict(model, batch, shuffled[i : i + batch_size].to(device), context,
-                                     position_dims)
+                                     position_dims, background)
         yield WindowBatch(np.asarray(chunk), context, truth, preds, recon)

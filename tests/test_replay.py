@@ -99,6 +99,12 @@ def test_report_files_and_baselines_on_the_models_windows(report, run, push_stor
     frames = np.moveaxis(frames, -1, 1)
     by_hand = np.mean([[psnr(frames[s + K - 1], frames[s + K + h]) for h in range(H)] for s in starts], 0)
     assert np.allclose(metrics["per_step"]["psnr"]["copy_last"], by_hand, atol=1e-3)
+    # median frame: the per-pixel median of the training episodes' frames, never of the evaluated ones
+    train_steps = np.concatenate([np.arange(ends[e - 1] if e else 0, ends[e]) for e in ckpt["train_episodes"]])
+    median = np.median(frames[train_steps], 0)
+    by_hand = np.mean([[psnr(median, frames[s + K + h]) for h in range(H)] for s in starts], 0)
+    assert np.allclose(metrics["per_step"]["psnr"]["median_frame"], by_hand, atol=1e-2)
+    assert metrics["model_minus_median_frame_db"] == metrics["mean"]["psnr"]["model"] - metrics["mean"]["psnr"]["median_frame"]
     # reconstruction recomputed from the model's posterior over the same windows
     model, spec, _ = load_model(run)
     data = EpisodeArrays(EpisodeStore.open(push_store), spec)
