@@ -47,7 +47,8 @@ def run_demo(out: Path, scene: str = "push", episodes: int = 60, steps: int = 12
     psnr = metrics["mean"]["psnr"]
     console.print(
         f"open-loop PSNR over {metrics['horizon']} steps: model {psnr['model']:.2f} dB, "
-        f"copy-last-frame {psnr['copy_last']:.2f} dB ({metrics['model_minus_copy_last_db']:+.2f} dB)"
+        f"copy-last-frame {psnr['copy_last']:.2f} dB ({metrics['model_minus_copy_last_db']:+.2f} dB), "
+        f"median frame {psnr['median_frame']:.2f} dB ({metrics['model_minus_median_frame_db']:+.2f} dB)"
     )
     console.print(metrics["action_sensitivity"]["verdict"])
     console.print(f"outputs in {out}: episodes.zarr, run/checkpoint.pt, replay/report.html (metrics.json, "
