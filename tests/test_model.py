@@ -75,3 +75,23 @@ def test_checkpoint_is_written_atomically(data, tmp_path):
     model = train(data, make_config("tiny", steps=1), tmp_path, show_progress=False)["model"]
     path = save_checkpoint(tmp_path / "c.pt", model, data.spec, 7)
     assert path.exists() and not (tmp_path / "c.pt.tmp").exists()
+
+
+def test_foreground_weight_scales_the_error_of_moving_pixels_only():
+    from train.model import WorldModel, WorldModelConfig
+
+    images = torch.full((1, 5, 3, 16, 16), 0.5)
+    images[0, 2, :, 3, 4] = 1.0  # one pixel lights up in one frame: it differs from the window's median
+    plain = WorldModel(WorldModelConfig(image_size=16, depth=4, deter=8, hidden=8, groups=2, classes=2))
+    weighted = WorldModel(WorldModelConfig(**{**plain.cfg.to_dict(), "foreground_weight": 9.0}))
+    assert plain._pixel_weight(images) == 1.0
+    w = weighted._pixel_weight(images) ** 2
+    assert w.shape == (1, 5, 1, 16, 16) and w[0, 2, 0, 3, 4] == 9.0
+    assert w.sum() == 9.0 + (5 * 16 * 16 - 1)  # every other pixel keeps weight 1
+    weighted.load_state_dict(plain.state_dict())
+    batch = {"image": images, "action": torch.zeros(1, 5, 2)}
+    torch.manual_seed(0)
+    _, terms_plain = plain.eval().loss(batch)
+    torch.manual_seed(0)
+    _, terms_weighted = weighted.eval().loss(batch)
+    assert terms_weighted["image"] > terms_plain["image"]  # the lit pixel's error now counts 9 times

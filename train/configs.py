@@ -46,6 +46,7 @@ class TrainConfig:
     free_nats: float = 1.0  # KL below this many nats is not penalised
     kl_dyn: float = 1.0  # prior toward the (stop-gradient) posterior
     kl_rep: float = 0.1  # posterior toward the (stop-gradient) prior
+    foreground_weight: float = 1.0  # loss weight of pixels that move within a training window (1: plain MSE)
 
     def to_dict(self) -> dict:
         return asdict(self)

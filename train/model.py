@@ -34,6 +34,7 @@ class WorldModelConfig:
     openloop_steps: int = 3  # extra imagination steps trained against the truth
     openloop_weight: float = 0.5
     openloop_stride: int = 4  # imagine from every 4th posterior only: a quarter of the decoder cost
+    foreground_weight: float = 1.0  # weight of pixels that differ from their window's temporal median
 
     @property
     def stoch(self) -> int:
@@ -259,7 +260,8 @@ class WorldModel(nn.Module):
         posts, priors = self.observe(images, actions)
         feat = self.rssm.feat(posts)
         out = self.decode(feat)
-        terms = {"image": _sum_sq(out["image"], images, 3)}
+        weight = self._pixel_weight(images)
+        terms = {"image": _sum_sq(out["image"] * weight, images * weight, 3)}
         if self.proprio_head is not None:
             terms["proprio"] = _sum_sq(symlog(out["proprio"]), symlog(batch["proprio"]), 1)
         if self.contact_head is not None:
@@ -270,12 +272,20 @@ class WorldModel(nn.Module):
         terms["kl_dyn"], terms["kl_rep"] = dyn.mean(), rep.mean()
         total = sum(v for k, v in terms.items() if not k.startswith("kl")) + cfg.kl_dyn * terms["kl_dyn"] + cfg.kl_rep * terms["kl_rep"]
         if cfg.openloop_steps > 0 and images.shape[1] > cfg.openloop_steps:
-            terms["openloop"] = self._openloop_loss(posts, batch)
+            terms["openloop"] = self._openloop_loss(posts, batch, weight)
             total = total + cfg.openloop_weight * terms["openloop"]
         terms["total"] = total
         return total, terms
 
-    def _openloop_loss(self, posts: dict, batch: dict) -> torch.Tensor:
+    def _pixel_weight(self, images: torch.Tensor) -> torch.Tensor | float:
+        """sqrt of the per-pixel loss weight (B, T, 1, S, S): ``foreground_weight`` where a frame differs from the
+        temporal median of its window (what moves in it), 1 elsewhere."""
+        if self.cfg.foreground_weight == 1.0:
+            return 1.0
+        moving = (images - images.median(1, keepdim=True).values).abs().amax(2, keepdim=True) > 0.1
+        return torch.where(moving, self.cfg.foreground_weight**0.5, 1.0)
+
+    def _openloop_loss(self, posts: dict, batch: dict, weight: torch.Tensor | float = 1.0) -> torch.Tensor:
         """Image error after imagining n steps from every posterior (the quantity replay measures)."""
         n, stride = self.cfg.openloop_steps, self.cfg.openloop_stride
         images, actions = batch["image"], batch["action"]
@@ -285,7 +295,9 @@ class WorldModel(nn.Module):
         for j in range(n):
             state = self.rssm.img_step(state, actions[:, t0 + j].flatten(0, 1))
         pred = self.decoder(self.rssm.feat(state)).view(B, len(t0), *images.shape[2:])
-        return _sum_sq(pred, images[:, t0 + n], 3)
+        if torch.is_tensor(weight):
+            weight = weight[:, t0 + n]
+        return _sum_sq(pred * weight, images[:, t0 + n] * weight, 3)
 
 
 def _sum_sq(pred: torch.Tensor, target: torch.Tensor, event_dims: int) -> torch.Tensor:
