@@ -22,6 +22,7 @@ import torch
 
 from teleworld.errors import TeleworldError
 from train.dataset import EpisodeArrays
+from train.windows import episode_starts
 from train.model import WorldModel
 
 @dataclass
@@ -70,7 +71,8 @@ def _decode(model: WorldModel, states: dict) -> dict[str, np.ndarray]:
 def median_frame(data: EpisodeArrays, episodes: list[int], max_frames: int = 2000) -> np.ndarray:
     """Per-pixel median of (at most ``max_frames`` evenly spaced) frames of ``episodes``, (3, S, S) in [0, 1]."""
     ends = data.episode_ends
-    steps = np.concatenate([np.arange(ends[e - 1] if e else 0, ends[e]) for e in episodes])
+    starts = episode_starts(ends)
+    steps = np.concatenate([np.arange(starts[e], ends[e]) for e in episodes])
     steps = steps[np.linspace(0, len(steps) - 1, min(max_frames, len(steps))).astype(int)]
     return np.moveaxis(np.median(data.frames[steps], 0), -1, 0).astype(np.float32) / 255.0
 
