@@ -73,7 +73,7 @@ def dream_command(
 
 def demo_command(
     out: Path = typer.Option(Path("demo_out"), "--out", help="Fresh directory for every output."),
-    episodes: int = typer.Option(60, help="Scripted episodes to record."),
+    episodes: int = typer.Option(200, help="Scripted episodes to record."),
     steps: int = typer.Option(120, help="Steps per episode."),
     train_steps: int = typer.Option(1500, help="Training steps."),
     config: str = typer.Option("small", help="Model config name."),

@@ -19,7 +19,7 @@ from train.dataset import DataSpec, EpisodeArrays
 from train.loop import train
 
 
-def run_demo(out: Path, scene: str = "push", episodes: int = 60, steps: int = 120, train_steps: int = 1500,
+def run_demo(out: Path, scene: str = "push", episodes: int = 200, steps: int = 120, train_steps: int = 1500,
              config: str = "small", horizon: int = 50, device: str | torch.device = "cpu", seed: int = 0,
              console: Console | None = None) -> dict:
     """Record ``episodes`` scripted episodes, train, replay; returns the replay metrics."""

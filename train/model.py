@@ -122,18 +122,16 @@ class RSSM(nn.Module):
         }
 
     def _latent(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Unimix logits and a straight-through one-hot sample, flattened."""
+        """Unimix logits and the latent, flattened: a straight-through one-hot sample in training; at evaluation
+        its expected value (the class probabilities), deterministic and the better guess under squared error."""
         cfg = self.cfg
         probs = F.softmax(logits.float().view(-1, cfg.groups, cfg.classes), -1)
         probs = (1 - cfg.unimix) * probs + cfg.unimix / cfg.classes
-        logits = probs.log()
-        if self.training:
-            index = torch.multinomial(probs.view(-1, cfg.classes), 1).view(-1, cfg.groups)
-        else:  # the mode: deterministic rollouts at evaluation
-            index = probs.argmax(-1)
-        onehot = F.one_hot(index, cfg.classes).float()
-        sample = onehot + probs - probs.detach()
-        return logits, sample.flatten(1)
+        if not self.training:
+            return probs.log(), probs.flatten(1)
+        index = torch.multinomial(probs.view(-1, cfg.classes), 1).view(-1, cfg.groups)
+        sample = F.one_hot(index, cfg.classes).float() + probs - probs.detach()
+        return probs.log(), sample.flatten(1)
 
     def img_step(self, state: dict, action: torch.Tensor) -> dict[str, torch.Tensor]:
         """Prior of the next state from the current state and the action applied in it."""
