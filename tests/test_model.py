@@ -95,3 +95,17 @@ def test_foreground_weight_scales_the_error_of_moving_pixels_only():
     torch.manual_seed(0)
     _, terms_weighted = weighted.eval().loss(batch)
     assert terms_weighted["image"] > terms_plain["image"]  # the lit pixel's error now counts 9 times
+
+
+def test_latent_is_sampled_in_training_and_its_expected_value_at_evaluation():
+    from train.model import RSSM, WorldModelConfig
+
+    cfg = WorldModelConfig(groups=3, classes=4, deter=8, hidden=8)
+    rssm = RSSM(cfg, embed_dim=5)
+    logits = torch.randn(6, cfg.groups * cfg.classes)
+    probs = (1 - cfg.unimix) * logits.view(6, 3, 4).softmax(-1) + cfg.unimix / cfg.classes
+    _, sample = rssm.train()._latent(logits)
+    assert torch.allclose(sample.detach().view(6, 3, 4).sum(-1), torch.ones(6, 3))  # one class per group
+    assert torch.allclose(sample.detach().view(6, 3, 4).amax(-1), torch.ones(6, 3), atol=1e-6)  # one-hot
+    _, expected = rssm.eval()._latent(logits)
+    assert torch.allclose(expected.view(6, 3, 4), probs, atol=1e-6)  # the class probabilities, not a sample
