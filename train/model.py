@@ -130,7 +130,7 @@ class RSSM(nn.Module):
         if not self.training:
             return probs.log(), probs.flatten(1)
         index = torch.multinomial(probs.view(-1, cfg.classes), 1).view(-1, cfg.groups)
-        sample = F.one_hot(index, cfg.classes).float() + probs - probs.detach()
+        sample = F.one_hot(index, cfg.classes).float() + probs - probs.detach()  # straight-through
         return probs.log(), sample.flatten(1)
 
     def img_step(self, state: dict, action: torch.Tensor) -> dict[str, torch.Tensor]:
