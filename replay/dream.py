@@ -59,12 +59,13 @@ class Dream:
         acts = torch.from_numpy(np.stack(actions)[None]).to(self.device)
         posts, _ = self.model.observe(images[:, -RESYNC_CONTEXT:], acts[:, -RESYNC_CONTEXT:])
         self.state = {k: v[:, -1] for k, v in posts.items()}
+        self.reference = images[:, -1]  # the last real frame the model saw; a composite decoder paints over it
         self.pred = self._decode()
         self.since_resync = 0
 
     def _decode(self) -> np.ndarray:
         feat = self.model.rssm.feat(self.state)[:, None]
-        return self.model.decode(feat)["image"][0, 0].clamp(0, 1).float().cpu().numpy()
+        return self.model.decode(feat, self.reference)["image"][0, 0].clamp(0, 1).float().cpu().numpy()
 
     @torch.no_grad()
     def step(self, action: np.ndarray) -> None:

@@ -2,7 +2,8 @@
 
 A window is K context steps then H imagined steps. Every method predicts the H imagined steps:
 
-- ``model``: observe the K context frames with the real actions, then imagine H steps with the real actions;
+- ``model``: observe the K context frames with the real actions, then imagine H steps with the real actions (a
+  composite decoder paints them over the last context frame);
 - ``shuffled_actions``: the same context posterior, imagined with shuffled actions (pooled over all windows and
   imagined steps, permuted with the seed): ΔPSNR = model - shuffled measures how much the model uses its actions;
 - ``copy_last``: the last context frame, proprio and contacts held (zero velocity);
@@ -10,7 +11,8 @@ A window is K context steps then H imagined steps. Every method predicts the H i
   steps, velocities (qvel) held;
 - ``median_frame`` (images only): the per-pixel median of the training frames, i.e. the scene with nothing where
   things move, for every step: a model that only beats copy-last by this much wins by erasing, not by predicting;
-- ``reconstruction``: the posterior given every real frame, decoded; an upper bound for the decoder.
+- ``reconstruction``: the posterior given every real frame, decoded (over the window's first frame); an upper
+  bound for the decoder.
 """
 
 from __future__ import annotations
@@ -58,8 +60,8 @@ def shuffle_actions(actions: np.ndarray, context: int, seed: int) -> np.ndarray:
     return out
 
 
-def _decode(model: WorldModel, states: dict) -> dict[str, np.ndarray]:
-    out = model.decode(model.rssm.feat(states))
+def _decode(model: WorldModel, states: dict, reference: torch.Tensor) -> dict[str, np.ndarray]:
+    out = model.decode(model.rssm.feat(states), reference)
     pred = {"image": out["image"].clamp(0, 1)}
     if "proprio" in out:
         pred["proprio"] = out["proprio"]
@@ -89,14 +91,14 @@ def predict(model: WorldModel, batch: dict[str, torch.Tensor], shuffled: torch.T
     images, actions = batch["image"], batch["action"]
     horizon = images.shape[1] - context
     posts, _ = model.observe(images, actions)  # causal: the first K posteriors saw only the context
-    recon = _decode(model, posts)
+    recon = _decode(model, posts, images[:, 0])
     last = {k: v[:, context - 1] for k, v in posts.items()}
     imagined = slice(context - 1, context - 1 + horizon)
     truth = {k: v.float().cpu().numpy() for k, v in batch.items() if k != "action"}
     preds = {
-        "model": _decode(model, model.imagine(last, actions[:, imagined])),
+        "model": _decode(model, model.imagine(last, actions[:, imagined]), images[:, context - 1]),
         "copy_last": {k: np.repeat(v[:, context - 1 : context], horizon, 1) for k, v in truth.items()},
-        "shuffled_actions": _decode(model, model.imagine(last, shuffled[:, imagined])),
+        "shuffled_actions": _decode(model, model.imagine(last, shuffled[:, imagined]), images[:, context - 1]),
         "reconstruction": {k: v[:, context:] for k, v in recon.items()},
     }
     if background is not None:

@@ -109,3 +109,39 @@ def test_latent_is_sampled_in_training_and_its_expected_value_at_evaluation():
     assert torch.allclose(sample.detach().view(6, 3, 4).amax(-1), torch.ones(6, 3), atol=1e-6)  # one-hot
     _, expected = rssm.eval()._latent(logits)
     assert torch.allclose(expected.view(6, 3, 4), probs, atol=1e-6)  # the class probabilities, not a sample
+
+
+def _composite_model(alpha_logit: float):
+    """A small composite model whose alpha is pinned to sigmoid(alpha_logit) everywhere."""
+    from train.model import WorldModel, WorldModelConfig
+
+    model = WorldModel(WorldModelConfig(image_size=16, depth=4, deter=8, hidden=8, groups=2, classes=2,
+                                        composite=True)).eval()
+    last = model.decoder.paint[-1]
+    with torch.no_grad():
+        last.weight[3].zero_()
+        last.bias[3] = alpha_logit
+    return model
+
+
+def test_composite_decoder_paints_over_the_last_observed_frame():
+    images = torch.rand(2, 7, 3, 16, 16)
+    actions = torch.randn(2, 7, 2)
+    copying = _composite_model(-1e4).open_loop(images, actions, context=3)  # alpha = 0: copy the reference
+    assert torch.equal(copying["image"], images[:, 2:3].expand(2, 4, 3, 16, 16))  # the last context frame
+    assert torch.equal(copying["recon"], images[:, :1].expand(2, 3, 3, 16, 16))  # posteriors: the first frame
+    drawing = _composite_model(1e4)  # alpha = 1: only what the latent draws
+    drawn = drawing.open_loop(images, actions, context=3)["image"]
+    assert not torch.allclose(drawn, images[:, 2:3].expand(2, 4, 3, 16, 16), atol=1e-2)
+    with pytest.raises(ValueError, match="needs the reference frame"):
+        drawing.decoder(torch.zeros(1, drawing.cfg.feat))
+
+
+def test_composite_training_paints_over_the_batch_reference():
+    images, reference = torch.rand(2, 6, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    batch = {"image": images, "action": torch.zeros(2, 6, 2), "reference": reference}
+    _, terms = _composite_model(-1e4).loss(batch)  # alpha = 0: every decoded frame is the reference
+    expected = (reference[:, None] - images).pow(2).flatten(2).sum(-1).mean()
+    assert torch.allclose(terms["image"], expected)
+    _, without = _composite_model(-1e4).loss({k: v for k, v in batch.items() if k != "reference"})
+    assert torch.allclose(without["image"], (images[:, :1] - images).pow(2).flatten(2).sum(-1).mean())

@@ -110,7 +110,7 @@ def test_report_files_and_baselines_on_the_models_windows(report, run, push_stor
     data = EpisodeArrays(EpisodeStore.open(push_store), spec)
     batch = data.batch(starts, K + H)
     posts, _ = model.observe(batch["image"], batch["action"])
-    recon = model.decode(model.rssm.feat(posts))["image"].clamp(0, 1).detach().numpy()
+    recon = model.decode(model.rssm.feat(posts), batch["image"][:, 0])["image"].clamp(0, 1).detach().numpy()
     expected = psnr(recon[:, K:], batch["image"][:, K:].numpy()).mean(0)
     assert np.allclose(metrics["per_step"]["psnr"]["reconstruction"], expected, atol=1e-3)
     for name in ("psnr", "ssim", "moved_psnr", "proprio_rmse", "contact_f1"):

@@ -56,6 +56,19 @@ def test_data_order_depends_only_on_seed_rank_and_step():
     assert not np.array_equal(a, window_starts(windows, 8, seed=0, rank=0, step=18))
 
 
+def test_composite_training_references_come_from_the_window_s_own_episode(data):
+    ends = data.episode_ends
+    steps = np.arange(0, int(ends[-1]), 7)
+    refs = data.random_steps_of_episodes(steps, np.random.default_rng(0))
+    assert np.array_equal(np.searchsorted(ends, refs, side="right"), np.searchsorted(ends, steps, side="right"))
+    assert len(np.unique(refs - steps)) > 10  # anywhere in the episode, not a fixed offset
+    batch = data.batch(steps[:3], 4)
+    assert "reference" not in batch
+    raw = data.gather(steps[:3], 4, refs[:3])
+    assert raw["reference"].shape == (3, *raw["image"].shape[2:])
+    assert np.array_equal(raw["reference"].numpy(), data.frames[refs[:3]])
+
+
 def _train_cli(store: str, out, steps: int) -> subprocess.Popen:
     args = ["train", "--data", store, "--out", str(out), "--config", "tiny", "--steps", str(steps), "--device", "cpu",
             "--set", "checkpoint_every=10", "--set", "eval_every=0"]

@@ -47,6 +47,7 @@ class TrainConfig:
     kl_dyn: float = 1.0  # prior toward the (stop-gradient) posterior
     kl_rep: float = 0.1  # posterior toward the (stop-gradient) prior
     foreground_weight: float = 1.0  # loss weight of pixels that move within a training window (1: plain MSE)
+    composite: bool = True  # the decoder paints over the last observed frame (false: draws every pixel)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -78,15 +78,27 @@ class EpisodeArrays:
     def windows(self, length: int, episodes: np.ndarray | None = None) -> np.ndarray:
         return make_windows(self.episode_ends, length, episodes)
 
-    def gather(self, starts: np.ndarray, length: int) -> dict[str, torch.Tensor]:
-        """Windows [start, start+length) as CPU tensors (B, T, ...); frames stay uint8 (B, T, H, W, 3)."""
+    def gather(self, starts: np.ndarray, length: int, references: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+        """Windows [start, start+length) as CPU tensors (B, T, ...); frames stay uint8 (B, T, H, W, 3).
+
+        ``references``: one step per window whose frame comes along as "reference" (B, H, W, 3)."""
         idx = np.asarray(starts)[:, None] + np.arange(length)[None]
-        return {
+        out = {
             "image": torch.from_numpy(self.frames[idx]),
             "action": torch.from_numpy(self.action[idx]),
             "proprio": torch.from_numpy(self.proprio[idx]),
             "contact": torch.from_numpy(self.contact[idx]),
         }
+        if references is not None:
+            out["reference"] = torch.from_numpy(self.frames[np.asarray(references)])
+        return out
+
+    def random_steps_of_episodes(self, steps: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """For each step, a uniformly drawn step of the same episode."""
+        ends = self.episode_ends
+        episode = np.searchsorted(ends, steps, side="right")
+        first = np.concatenate([[0], ends])[episode]
+        return rng.integers(first, ends[episode])
 
     def batch(self, starts: np.ndarray, length: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         """Gather windows and move them to ``device`` as model inputs (images float in [0, 1], (B, T, 3, H, W))."""
@@ -97,4 +109,6 @@ def to_model_inputs(raw: dict[str, torch.Tensor], device: torch.device | str) ->
     """Move a gathered batch to ``device``; uint8 frames become float (B, T, 3, H, W) in [0, 1] there."""
     out = {k: v.to(device, non_blocking=True) for k, v in raw.items()}
     out["image"] = out["image"].permute(0, 1, 4, 2, 3).float().div_(255.0)
+    if "reference" in out:
+        out["reference"] = out["reference"].permute(0, 3, 1, 2).float().div_(255.0)
     return out

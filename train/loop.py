@@ -88,7 +88,11 @@ class Prefetcher:
 
     def _load(self, step: int) -> dict[str, torch.Tensor]:
         starts = window_starts(self.windows, self.cfg.batch_size, self.cfg.seed, self.rank, step)
-        raw = self.data.gather(starts, self.cfg.seq_len)
+        references = None
+        if self.cfg.composite:  # a frame of the same episode, usually far from the window: see WorldModel.loss
+            rng = np.random.default_rng([self.cfg.seed, self.rank, step, 1])
+            references = self.data.random_steps_of_episodes(starts, rng)
+        raw = self.data.gather(starts, self.cfg.seq_len, references)
         return {k: v.pin_memory() for k, v in raw.items()} if self.pin else raw
 
     def get(self, step: int) -> dict[str, torch.Tensor]:

@@ -1,7 +1,7 @@
 """An action-conditioned latent world model: conv encoder -> RSSM (GRU + categorical latent) -> decoders.
 
 Verbs (DreamerV3's vocabulary): ``initial(batch)``, ``observe(embeds, actions)``, ``imagine(state, actions)``,
-``decode(feat)``, ``loss(batch)``. Time convention (docs/schema.md): frame t is observed, then action t is
+``decode(feat, reference)``, ``loss(batch)``. Time convention (docs/schema.md): frame t is observed, then action t is
 applied; so the latent at t+1 is ``img_step(latent_t, action_t)``.
 """
 
@@ -35,6 +35,7 @@ class WorldModelConfig:
     openloop_weight: float = 0.5
     openloop_stride: int = 4  # imagine from every 4th posterior only: a quarter of the decoder cost
     foreground_weight: float = 1.0  # weight of pixels that differ from their window's temporal median
+    composite: bool = False  # paint over the last observed frame (False: draw every pixel from the latent)
 
     @property
     def stoch(self) -> int:
@@ -82,7 +83,13 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """(N, feat) -> (N, 3, S, S) image in [0, 1] (unbounded; MSE target)."""
+    """(N, feat) -> (N, 3, S, S) image in [0, 1] (unbounded; MSE target).
+
+    With ``composite`` the decoder also sees a reference frame (the last one the model observed) and paints over
+    it: image = alpha * drawn + (1 - alpha) * reference, alpha per pixel from the latent's features next to the
+    reference's pixel. What did not move is copied exactly; the latent only has to draw what changed (in the
+    manner of Finn et al. 2016's compositing video predictors).
+    """
 
     def __init__(self, cfg: WorldModelConfig):
         super().__init__()
@@ -93,12 +100,26 @@ class Decoder(nn.Module):
         for i in reversed(range(3)):
             layers += [nn.ConvTranspose2d(ch, d * 2**i, 4, 2, 1), nn.GroupNorm(1, d * 2**i), nn.SiLU()]
             ch = d * 2**i
-        layers.append(nn.ConvTranspose2d(ch, 3, 4, 2, 1))
+        if cfg.composite:  # per-pixel 1x1 convs decide drawn vs reference: cheap at full resolution
+            layers += [nn.ConvTranspose2d(ch, d // 4, 4, 2, 1), nn.SiLU()]
+            self.paint = nn.Sequential(nn.Conv2d(d // 4 + 3, d // 2, 1), nn.SiLU(), nn.Conv2d(d // 2, 4, 1))
+        else:
+            layers.append(nn.ConvTranspose2d(ch, 3, 4, 2, 1))
+            self.paint = None
         self.net = nn.Sequential(*layers)
 
-    def forward(self, feat: torch.Tensor) -> torch.Tensor:
+    def forward(self, feat: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+        """``reference`` (N, 3, S, S) in [0, 1]: required by a composite decoder, ignored otherwise."""
         x = self.fc(feat).view(-1, self.ch, self.side, self.side).contiguous(memory_format=torch.channels_last)
-        return self.net(x).contiguous() + 0.5
+        x = self.net(x)
+        if self.paint is None:
+            return x.contiguous() + 0.5
+        if reference is None:
+            raise ValueError("a composite decoder needs the reference frame it paints over")
+        reference = reference.to(x.dtype)
+        out = self.paint(torch.cat([x.contiguous(), reference - 0.5], 1))
+        alpha = torch.sigmoid(out[:, 3:])
+        return reference + alpha * (out[:, :3] + 0.5 - reference)
 
 
 class RSSM(nn.Module):
@@ -213,11 +234,16 @@ class WorldModel(nn.Module):
         B, T = images.shape[:2]
         return self.encoder(images.flatten(0, 1)).view(B, T, -1)
 
-    def decode(self, feat: torch.Tensor) -> dict[str, torch.Tensor]:
-        """feat (B, T, F) -> image (B, T, 3, S, S), proprio (B, T, P) in original units, contact logits."""
+    def decode(self, feat: torch.Tensor, reference: torch.Tensor) -> dict[str, torch.Tensor]:
+        """feat (B, T, F) -> image (B, T, 3, S, S), proprio (B, T, P) in original units, contact logits.
+
+        ``reference`` (B, 3, S, S): the last frame the model observed before these states (a composite decoder
+        paints over it; the first frame of the window for posteriors)."""
         B, T = feat.shape[:2]
         flat = feat.flatten(0, 1)
-        out = {"image": self.decoder(flat).view(B, T, 3, self.cfg.image_size, self.cfg.image_size)}
+        size = self.cfg.image_size
+        ref = reference[:, None].expand(B, T, 3, size, size).flatten(0, 1)
+        out = {"image": self.decoder(flat, ref).view(B, T, 3, size, size)}
         if self.proprio_head is not None:
             out["proprio"] = symexp(self.proprio_head(flat).view(B, T, -1))
         if self.contact_head is not None:
@@ -243,8 +269,8 @@ class WorldModel(nn.Module):
         last = {k: v[:, -1] for k, v in posts.items()}
         horizon = images.shape[1] - context
         priors = self.imagine(last, actions[:, context - 1 : context - 1 + horizon])
-        pred = self.decode(self.rssm.feat(priors))
-        pred["recon"] = self.decode(self.rssm.feat(posts))["image"]
+        pred = self.decode(self.rssm.feat(priors), images[:, context - 1])
+        pred["recon"] = self.decode(self.rssm.feat(posts), images[:, 0])["image"]
         return pred
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -257,7 +283,11 @@ class WorldModel(nn.Module):
         images, actions = batch["image"], batch["action"]
         posts, priors = self.observe(images, actions)
         feat = self.rssm.feat(posts)
-        out = self.decode(feat)
+        # A composite decoder paints over a reference frame. At replay that is the last context frame, up to 50
+        # steps before the prediction; a window is shorter, so training paints over a random frame of the same
+        # episode (batch["reference"]): only what is truly static may be copied, moved things must be drawn.
+        reference = batch.get("reference", images[:, 0])
+        out = self.decode(feat, reference)
         weight = self._pixel_weight(images)
         terms = {"image": _sum_sq(out["image"] * weight, images * weight, 3)}
         if self.proprio_head is not None:
@@ -270,7 +300,7 @@ class WorldModel(nn.Module):
         terms["kl_dyn"], terms["kl_rep"] = dyn.mean(), rep.mean()
         total = sum(v for k, v in terms.items() if not k.startswith("kl")) + cfg.kl_dyn * terms["kl_dyn"] + cfg.kl_rep * terms["kl_rep"]
         if cfg.openloop_steps > 0 and images.shape[1] > cfg.openloop_steps:
-            terms["openloop"] = self._openloop_loss(posts, batch, weight)
+            terms["openloop"] = self._openloop_loss(posts, batch, weight, batch.get("reference"))
             total = total + cfg.openloop_weight * terms["openloop"]
         terms["total"] = total
         return total, terms
@@ -283,8 +313,10 @@ class WorldModel(nn.Module):
         moving = (images - images.median(1, keepdim=True).values).abs().amax(2, keepdim=True) > 0.1
         return torch.where(moving, self.cfg.foreground_weight**0.5, 1.0)
 
-    def _openloop_loss(self, posts: dict, batch: dict, weight: torch.Tensor | float = 1.0) -> torch.Tensor:
-        """Image error after imagining n steps from every posterior (the quantity replay measures)."""
+    def _openloop_loss(self, posts: dict, batch: dict, weight: torch.Tensor | float = 1.0,
+                       reference: torch.Tensor | None = None) -> torch.Tensor:
+        """Image error after imagining n steps from every posterior (the quantity replay measures); a composite
+        decoder paints over ``reference`` (B, 3, S, S), else over the last frame observed before imagining."""
         n, stride = self.cfg.openloop_steps, self.cfg.openloop_stride
         images, actions = batch["image"], batch["action"]
         B, T = images.shape[:2]
@@ -292,7 +324,11 @@ class WorldModel(nn.Module):
         state = _flat({k: v[:, t0] for k, v in posts.items()})  # (B * S, ...)
         for j in range(n):
             state = self.rssm.img_step(state, actions[:, t0 + j].flatten(0, 1))
-        pred = self.decoder(self.rssm.feat(state)).view(B, len(t0), *images.shape[2:])
+        if reference is None:
+            reference = images[:, t0].flatten(0, 1)
+        else:
+            reference = reference[:, None].expand(B, len(t0), *images.shape[2:]).flatten(0, 1)
+        pred = self.decoder(self.rssm.feat(state), reference).view(B, len(t0), *images.shape[2:])
         if torch.is_tensor(weight):
             weight = weight[:, t0 + n]
         return _sum_sq(pred * weight, images[:, t0 + n] * weight, 3)
