@@ -85,7 +85,7 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """(N, feat) -> (N, 3, S, S) image in [0, 1] (unbounded; MSE target).
 
-    With ``composite`` the decoder also sees a reference frame (the last one the model observed) and paints over
+    With ``composite`` the decoder also sees a reference frame (at replay the last one observed) and paints over
     it: image = alpha * drawn + (1 - alpha) * reference, alpha per pixel from the latent's features next to the
     reference's pixel. What did not move is copied exactly; the latent only has to draw what changed (in the
     manner of Finn et al. 2016's compositing video predictors).
