@@ -10,7 +10,7 @@ import torch
 from recorder import EpisodeStore
 from recorder.schema import image_key, proprio
 from teleworld.errors import TeleworldError
-from train.windows import make_windows
+from train.windows import episode_starts, make_windows
 
 
 @dataclass
@@ -97,8 +97,7 @@ class EpisodeArrays:
         """For each step, a uniformly drawn step of the same episode."""
         ends = self.episode_ends
         episode = np.searchsorted(ends, steps, side="right")
-        first = np.concatenate([[0], ends])[episode]
-        return rng.integers(first, ends[episode])
+        return rng.integers(episode_starts(ends)[episode], ends[episode])
 
     def batch(self, starts: np.ndarray, length: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         """Gather windows and move them to ``device`` as model inputs (images float in [0, 1], (B, T, 3, H, W))."""

@@ -242,7 +242,7 @@ class WorldModel(nn.Module):
         B, T = feat.shape[:2]
         flat = feat.flatten(0, 1)
         size = self.cfg.image_size
-        ref = reference[:, None].expand(B, T, 3, size, size).flatten(0, 1)
+        ref = reference[:, None].expand(B, T, 3, size, size).flatten(0, 1) if self.cfg.composite else None
         out = {"image": self.decoder(flat, ref).view(B, T, 3, size, size)}
         if self.proprio_head is not None:
             out["proprio"] = symexp(self.proprio_head(flat).view(B, T, -1))
@@ -324,7 +324,9 @@ class WorldModel(nn.Module):
         state = _flat({k: v[:, t0] for k, v in posts.items()})  # (B * S, ...)
         for j in range(n):
             state = self.rssm.img_step(state, actions[:, t0 + j].flatten(0, 1))
-        if reference is None:
+        if not self.cfg.composite:
+            reference = None
+        elif reference is None:
             reference = images[:, t0].flatten(0, 1)
         else:
             reference = reference[:, None].expand(B, len(t0), *images.shape[2:]).flatten(0, 1)
