@@ -52,8 +52,10 @@ def test_generate_train_replay_commands(tmp_path):
     info = json.loads(teleworld("data", "info", str(store), "--json").stdout)
     assert info["episodes"] == 4 and info["steps"] == 80 and info["scene"] == "push"
     run = tmp_path / "run"
-    assert teleworld("train", "--data", str(store), "--out", str(run), "--config", "tiny", "--steps", "2",
-                     "--device", "cpu").returncode == 0
+    trained = teleworld("train", "--data", str(store), "--out", str(run), "--config", "tiny", "--steps", "2",
+                        "--device", "cpu", "--set", "steps=5", "--set", "rollout_steps=8")
+    assert trained.returncode == 0, trained.stderr
+    assert "(2 steps" in trained.stdout  # the named option wins over the same key in --set
     result = teleworld("replay", "--model", str(run), "--data", str(store), "--out", str(tmp_path / "r"),
                        "--context", "3", "--horizon", "6", "--windows", "2")
     assert result.returncode == 0, result.stderr

@@ -84,8 +84,8 @@ def test_foreground_weight_scales_the_error_of_moving_pixels_only():
     images[0, 2, :, 3, 4] = 1.0  # one pixel lights up in one frame: it differs from the window's median
     plain = WorldModel(WorldModelConfig(image_size=16, depth=4, deter=8, hidden=8, groups=2, classes=2))
     weighted = WorldModel(WorldModelConfig(**{**plain.cfg.to_dict(), "foreground_weight": 9.0}))
-    assert plain._pixel_weight(images) == 1.0
-    w = weighted._pixel_weight(images) ** 2
+    assert plain._pixel_weight(images, None) == 1.0
+    w = weighted._pixel_weight(images, images.median(1, keepdim=True).values) ** 2
     assert w.shape == (1, 5, 1, 16, 16) and w[0, 2, 0, 3, 4] == 9.0
     assert w.sum() == 9.0 + (5 * 16 * 16 - 1)  # every other pixel keeps weight 1
     weighted.load_state_dict(plain.state_dict())
@@ -145,3 +145,33 @@ def test_composite_training_paints_over_the_batch_reference():
     assert torch.allclose(terms["image"], expected)
     _, without = _composite_model(-1e4).loss({k: v for k, v in batch.items() if k != "reference"})
     assert torch.allclose(without["image"], (images[:, :1] - images).pow(2).flatten(2).sum(-1).mean())
+
+
+def test_long_rollout_term_scores_what_replay_measures():
+    from train.model import WorldModel, WorldModelConfig
+
+    torch.manual_seed(0)
+    cfg = WorldModelConfig(image_size=16, depth=4, deter=8, hidden=8, groups=2, classes=2,
+                           rollout_steps=9, rollout_context=3)
+    model = WorldModel(cfg).eval()  # eval: deterministic posteriors, so the two paths must agree exactly
+    images, actions = torch.rand(2, 12, 3, 16, 16), torch.randn(2, 12, 2)
+    steps = torch.tensor([[3, 7], [5, 11]])  # window steps of the frames the loader brought along
+    truth = images[torch.arange(2)[:, None], steps]
+    batch = {"image": images[:, :6], "action": actions, "rollout_image": truth, "rollout_step": steps}
+    _, terms = model.loss(batch)
+    replay = model.open_loop(images, actions, context=3)["image"]  # predicts frames 3..11 from frame 2's posterior
+    pred = replay[torch.arange(2)[:, None], steps - 3]
+    assert torch.allclose(terms["rollout"], (pred - truth).pow(2).flatten(2).sum(-1).mean(), rtol=1e-5)
+    _, without = model.loss({k: v for k, v in batch.items() if not k.startswith("rollout")})
+    assert "rollout" not in without
+
+
+def test_long_rollout_paints_over_the_batch_reference():
+    model = _composite_model(-1e4)  # alpha = 0: every decoded frame is the reference
+    model.cfg.rollout_steps = 6
+    images, reference = torch.rand(2, 6, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    truth = torch.rand(2, 2, 3, 16, 16)
+    batch = {"image": images, "action": torch.zeros(2, 11, 2), "reference": reference,
+             "rollout_image": truth, "rollout_step": torch.tensor([[5, 6], [9, 10]])}
+    _, terms = model.loss(batch)
+    assert torch.allclose(terms["rollout"], (reference[:, None] - truth).pow(2).flatten(2).sum(-1).mean())

@@ -16,7 +16,7 @@ from teleworld.errors import TeleworldError
 from train.checkpoint import read_checkpoint
 from train.configs import make_config, parse_overrides
 from train.dataset import DataSpec, EpisodeArrays
-from train.loop import build_model, train, window_starts
+from train.loop import Prefetcher, build_model, train, window_length, window_starts
 
 ENV = {**os.environ, "MUJOCO_GL": "egl"}
 
@@ -67,6 +67,22 @@ def test_composite_training_references_come_from_the_window_s_own_episode(data):
     raw = data.gather(steps[:3], 4, refs[:3])
     assert raw["reference"].shape == (3, *raw["image"].shape[2:])
     assert np.array_equal(raw["reference"].numpy(), data.frames[refs[:3]])
+
+
+def test_long_rollout_batches_reach_past_the_window_and_bring_the_frames_scored(data):
+    cfg = make_config("tiny", seq_len=6, rollout_steps=20, rollout_frames=3, rollout_context=4)
+    length = window_length(cfg)
+    assert length == 24
+    windows = data.windows(length)
+    raw = Prefetcher(data, windows, cfg, rank=0, pin=False)._load(step=5)
+    starts = window_starts(windows, cfg.batch_size, cfg.seed, 0, 5)
+    steps = raw["rollout_step"].numpy()
+    assert raw["image"].shape[1] == 6 and raw["action"].shape[1] == length
+    assert ((steps >= 4) & (steps < 24)).all() and all(len(set(row)) == 3 for row in steps)
+    assert np.array_equal(raw["rollout_image"].numpy(), data.frames[starts[:, None] + steps])
+    assert np.array_equal(raw["action"].numpy(), data.action[starts[:, None] + np.arange(length)])
+    again = Prefetcher(data, windows, cfg, rank=0, pin=False)._load(step=5)
+    assert torch.equal(again["rollout_step"], raw["rollout_step"])  # a pure function of the step, as for resume
 
 
 def _train_cli(store: str, out, steps: int) -> subprocess.Popen:

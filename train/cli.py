@@ -27,8 +27,8 @@ def train_command(
     from train.dataset import DataSpec, EpisodeArrays
     from train.loop import resolve_device, train
 
-    cfg = make_config(config, **parse_overrides(overrides), steps=steps, batch_size=batch_size, seq_len=seq_len,
-                      seed=seed)
+    options = {"steps": steps, "batch_size": batch_size, "seq_len": seq_len, "seed": seed}
+    cfg = make_config(config, **{**parse_overrides(overrides), **{k: v for k, v in options.items() if v is not None}})
     dev = resolve_device(device)
     store = EpisodeStore.open(data)
     arrays = EpisodeArrays(store, DataSpec.from_store(store, camera))

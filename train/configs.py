@@ -48,6 +48,10 @@ class TrainConfig:
     kl_rep: float = 0.1  # posterior toward the (stop-gradient) prior
     foreground_weight: float = 1.0  # loss weight of pixels that move within a training window (1: plain MSE)
     composite: bool = True  # the decoder paints over the last observed frame (false: draws every pixel)
+    rollout_steps: int = 0  # long open-loop term: steps imagined after rollout_context frames, as replay does (0: off)
+    rollout_frames: int = 4  # imagined frames decoded and scored per window (random steps of the rollout)
+    rollout_weight: float = 1.0  # weight of that term
+    rollout_context: int = 5  # frames observed before the long rollout (replay's K)
 
     def to_dict(self) -> dict:
         return asdict(self)

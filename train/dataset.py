@@ -78,19 +78,26 @@ class EpisodeArrays:
     def windows(self, length: int, episodes: np.ndarray | None = None) -> np.ndarray:
         return make_windows(self.episode_ends, length, episodes)
 
-    def gather(self, starts: np.ndarray, length: int, references: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+    def gather(self, starts: np.ndarray, length: int, references: np.ndarray | None = None,
+               rollout_steps: np.ndarray | None = None, action_length: int | None = None) -> dict[str, torch.Tensor]:
         """Windows [start, start+length) as CPU tensors (B, T, ...); frames stay uint8 (B, T, H, W, 3).
 
-        ``references``: one step per window whose frame comes along as "reference" (B, H, W, 3)."""
-        idx = np.asarray(starts)[:, None] + np.arange(length)[None]
+        ``references``: one step per window whose frame comes along as "reference" (B, H, W, 3).
+        ``rollout_steps`` (B, F): window steps, possibly past ``length``, whose frames come along as
+        "rollout_image" (B, F, H, W, 3) and "rollout_step"; ``action_length``: actions beyond the window."""
+        starts = np.asarray(starts)
+        idx = starts[:, None] + np.arange(length)[None]
         out = {
             "image": torch.from_numpy(self.frames[idx]),
-            "action": torch.from_numpy(self.action[idx]),
+            "action": torch.from_numpy(self.action[starts[:, None] + np.arange(action_length or length)[None]]),
             "proprio": torch.from_numpy(self.proprio[idx]),
             "contact": torch.from_numpy(self.contact[idx]),
         }
         if references is not None:
             out["reference"] = torch.from_numpy(self.frames[np.asarray(references)])
+        if rollout_steps is not None:
+            out["rollout_image"] = torch.from_numpy(self.frames[starts[:, None] + rollout_steps])
+            out["rollout_step"] = torch.from_numpy(np.asarray(rollout_steps, dtype=np.int64))
         return out
 
     def random_steps_of_episodes(self, steps: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -107,7 +114,7 @@ class EpisodeArrays:
 def to_model_inputs(raw: dict[str, torch.Tensor], device: torch.device | str) -> dict[str, torch.Tensor]:
     """Move a gathered batch to ``device``; uint8 frames become float (B, T, 3, H, W) in [0, 1] there."""
     out = {k: v.to(device, non_blocking=True) for k, v in raw.items()}
-    out["image"] = out["image"].permute(0, 1, 4, 2, 3).float().div_(255.0)
-    if "reference" in out:
-        out["reference"] = out["reference"].permute(0, 3, 1, 2).float().div_(255.0)
+    for key in ("image", "reference", "rollout_image"):  # (..., H, W, 3) uint8 -> (..., 3, H, W) float
+        if key in out:
+            out[key] = out[key].movedim(-1, -3).float().div_(255.0)
     return out

@@ -55,6 +55,11 @@ def window_starts(windows: np.ndarray, batch_size: int, seed: int, rank: int, st
     return np.random.default_rng([seed, rank, step]).choice(windows, batch_size)
 
 
+def window_length(cfg: TrainConfig) -> int:
+    """Steps a training window spans: ``seq_len`` observed frames, or the long rollout's reach if longer."""
+    return max(cfg.seq_len, cfg.rollout_context + cfg.rollout_steps if cfg.rollout_steps else 0)
+
+
 def lr_at(cfg: TrainConfig, step: int) -> float:
     """Linear warmup over the first 5 % (at most 100 steps), then cosine decay to 10 % of the peak."""
     warmup = min(100, cfg.steps // 20 + 1)
@@ -92,7 +97,12 @@ class Prefetcher:
         if self.cfg.composite:  # a frame of the same episode, usually far from the window: see WorldModel.loss
             rng = np.random.default_rng([self.cfg.seed, self.rank, step, 1])
             references = self.data.random_steps_of_episodes(starts, rng)
-        raw = self.data.gather(starts, self.cfg.seq_len, references)
+        rollout, cfg = None, self.cfg
+        if cfg.rollout_steps:  # which imagined frames of the long rollout get decoded: see WorldModel.loss
+            rng = np.random.default_rng([cfg.seed, self.rank, step, 2])
+            picks = rng.random((len(starts), cfg.rollout_steps)).argsort(1)[:, : cfg.rollout_frames]
+            rollout = np.sort(picks, 1) + cfg.rollout_context
+        raw = self.data.gather(starts, cfg.seq_len, references, rollout, window_length(cfg))
         return {k: v.pin_memory() for k, v in raw.items()} if self.pin else raw
 
     def get(self, step: int) -> dict[str, torch.Tensor]:
@@ -131,9 +141,12 @@ def train(
     else:
         train, val = split_episodes(len(data.active), cfg.val_fraction, cfg.seed)
         train_eps, val_eps = data.active[train], data.active[val]
-    windows = data.windows(cfg.seq_len, train_eps)
+    windows = data.windows(window_length(cfg), train_eps)
     if len(windows) == 0:
-        raise TeleworldError(f"no training episode has {cfg.seq_len} steps; record longer episodes or lower seq_len")
+        raise TeleworldError(f"no training episode has {window_length(cfg)} steps; record longer episodes or lower "
+                             "seq_len (or rollout_steps)")
+    if cfg.rollout_steps and not 1 <= cfg.rollout_context <= cfg.seq_len:
+        raise TeleworldError(f"rollout_context must lie within the window (1..seq_len={cfg.seq_len})")
 
     # ---- model and optimiser (architecture from the checkpoint on resume) ----
     model = WorldModel(WorldModelConfig.from_dict(ckpt["config"])) if ckpt else build_model(cfg, data.spec)

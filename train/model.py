@@ -36,6 +36,10 @@ class WorldModelConfig:
     openloop_stride: int = 4  # imagine from every 4th posterior only: a quarter of the decoder cost
     foreground_weight: float = 1.0  # weight of pixels that differ from their window's temporal median
     composite: bool = False  # paint over the last observed frame (False: draw every pixel from the latent)
+    rollout_steps: int = 0  # long open-loop term: imagine this many steps after `rollout_context` frames (0: off)
+    rollout_frames: int = 4  # of those imagined steps, this many random ones are decoded and scored per window
+    rollout_weight: float = 1.0
+    rollout_context: int = 5  # frames observed before the long rollout starts (replay's K)
 
     @property
     def stoch(self) -> int:
@@ -142,24 +146,25 @@ class RSSM(nn.Module):
             "logits": torch.zeros(batch, cfg.groups, cfg.classes, device=device),
         }
 
-    def _latent(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _latent(self, logits: torch.Tensor, sample: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Unimix logits and the latent, flattened: a straight-through one-hot sample in training; at evaluation
-        its expected value (the class probabilities), deterministic and the better guess under squared error."""
+        (or with ``sample=False``) its expected value (the class probabilities), deterministic and the better
+        guess under squared error."""
         cfg = self.cfg
         probs = F.softmax(logits.float().view(-1, cfg.groups, cfg.classes), -1)
         probs = (1 - cfg.unimix) * probs + cfg.unimix / cfg.classes
-        if not self.training:
+        if not (self.training and sample):
             return probs.log(), probs.flatten(1)
         index = torch.multinomial(probs.view(-1, cfg.classes), 1).view(-1, cfg.groups)
         sample = F.one_hot(index, cfg.classes).float() + probs - probs.detach()  # straight-through
         return probs.log(), sample.flatten(1)
 
-    def img_step(self, state: dict, action: torch.Tensor) -> dict[str, torch.Tensor]:
+    def img_step(self, state: dict, action: torch.Tensor, sample: bool = True) -> dict[str, torch.Tensor]:
         """Prior of the next state from the current state and the action applied in it."""
         x = self.inp(torch.cat([state["stoch"], action], -1))
         with torch.autocast(x.device.type, enabled=False):  # the recurrent state stays fp32 under bf16
             deter = self.gru(x.float(), state["deter"].float())
-        logits, stoch = self._latent(self.prior_net(deter))
+        logits, stoch = self._latent(self.prior_net(deter), sample)
         return {"deter": deter, "stoch": stoch, "logits": logits}
 
     def obs_step(self, state: dict, action: torch.Tensor, embed: torch.Tensor) -> tuple[dict, dict]:
@@ -184,11 +189,12 @@ class RSSM(nn.Module):
             state, prev_action = post, actions[:, t]
         return _stack(posts), _stack(priors)
 
-    def imagine(self, state: dict, actions: torch.Tensor) -> dict:
-        """Roll the prior forward open loop. state: one (B, ...) state; actions (B, H, A). Returns (B, H, ...)."""
+    def imagine(self, state: dict, actions: torch.Tensor, sample: bool = True) -> dict:
+        """Roll the prior forward open loop. state: one (B, ...) state; actions (B, H, A). Returns (B, H, ...).
+        ``sample=False`` feeds the latent's expected value in training too, as replay does."""
         priors = []
         for h in range(actions.shape[1]):
-            state = self.img_step(state, actions[:, h])
+            state = self.img_step(state, actions[:, h], sample)
             priors.append(state)
         return _stack(priors)
 
@@ -288,7 +294,8 @@ class WorldModel(nn.Module):
         # episode (batch["reference"]): only what is truly static may be copied, moved things must be drawn.
         reference = batch.get("reference", images[:, 0])
         out = self.decode(feat, reference)
-        weight = self._pixel_weight(images)
+        median = images.median(1, keepdim=True).values if cfg.foreground_weight != 1.0 else None
+        weight = self._pixel_weight(images, median)
         terms = {"image": _sum_sq(out["image"] * weight, images * weight, 3)}
         if self.proprio_head is not None:
             terms["proprio"] = _sum_sq(symlog(out["proprio"]), symlog(batch["proprio"]), 1)
@@ -302,16 +309,38 @@ class WorldModel(nn.Module):
         if cfg.openloop_steps > 0 and images.shape[1] > cfg.openloop_steps:
             terms["openloop"] = self._openloop_loss(posts, batch, weight, batch.get("reference"))
             total = total + cfg.openloop_weight * terms["openloop"]
+        if cfg.rollout_steps > 0 and "rollout_image" in batch:
+            terms["rollout"] = self._rollout_loss(posts, batch, median, reference)
+            total = total + cfg.rollout_weight * terms["rollout"]
         terms["total"] = total
         return total, terms
 
-    def _pixel_weight(self, images: torch.Tensor) -> torch.Tensor | float:
-        """sqrt of the per-pixel loss weight (B, T, 1, S, S): ``foreground_weight`` where a frame differs from the
-        temporal median of its window (what moves in it), 1 elsewhere."""
-        if self.cfg.foreground_weight == 1.0:
+    def _pixel_weight(self, images: torch.Tensor, median: torch.Tensor | None) -> torch.Tensor | float:
+        """sqrt of the per-pixel loss weight (B, T, 1, S, S): ``foreground_weight`` where a frame differs from
+        ``median``, the temporal median of its window (so what moves in it), 1 elsewhere."""
+        if median is None:
             return 1.0
-        moving = (images - images.median(1, keepdim=True).values).abs().amax(2, keepdim=True) > 0.1
+        moving = (images - median).abs().amax(2, keepdim=True) > 0.1
         return torch.where(moving, self.cfg.foreground_weight**0.5, 1.0)
+
+    def _rollout_loss(self, posts: dict, batch: dict, median: torch.Tensor | None,
+                      reference: torch.Tensor) -> torch.Tensor:
+        """Image error of a long open-loop rollout, as replay runs it: from the posterior of frame
+        ``rollout_context - 1``, imagine ``rollout_steps`` steps with the real actions and the latent's expected
+        value, and score the few imagined frames the loader brought along (batch["rollout_image"], (B, F, 3, S, S),
+        at window steps batch["rollout_step"] (B, F)). Decoding only those keeps the cost of 50 steps small.
+        A composite decoder paints over the same ``reference`` as the other terms (painting over frame
+        ``rollout_context - 1``, as replay does, measured 0.2 dB worse)."""
+        cfg = self.cfg
+        start = cfg.rollout_context - 1
+        state = {k: v[:, start] for k, v in posts.items()}
+        priors = self.rssm.imagine(state, batch["action"][:, start : start + cfg.rollout_steps], sample=False)
+        feat = self.rssm.feat(priors)  # (B, R, F): imagined step j predicts window frame rollout_context + j
+        index = (batch["rollout_step"] - cfg.rollout_context)[..., None].expand(-1, -1, feat.shape[-1])
+        truth = batch["rollout_image"]
+        pred = self.decode(torch.gather(feat, 1, index), reference)["image"]
+        weight = self._pixel_weight(truth, median)
+        return _sum_sq(pred * weight, truth * weight, 3)
 
     def _openloop_loss(self, posts: dict, batch: dict, weight: torch.Tensor | float = 1.0,
                        reference: torch.Tensor | None = None) -> torch.Tensor:
