@@ -23,7 +23,7 @@ import torch  # noqa: E402
 from recorder import EpisodeStore  # noqa: E402
 from train.configs import make_config  # noqa: E402
 from train.dataset import DataSpec, EpisodeArrays, to_model_inputs  # noqa: E402
-from train.loop import Prefetcher, build_model  # noqa: E402
+from train.loop import Prefetcher, build_model, window_length  # noqa: E402
 
 
 def steps_per_second(model, optimizer, next_batch, steps: int, autocast) -> float:
@@ -54,7 +54,7 @@ def measure(data: EpisodeArrays, config: str, device: torch.device, steps: int, 
         model.decoder.compile()
         model.rssm.img_step = torch.compile(model.rssm.img_step)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
-    windows = data.windows(cfg.seq_len)
+    windows = data.windows(window_length(cfg))
     cfg.steps = steps + 2
     prefetch = Prefetcher(data, windows, cfg, rank=0, pin=device.type == "cuda")
     fixed = to_model_inputs(prefetch.get(0), device)
