@@ -92,12 +92,12 @@ class Prefetcher:
         self.pending: dict[int, Future] = {}
 
     def _load(self, step: int) -> dict[str, torch.Tensor]:
-        starts = window_starts(self.windows, self.cfg.batch_size, self.cfg.seed, self.rank, step)
-        references = None
-        if self.cfg.composite:  # a frame of the same episode, usually far from the window: see WorldModel.loss
-            rng = np.random.default_rng([self.cfg.seed, self.rank, step, 1])
+        cfg = self.cfg
+        starts = window_starts(self.windows, cfg.batch_size, cfg.seed, self.rank, step)
+        references = rollout = None
+        if cfg.composite:  # a frame of the same episode, usually far from the window: see WorldModel.loss
+            rng = np.random.default_rng([cfg.seed, self.rank, step, 1])
             references = self.data.random_steps_of_episodes(starts, rng)
-        rollout, cfg = None, self.cfg
         if cfg.rollout_steps:  # which imagined frames of the long rollout get decoded: see WorldModel.loss
             rng = np.random.default_rng([cfg.seed, self.rank, step, 2])
             picks = rng.random((len(starts), cfg.rollout_steps)).argsort(1)[:, : cfg.rollout_frames]
