@@ -60,12 +60,13 @@ class Dream:
         posts, _ = self.model.observe(images[:, -RESYNC_CONTEXT:], acts[:, -RESYNC_CONTEXT:])
         self.state = {k: v[:, -1] for k, v in posts.items()}
         self.reference = images[:, -1]  # the last real frame the model saw; a composite decoder paints over it
-        self.pred = self._decode()
         self.since_resync = 0
+        self.pred = self._decode()
 
     def _decode(self) -> np.ndarray:
         feat = self.model.rssm.feat(self.state)[:, None]
-        return self.model.decode(feat, self.reference)["image"][0, 0].clamp(0, 1).float().cpu().numpy()
+        ahead = torch.tensor([self.since_resync]) if self.since_resync else None  # imagined: steps since the real frame
+        return self.model.decode(feat, self.reference, ahead)["image"][0, 0].clamp(0, 1).float().cpu().numpy()
 
     @torch.no_grad()
     def step(self, action: np.ndarray) -> None:
@@ -77,12 +78,12 @@ class Dream:
         act = torch.from_numpy(action[None]).to(self.device)
         self.state = self.model.imagine(self.state, act[:, None])
         self.state = {k: v[:, -1] for k, v in self.state.items()}
+        self.since_resync += 1
         self.pred = self._decode()
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         self.latency_ms.append((time.perf_counter() - began) * 1e3)
         self.steps += 1
-        self.since_resync += 1
 
     def divergence_db(self) -> float:
         """PSNR of the imagined frame against the real one (lower = further apart)."""

@@ -60,8 +60,9 @@ def shuffle_actions(actions: np.ndarray, context: int, seed: int) -> np.ndarray:
     return out
 
 
-def _decode(model: WorldModel, states: dict, reference: torch.Tensor) -> dict[str, np.ndarray]:
-    out = model.decode(model.rssm.feat(states), reference)
+def _decode(model: WorldModel, states: dict, reference: torch.Tensor, imagined: bool = False) -> dict[str, np.ndarray]:
+    feat = model.rssm.feat(states)
+    out = model.decode(feat, reference, torch.arange(1, feat.shape[1] + 1) if imagined else None)
     pred = {"image": out["image"].clamp(0, 1)}
     if "proprio" in out:
         pred["proprio"] = out["proprio"]
@@ -96,9 +97,9 @@ def predict(model: WorldModel, batch: dict[str, torch.Tensor], shuffled: torch.T
     imagined = slice(context - 1, context - 1 + horizon)
     truth = {k: v.float().cpu().numpy() for k, v in batch.items() if k != "action"}
     preds = {
-        "model": _decode(model, model.imagine(last, actions[:, imagined]), images[:, context - 1]),
+        "model": _decode(model, model.imagine(last, actions[:, imagined]), images[:, context - 1], True),
         "copy_last": {k: np.repeat(v[:, context - 1 : context], horizon, 1) for k, v in truth.items()},
-        "shuffled_actions": _decode(model, model.imagine(last, shuffled[:, imagined]), images[:, context - 1]),
+        "shuffled_actions": _decode(model, model.imagine(last, shuffled[:, imagined]), images[:, context - 1], True),
         "reconstruction": {k: v[:, context:] for k, v in recon.items()},
     }
     if background is not None:

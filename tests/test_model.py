@@ -175,3 +175,56 @@ def test_long_rollout_paints_over_the_batch_reference():
              "rollout_image": truth, "rollout_step": torch.tensor([[5, 6], [9, 10]])}
     _, terms = model.loss(batch)
     assert torch.allclose(terms["rollout"], (reference[:, None] - truth).pow(2).flatten(2).sum(-1).mean())
+
+
+def _blend_model():
+    from train.model import WorldModel, WorldModelConfig
+
+    torch.manual_seed(0)
+    cfg = WorldModelConfig(image_size=16, depth=4, deter=8, hidden=8, groups=2, classes=2, composite=True,
+                           rollout_steps=6, rollout_context=3, blend=True)
+    return WorldModel(cfg)
+
+
+def test_blend_learns_only_from_its_own_term_and_leaves_the_world_model_alone():
+    model = _blend_model()
+    images, truth = torch.rand(2, 6, 3, 16, 16), torch.rand(2, 2, 3, 16, 16)
+    batch = {"image": images, "action": torch.randn(2, 8, 2), "reference": torch.rand(2, 3, 16, 16),
+             "rollout_image": truth, "rollout_step": torch.tensor([[3, 5], [4, 8]])}
+    _, terms = model.loss(batch)
+    terms["blend"].backward()
+    blend_grads = [p.grad for p in model.blend.parameters()]
+    assert all(g is not None for g in blend_grads) and any(g.abs().sum() > 0 for g in blend_grads)
+    assert all(p.grad is None for name, p in model.named_parameters() if not name.startswith("blend."))
+    with pytest.raises(ValueError, match="needs rollout_steps"):
+        type(model)(type(model.cfg)(blend=True, rollout_steps=0))
+
+
+def test_blend_keeps_more_of_the_last_frame_where_it_is_the_better_guess():
+    from train.model import Blend
+
+    torch.manual_seed(0)
+    blend = Blend(horizon=10, kernel=1)
+    optimizer = torch.optim.Adam(blend.parameters(), 1e-2)
+    ahead = torch.tensor([1] * 8 + [10] * 8)
+    for _ in range(150):  # one step ahead the truth is the last frame, ten steps ahead it is the model's frame
+        image, last = torch.rand(16, 3, 8, 8), torch.rand(16, 3, 8, 8)
+        truth = torch.where((ahead == 1)[:, None, None, None], last, image)
+        loss = (blend(image, last, ahead) - truth).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    image, last = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
+    out = blend(image, last, torch.tensor([1, 25]))  # 25 is past the horizon: treated as its last step
+    assert (out[0] - last[0]).abs().mean() < 0.25 * (image[0] - last[0]).abs().mean()
+    assert (out[1] - image[1]).abs().mean() < 0.25 * (image[1] - last[1]).abs().mean()
+
+
+def test_replay_blends_imagined_frames_but_not_reconstructions():
+    model = _blend_model().eval()
+    images, actions = torch.rand(2, 9, 3, 16, 16), torch.randn(2, 9, 2)
+    with torch.no_grad():
+        model.blend.net[-1].bias.fill_(1e4)  # gate = 1: every imagined frame is the last context frame
+    out = model.open_loop(images, actions, context=3)
+    assert torch.allclose(out["image"], images[:, 2:3].expand(2, 6, 3, 16, 16))
+    assert not torch.allclose(out["recon"], images[:, :1].expand(2, 3, 3, 16, 16), atol=1e-3)

@@ -52,6 +52,8 @@ class TrainConfig:
     rollout_frames: int = 4  # imagined frames decoded and scored per window (random steps of the rollout)
     rollout_weight: float = 1.0  # weight of that term
     rollout_context: int = 5  # frames observed before the long rollout (replay's K)
+    blend: bool = False  # learn a per-pixel blend of each imagined frame toward the last observed one (needs rollout_steps)
+    blend_kernel: int = 3  # receptive field of that blend, in pixels
 
     def to_dict(self) -> dict:
         return asdict(self)

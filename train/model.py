@@ -40,6 +40,8 @@ class WorldModelConfig:
     rollout_frames: int = 4  # of those imagined steps, this many random ones are decoded and scored per window
     rollout_weight: float = 1.0
     rollout_context: int = 5  # frames observed before the long rollout starts (replay's K)
+    blend: bool = False  # learn how much of the last observed frame to keep in each imagined one (needs rollout_steps)
+    blend_kernel: int = 3  # receptive field of that per-pixel blend
 
     @property
     def stoch(self) -> int:
@@ -124,6 +126,31 @@ class Decoder(nn.Module):
         out = self.paint(torch.cat([x.contiguous(), reference - 0.5], 1))
         alpha = torch.sigmoid(out[:, 3:])
         return reference + alpha * (out[:, :3] + 0.5 - reference)
+
+
+class Blend(nn.Module):
+    """Pulls an imagined frame toward the last observed one, per pixel and by how many steps ahead it is.
+
+    image + g * (last - image), g = sigmoid(conv([image, last, |image - last|, embedding(steps ahead)])). A few steps
+    ahead little has moved and the last frame is the better guess where the model blurs; far ahead the model is.
+    Trained on detached decoder outputs, so it leaves the training of the world model itself alone."""
+
+    def __init__(self, horizon: int, kernel: int = 3, width: int = 16, embed: int = 8):
+        super().__init__()
+        self.horizon = horizon
+        self.ahead = nn.Embedding(horizon, embed)
+        self.net = nn.Sequential(nn.Conv2d(7 + embed, width, kernel, padding=kernel // 2), nn.SiLU(),
+                                 nn.Conv2d(width, 1, 1))
+
+    def forward(self, image: torch.Tensor, last: torch.Tensor, ahead: torch.Tensor) -> torch.Tensor:
+        """image, last (N, 3, S, S); ahead (N,) steps ahead of ``last``, 1-based (beyond the horizon: its last)."""
+        last = last.to(image.dtype)
+        emb = self.ahead((ahead.long() - 1).clamp(0, self.horizon - 1)).to(image.dtype)
+        size = image.shape[-1]
+        x = torch.cat([image - 0.5, last - 0.5, (image - last).abs().amax(1, keepdim=True),
+                       emb[:, :, None, None].expand(-1, -1, size, size)], 1)
+        gate = torch.sigmoid(self.net(x) - 2.0)  # starts near 0.12: mostly the model's own frame
+        return image + gate * (last - image)
 
 
 class RSSM(nn.Module):
@@ -234,22 +261,30 @@ class WorldModel(nn.Module):
         self.decoder = Decoder(cfg).to(memory_format=torch.channels_last)
         self.proprio_head = _mlp(cfg.feat, cfg.hidden, cfg.proprio_dim) if cfg.proprio_dim else None
         self.contact_head = _mlp(cfg.feat, cfg.hidden, cfg.contact_dim) if cfg.contact_dim else None
+        if cfg.blend and cfg.rollout_steps < 1:
+            raise ValueError("blend is learned on the long rollout: it needs rollout_steps >= 1")
+        self.blend = Blend(cfg.rollout_steps, cfg.blend_kernel) if cfg.blend else None
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, T, 3, S, S) in [0, 1] -> embeds (B, T, E)."""
         B, T = images.shape[:2]
         return self.encoder(images.flatten(0, 1)).view(B, T, -1)
 
-    def decode(self, feat: torch.Tensor, reference: torch.Tensor) -> dict[str, torch.Tensor]:
+    def decode(self, feat: torch.Tensor, reference: torch.Tensor, ahead: torch.Tensor | None = None
+               ) -> dict[str, torch.Tensor]:
         """feat (B, T, F) -> image (B, T, 3, S, S), proprio (B, T, P) in original units, contact logits.
 
         ``reference`` (B, 3, S, S): the last frame the model observed before these states (a composite decoder
-        paints over it; the first frame of the window for posteriors)."""
+        paints over it; the first frame of the window for posteriors). ``ahead`` (T,): for imagined states, how
+        many steps after ``reference`` each one is; a model with ``blend`` then blends its frames toward it."""
         B, T = feat.shape[:2]
         flat = feat.flatten(0, 1)
         size = self.cfg.image_size
-        ref = reference[:, None].expand(B, T, 3, size, size).flatten(0, 1) if self.cfg.composite else None
-        out = {"image": self.decoder(flat, ref).view(B, T, 3, size, size)}
+        ref = reference[:, None].expand(B, T, 3, size, size).flatten(0, 1)
+        image = self.decoder(flat, ref if self.cfg.composite else None)
+        if ahead is not None and self.blend is not None:
+            image = self.blend(image, ref, ahead.to(image.device).repeat(B))
+        out = {"image": image.view(B, T, 3, size, size)}
         if self.proprio_head is not None:
             out["proprio"] = symexp(self.proprio_head(flat).view(B, T, -1))
         if self.contact_head is not None:
@@ -275,7 +310,7 @@ class WorldModel(nn.Module):
         last = {k: v[:, -1] for k, v in posts.items()}
         horizon = images.shape[1] - context
         priors = self.imagine(last, actions[:, context - 1 : context - 1 + horizon])
-        pred = self.decode(self.rssm.feat(priors), images[:, context - 1])
+        pred = self.decode(self.rssm.feat(priors), images[:, context - 1], torch.arange(1, horizon + 1))
         pred["recon"] = self.decode(self.rssm.feat(posts), images[:, 0])["image"]
         return pred
 
@@ -310,8 +345,11 @@ class WorldModel(nn.Module):
             terms["openloop"] = self._openloop_loss(posts, batch, weight, batch.get("reference"))
             total = total + cfg.openloop_weight * terms["openloop"]
         if cfg.rollout_steps > 0 and "rollout_image" in batch:
-            terms["rollout"] = self._rollout_loss(posts, batch, median, reference)
+            terms["rollout"], blend = self._rollout_loss(posts, batch, median, reference)
             total = total + cfg.rollout_weight * terms["rollout"]
+            if blend is not None:  # reaches only the blend's weights (a mean, so it barely moves the clipped norm)
+                terms["blend"] = blend
+                total = total + blend
         terms["total"] = total
         return total, terms
 
@@ -324,13 +362,15 @@ class WorldModel(nn.Module):
         return torch.where(moving, self.cfg.foreground_weight**0.5, 1.0)
 
     def _rollout_loss(self, posts: dict, batch: dict, median: torch.Tensor | None,
-                      reference: torch.Tensor) -> torch.Tensor:
+                      reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Image error of a long open-loop rollout, as replay runs it: from the posterior of frame
         ``rollout_context - 1``, imagine ``rollout_steps`` steps with the real actions and the latent's expected
         value, and score the few imagined frames the loader brought along (batch["rollout_image"], (B, F, 3, S, S),
         at window steps batch["rollout_step"] (B, F)). Decoding only those keeps the cost of 50 steps small.
         A composite decoder paints over the same ``reference`` as the other terms (painting over frame
-        ``rollout_context - 1``, as replay does, measured 0.2 dB worse)."""
+        ``rollout_context - 1``, as replay does, measured 0.2 dB worse). Returns that error and, for a model with
+        ``blend``, the blend's error on the same frames painted over frame ``rollout_context - 1`` as replay shows
+        them (else None)."""
         cfg = self.cfg
         start = cfg.rollout_context - 1
         state = {k: v[:, start] for k, v in posts.items()}
@@ -338,9 +378,18 @@ class WorldModel(nn.Module):
         feat = self.rssm.feat(priors)  # (B, R, F): imagined step j predicts window frame rollout_context + j
         index = (batch["rollout_step"] - cfg.rollout_context)[..., None].expand(-1, -1, feat.shape[-1])
         truth = batch["rollout_image"]
-        pred = self.decode(torch.gather(feat, 1, index), reference)["image"]
+        picked = torch.gather(feat, 1, index)
+        pred = self.decode(picked, reference)["image"]
         weight = self._pixel_weight(truth, median)
-        return _sum_sq(pred * weight, truth * weight, 3)
+        loss = _sum_sq(pred * weight, truth * weight, 3)
+        if self.blend is None:
+            return loss, None
+        with torch.no_grad():  # the frames replay shows: painted over the last context frame
+            last = batch["image"][:, start]
+            shown = self.decode(picked.detach(), last)["image"]
+        ahead = (batch["rollout_step"] - start).flatten()
+        blended = self.blend(shown.flatten(0, 1), last[:, None].expand_as(shown).flatten(0, 1), ahead)
+        return loss, F.mse_loss(blended.float(), truth.flatten(0, 1).float())
 
     def _openloop_loss(self, posts: dict, batch: dict, weight: torch.Tensor | float = 1.0,
                        reference: torch.Tensor | None = None) -> torch.Tensor:
