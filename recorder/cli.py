@@ -174,7 +174,7 @@ def check_sim(store: Path = STORE,
     table = Table("episode", "steps", "max error", "first divergence", "error there", title="re-simulation")
     results = []
     with progress_bar() as bar:
-        task = bar.add_task("check-sim", total=len(chosen), status="")
+        task = bar.add_task("check-sim", total=len(chosen), status="", unit="episodes")
         for e in chosen:
             results.append(run(s, e, tolerance))
             bar.update(task, advance=1, status=f"episode {e}")

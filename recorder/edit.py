@@ -116,7 +116,7 @@ def schema_differences(a: EpisodeStore, b: EpisodeStore) -> list[str]:
 def copy_episodes(plan: list[Copy], dst: EpisodeStore, show_progress: bool = False) -> None:
     """Append each planned episode (or part of one) to ``dst``, one bulk write per array per episode."""
     with progress_bar(show_progress) as bar:
-        task = bar.add_task("copy", total=len(plan), status="")
+        task = bar.add_task("copy", total=len(plan), status="", unit="episodes")
         for item in plan:
             src = item.source
             steps = src.episode(item.episode)

@@ -47,7 +47,7 @@ def export_diffusion_policy(store: EpisodeStore, out: Path, show_progress: bool 
     try:
         root = zarr.open_group(str(out), mode="w-", zarr_format=2)
         with progress_bar(show_progress) as bar:
-            task = bar.add_task("export", total=len(store.keys), status="")
+            task = bar.add_task("export", total=len(index) * len(store.keys), status="", unit="rows")
             for key in store.keys:
                 spec = store.specs[key]
                 steps = chunk_steps(spec)
@@ -56,7 +56,7 @@ def export_diffusion_policy(store: EpisodeStore, out: Path, show_progress: bool 
                                         dtype=spec.dtype, compressors=numcodecs.Blosc("zstd", 3, shuffle))
                 for start in range(0, len(index), steps):  # whole output chunks, one write each
                     dst[start : start + steps] = store.read(f"data/{key}", index[start : start + steps])
-                bar.update(task, advance=1, status=key)
+                    bar.update(task, advance=min(steps, len(index) - start), status=key)
         ends = root.create_array("meta/episode_ends", shape=(len(lengths),), dtype="int64", chunks=(len(lengths),),
                                  compressors=None)
         ends[:] = np.cumsum(lengths)
@@ -81,7 +81,7 @@ def export_lerobot(store: EpisodeStore, out: Path, task: str | None = None, show
         pq.write_table(table, out / DATA_PATH.format(chunk_index=0, file_index=0))
         video_keys = [f"observation.images.{cam}" for cam in info["cameras"]]
         with progress_bar(show_progress) as bar:
-            bar_task = bar.add_task("video", total=len(index) * len(video_keys), status="")
+            bar_task = bar.add_task("video", total=len(index) * len(video_keys), status="", unit="frames")
             for cam, key in zip(info["cameras"], video_keys):
                 path = out / VIDEO_PATH.format(video_key=key, chunk_index=0, file_index=0)
                 _write_mp4(store, image_key(cam), index, path, fps, lambda n: bar.update(bar_task, advance=n))

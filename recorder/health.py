@@ -80,7 +80,7 @@ def _check_arrays(store: EpisodeStore, steps: int, report: Report, show_progress
     whole: dict[str, list[np.ndarray]] = {}
     failed: set[str] = set()
     with progress_bar(show_progress) as bar:
-        task = bar.add_task("validate", total=total, status="")
+        task = bar.add_task("validate", total=total, status="", unit="chunks")
         for name in names:
             arr, key = store.arr(name), name.split("/", 1)[1]
             step = store.block(name)

@@ -27,7 +27,7 @@ def episode_video(store: EpisodeStore, episode: int, out: Path, scale: int = 4, 
     out.parent.mkdir(parents=True, exist_ok=True)
     with imageio.get_writer(out, fps=fps, codec="libx264", macro_block_size=1, pixelformat="yuv420p") as writer, \
             progress_bar(show_progress) as bar:
-        task = bar.add_task("video", total=length, status=f"episode {episode}")
+        task = bar.add_task("video", total=length, status=f"episode {episode}", unit="frames")
         for t in range(length):
             frame = np.concatenate([data[image_key(c)][t] for c in cams], axis=1)
             image = Image.fromarray(frame).resize((frame.shape[1] * scale, frame.shape[0] * scale), Image.NEAREST)

@@ -33,7 +33,7 @@ def run_demo(out: Path, scene: str = "push", episodes: int = 200, steps: int = 1
     console.rule("1/3 teleop -> record (scripted operator)")
     sim = load(scene)
     with EpisodeStore.create(store_path, sim.info()) as store, progress_bar() as progress:
-        task = progress.add_task(f"record {scene}", total=episodes, status="")
+        task = progress.add_task(f"record {scene}", total=episodes, status="", unit="episodes")
         collect(sim, scripted_operator(sim), store, episodes, steps, seed, lambda: progress.advance(task))
     sim.close()
 

@@ -65,7 +65,7 @@ def evaluate(model_path: str | Path, data_path: str | Path, out_dir: str | Path,
     background = median_frame(data, training_episodes(ckpt, data, episodes))
     parts, video = [], {"truth": [], "model": [], "simulator": []}
     with progress_bar(show_progress) as progress:
-        task = progress.add_task("replay windows", total=len(starts), status="")
+        task = progress.add_task("replay windows", total=len(starts), status="", unit="windows")
         for b in rollouts(model, data, starts, context, horizon, device, seed, int(store.info["nq"]),
                           background=background):
             if simulator:

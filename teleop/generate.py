@@ -330,14 +330,9 @@ def generate(
         have = store.num_episodes
         seeds = _seeds_to_run(store, seed, episodes) if resume else list(range(seed, seed + episodes))
         with progress_bar() as progress:
-            task = progress.add_task(f"generate {scene} ×{workers} ({backend})", total=len(seeds), status="")
-            began, done = time.monotonic(), [0]
-
-            def advance(_seed: int) -> None:
-                done[0] += 1
-                progress.update(task, advance=1, status=f"{done[0] / (time.monotonic() - began):.2f} ep/s")
-
-            lost = generate_episodes(store, job, seeds, workers, backend, advance)
+            task = progress.add_task(f"generate {scene} ×{workers} ({backend})", total=len(seeds), status="",
+                                     unit="episodes")
+            lost = generate_episodes(store, job, seeds, workers, backend, lambda _seed: progress.advance(task))
         console.print(f"{store.num_episodes} episodes, {store.num_steps} steps in {out}")
         if lost:
             raise TeleworldError(f"{len(lost)} episode(s) lost to a dead worker (seeds {sorted(lost)}); "

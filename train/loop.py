@@ -69,6 +69,15 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def loss_status(row: dict) -> str:
+    """The logged loss and its terms, e.g. 'loss 312 (image 298 kl_dyn 1 kl_rep 1)'."""
+    def num(v: float) -> str:
+        return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.3g}"
+
+    terms = " ".join(f"{k} {num(v)}" for k, v in row.items() if k not in ("step", "lr", "total"))
+    return f"loss {num(row['total'])} ({terms})"
+
+
 def build_model(cfg: TrainConfig, spec: DataSpec) -> WorldModel:
     """A fresh model sized by ``cfg`` (every key it shares with WorldModelConfig) for the shapes in ``spec``."""
     shared = {f.name for f in fields(WorldModelConfig)} & set(cfg.to_dict())
@@ -183,7 +192,7 @@ def train(
     start = time.time()
     try:
         with progress_bar(show_progress and main_process) as progress:
-            task = progress.add_task("train", total=cfg.steps, completed=start_step, status="")
+            task = progress.add_task("train", total=cfg.steps, completed=start_step, status="", unit="steps")
             for step in range(start_step, cfg.steps):
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(cfg, step)
@@ -206,7 +215,7 @@ def train(
                             logger.add_scalar(f"{'optim' if key == 'lr' else 'loss'}/{key}", value, step)
                     rate = (done - start_step) / (time.time() - start)
                     logger.add_scalar("perf/steps_per_s", rate, step)
-                    progress.update(task, status=f"loss {row['total']:.1f} image {row['image']:.1f} {rate:.2f} it/s")
+                    progress.update(task, status=loss_status(row))
                 if validator is not None and cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
                     validator.log(model, logger, done)
                     model.train()
