@@ -6,7 +6,7 @@ import numpy as np
 import pygame
 
 from replay.report import CONTEXT_COLOUR, IMAGINED_COLOUR, error_map, to_uint8
-from teleworld.errors import TeleworldError
+from teleworld.display import open_window
 
 BACKGROUND = (24, 24, 24)
 TEXT = (230, 230, 230)
@@ -17,13 +17,8 @@ IMAGINED = tuple(int(c) for c in IMAGINED_COLOUR)
 
 
 def init_display(size: tuple[int, int], title: str) -> pygame.Surface:
-    """Open the window (headless under SDL_VIDEODRIVER=dummy)."""
-    pygame.init()
-    pygame.display.set_caption(title)
-    try:
-        return pygame.display.set_mode(size)
-    except pygame.error as exc:
-        raise TeleworldError(f"cannot open a window ({exc}); set SDL_VIDEODRIVER=dummy to run headless") from None
+    """Open the window (teleworld.display chooses the GL pairing; headless under SDL_VIDEODRIVER=dummy)."""
+    return open_window(size, title)
 
 
 def panels_size(side: int, scale: int, text_lines: int) -> tuple[int, int]:

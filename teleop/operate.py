@@ -12,7 +12,7 @@ import typer
 from teleworld.errors import TeleworldError
 
 if TYPE_CHECKING:
-    from teleop.bindings import Bindings
+    from teleop.bindings import Bindings, Command
     from teleop.devices.base import Device
     from teleop.scenes.base import Scene
 
@@ -63,7 +63,7 @@ def teleop(
             check_compatible(store.info, sim.info())
             session = TeleopSession(sim, operator, store, window, command_devices=helpers, seed=seed,
                                     on_quit=on_quit.value, help_lines=tuple(keys.help_lines(device.value)),
-                                    help_hint=help_hint(keys, device))
+                                    help_hint=help_hint(keys, device), command_keys=command_keys(keys, device))
             session.run()
             saved = [future.result() for future in session.saved]
     finally:
@@ -90,12 +90,19 @@ def build_devices(
     return ReplayDevice(scene.action_spec, EpisodeStore.open(replay_store), episode, scene.control_rate), (keyboard,)
 
 
+def command_keys(bindings: Bindings, kind: DeviceKind) -> dict[Command, str]:
+    """Each command's key as the HUD names it (with the pad button when a gamepad drives)."""
+    keys = dict(bindings.key_commands)
+    if kind is DeviceKind.gamepad:
+        keys = {command: f"{key} / pad {bindings.pad_commands[command]}" for command, key in keys.items()}
+    return keys
+
+
 def help_hint(bindings: Bindings, kind: DeviceKind) -> str:
     """The HUD line that says how to open the key help."""
     from teleop.bindings import Command
 
-    hint = f"help: {bindings.key_commands[Command.HELP]}"
-    return hint + f" / pad {bindings.pad_commands[Command.HELP]}" if kind is DeviceKind.gamepad else hint
+    return f"help: {command_keys(bindings, kind)[Command.HELP]}"
 
 
 def check_compatible(stored: dict, live: dict) -> None:

@@ -14,7 +14,7 @@ import sys
 import time
 from collections import deque
 from concurrent.futures import Future
-from typing import Literal
+from typing import Literal, Mapping
 
 import numpy as np
 
@@ -36,8 +36,12 @@ class TeleopSession:
 
     ``command_devices`` only issue commands (e.g. the keyboard next to a gamepad). ``on_quit`` decides what
     quitting (or closing the window) does with an open episode: ``ask`` shows a prompt (save / discard /
-    quit again to keep driving), ``save`` or ``discard`` act at once. Call ``tick`` until it returns False,
-    then ``close`` (or just ``run``).
+    quit again to keep driving), ``save`` or ``discard`` act at once. ``command_keys`` names the key (or
+    button) of each command for the prompt. Call ``tick`` until it returns False, then ``close`` (or ``run``).
+
+    While idle the scene shows the start that recording will use: ``record`` resets to that start (the idle
+    driving is only practice), and after a save the next start is drawn. The live view is rendered at the
+    window's resolution; the recorded frames keep the scene's image size.
     """
 
     def __init__(
@@ -52,6 +56,7 @@ class TeleopSession:
         operator: str = "human",
         help_lines: tuple[str, ...] = (),
         help_hint: str = "",
+        command_keys: Mapping[Command, str] | None = None,
     ):
         self.scene, self.device, self.window = scene, device, window
         # The writer thread runs Python code too; by default a thread waits up to 5 ms for the GIL, which
@@ -60,16 +65,19 @@ class TeleopSession:
         self.devices = (device, *command_devices)
         self.writer = BackgroundWriter(store)
         self.on_quit, self.operator, self.help_lines, self.help_hint = on_quit, operator, help_lines, help_hint
+        self.command_keys = {c: (command_keys or {}).get(c, c.value) for c in Command}
         self.pacer = Pacer(scene.control_rate)
         self.episodes_saved = store.num_episodes  # index of the next saved episode
         self.saved: list[Future] = []  # futures of this session's saved episodes -> their indices
         self.next_seed = seed
         self.recording = self.paused = self.asking = self.show_help = self.finished = False
         self.episode_seed: int | None = None
-        self._last_saved: Future | None = None  # the episode re-record replaces while none is open
+        self._last_saved: tuple[Future, int] | None = None  # (episode, seed) re-record replaces when idle
         self.steps = 0
         self.messages: deque[str] = deque(maxlen=3)
-        self._episode_start = (0, 0, 0.0)  # (overruns, tick index, time) when the open episode began
+        self._episode_start = (0, 0)  # (overruns, tick index) when the open episode began
+        self.rec_seconds = 0.0  # wall time spent recording the open episode, pauses and prompts excluded
+        self._last_tick = time.monotonic()
         self._reset(self._draw_seed())
 
     # ----- the loop -----
@@ -93,6 +101,9 @@ class TeleopSession:
                     self.handle(command)
         if self.finished:
             return False
+        clock, self._last_tick = self._last_tick, time.monotonic()
+        if self.recording and not (self.paused or self.asking):
+            self.rec_seconds += self._last_tick - clock
         if not (self.paused or self.asking):
             action = self.scene.action_spec.clip(self.device.get_action(self.obs))
             if self.recording:
@@ -101,7 +112,7 @@ class TeleopSession:
             self.obs = self.scene.step(action)
             if self.recording and self.device.done:
                 self._save()
-        self.window.draw(self.obs.frames[self.scene.cameras[0]], self.hud())
+        self.window.draw(self.scene.render(self.scene.cameras[0], self._view_size()), self.hud())
         self.pacer.wait()
         return True
 
@@ -124,7 +135,7 @@ class TeleopSession:
         if self.asking:
             self._answer_quit_prompt(command)
         elif command is Command.RECORD:
-            self._save() if self.recording else self._start(self._draw_seed())
+            self._save() if self.recording else self._start(self.episode_seed)
         elif command is Command.SAVE and self.recording:
             self._save()
         elif command is Command.DISCARD and self.recording:
@@ -177,27 +188,31 @@ class TeleopSession:
         self._reset(seed)
         self.writer.begin(seed=seed, scene=self.scene.name, device=self.device.name, operator=self.operator,
                           control_rate=self.scene.control_rate)
-        self.recording, self.steps = True, 0
-        self._episode_start = (self.pacer.overruns, len(self.pacer.lateness), time.monotonic())
+        self.recording, self.steps, self.rec_seconds = True, 0, 0.0
+        self._episode_start = (self.pacer.overruns, len(self.pacer.lateness))
 
     def _save(self) -> None:
         if self.steps == 0:
             self._discard()
             self.messages[-1] = "nothing recorded: empty episode dropped"
             return
-        overruns, first_tick, _ = self._episode_start
+        overruns, first_tick = self._episode_start
         p50, p99 = jitter_ms(self.pacer.lateness[first_tick:])
-        self._last_saved = self.writer.end(overruns=self.pacer.overruns - overruns, jitter_p50_ms=p50,
-                                           jitter_p99_ms=p99, success=None)
-        self.saved.append(self._last_saved)
+        saved = self.writer.end(overruns=self.pacer.overruns - overruns, jitter_p50_ms=p50,
+                                jitter_p99_ms=p99, success=None)
+        self.saved.append(saved)
+        seed = self.episode_seed
         self.messages.append(f"saved episode {self.episodes_saved} ({self.steps} steps)")
         self.episodes_saved += 1
         self.recording = False
+        self._reset(self._draw_seed())  # show the next start: the one the next recording uses
+        self._last_saved = (saved, seed)
 
     def _discard(self) -> None:
         self.writer.discard()
         self.messages.append(f"discarded the open episode ({self.steps} steps)")
         self.recording = False
+        self._reset(self.episode_seed)  # back to the same start: a discarded take can be tried again
 
     def _rerecord(self) -> None:
         """Another take from the same start: replaces the open episode, or else the episode just saved."""
@@ -207,8 +222,9 @@ class TeleopSession:
         if self.recording:
             self._discard()
         elif replaced is not None:
-            self.writer.mark_deleted(replaced)
-            self.saved.remove(replaced)
+            future, seed = replaced
+            self.writer.mark_deleted(future)
+            self.saved.remove(future)
             self.messages.append(f"episode {self.episodes_saved - 1} marked deleted")
         self._start(seed)
         self.messages.append(f"re-recording from seed {seed}")
@@ -217,14 +233,16 @@ class TeleopSession:
     def hud(self) -> Hud:
         """The HUD for the current state."""
         if self.recording:
-            state = f"REC {time.monotonic() - self._episode_start[2]:5.1f} s  {self.steps} steps"
+            state = f"REC {self.rec_seconds:5.1f} s  {self.steps} steps"
         else:
-            state = "not recording"
+            state = f"not recording ({self.command_keys[Command.RECORD]}: record this start)"
         if self.paused:
             state += "  PAUSED"
         alerts = [self.device.status] if self.device.status else []
         if self.asking:
-            alerts += ["episode open! save it, discard it,", "or quit again to keep driving"]
+            keys = self.command_keys
+            alerts += ["episode open! quit how?", f"  {keys[Command.SAVE]}: save it and quit",
+                       f"  {keys[Command.DISCARD]}: discard it and quit", f"  {keys[Command.QUIT]}: keep driving"]
         return Hud(
             lines=[
                 f"scene   {self.scene.name}",
@@ -243,6 +261,12 @@ class TeleopSession:
             alerts=alerts,
             overlay=list(self.help_lines) if self.show_help else [],
         )
+
+    def _view_size(self) -> tuple[int, int]:
+        """The live view's (H, W): the recorded camera's aspect at the window's resolution."""
+        h, w = self.scene.image_size
+        scale = self.window.view_size / max(h, w)
+        return round(h * scale), round(w * scale)
 
     def _touching(self) -> bool:
         """The contact light: the scene's first contact group (robot and object), or any contact at all."""

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from teleworld.display import open_window
+
 PANEL_WIDTH = 300  # px
 LINE_HEIGHT = 20  # px
 WHITE, GREY, RED, GREEN, YELLOW = (235, 235, 235), (150, 150, 150), (235, 60, 60), (80, 220, 100), (250, 210, 60)
@@ -33,11 +35,8 @@ class Window:
     def open(self) -> None:
         import pygame
 
-        pygame.display.init()
-        pygame.font.init()
+        self._screen = open_window((self.view_size + PANEL_WIDTH, self.view_size), self.title)
         self._pygame = pygame
-        self._screen = pygame.display.set_mode((self.view_size + PANEL_WIDTH, self.view_size))
-        pygame.display.set_caption(self.title)
         self._font = pygame.font.Font(None, 22)
         self._glyphs: dict[tuple[str, tuple[int, int, int]], Any] = {}
 

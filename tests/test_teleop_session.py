@@ -82,19 +82,19 @@ def test_discard_and_rerecord_leave_exactly_the_kept_episodes(tmp_path, window):
     session = keyboard_session(tmp_path / "s.zarr", window)
     press(pygame.K_r)
     ticks(session, 5)
-    press(pygame.K_RETURN)  # keep: 5 steps (seed 1; seed 0 was the idle start)
+    press(pygame.K_RETURN)  # keep: 5 steps from seed 0, the start shown while idle; seed 1 is shown next
     ticks(session, 2)
     press(pygame.K_r)
     ticks(session, 120)  # longer than a chunk: discarding must drop flushed steps too
-    press(pygame.K_BACKSPACE)  # discard (seed 2)
+    press(pygame.K_BACKSPACE)  # discard (seed 1): back to the same start
     ticks(session, 2)
     press(pygame.K_r)
     ticks(session, 7)
-    press(pygame.K_y)  # re-record the open episode: drop these 7 steps, start again from seed 3
+    press(pygame.K_y)  # re-record the open episode: drop these 7 steps, start again from seed 1
     ticks(session, 4)
     press(pygame.K_r)  # stop and save: 4 steps
     ticks(session, 2)
-    press(pygame.K_y)  # re-record the episode just saved: it is marked deleted, seed 3 again
+    press(pygame.K_y)  # re-record the episode just saved: it is marked deleted, seed 1 again
     ticks(session, 6)
     press(pygame.K_r)
     session.tick()
@@ -104,8 +104,8 @@ def test_discard_and_rerecord_leave_exactly_the_kept_episodes(tmp_path, window):
     assert store.data_length() == store.num_steps == 15 and store.uncommitted_steps() == 0
     assert store.active_episodes().tolist() == [0, 2]  # episode 1 (the first 4-step take) was replaced
     kept = [store.episode_info(i) for i in store.active_episodes()]
-    assert [(i["length"], i["seed"]) for i in kept] == [(5, 1), (6, 3)]
-    first = load("push").reset(3)
+    assert [(i["length"], i["seed"]) for i in kept] == [(5, 0), (6, 1)]
+    first = load("push").reset(1)
     assert np.array_equal(store.episode(2)["qpos"][0], first.qpos)  # re-recorded from the same start
     assert len(session.saved) == 2
 
@@ -187,3 +187,78 @@ def test_replay_device_re_records_an_episode_exactly(tmp_path, window):
     copy, original = EpisodeStore.open(tmp_path / "b.zarr").episode(0), source.episode(0)
     assert np.array_equal(copy["action"], original["action"])
     assert np.array_equal(copy["qpos"], original["qpos"])
+
+
+def test_the_start_shown_while_idle_is_the_one_recorded(tmp_path, window):
+    session = keyboard_session(tmp_path / "s.zarr", window)
+    idle_seed, idle_qpos = session.episode_seed, session.obs.qpos.copy()
+    post(pygame.K_RIGHT)
+    ticks(session, 10)  # practice while idle: the pusher moves, nothing is recorded
+    post(pygame.K_RIGHT, down=False)
+    assert not np.array_equal(session.obs.qpos, idle_qpos) and not session.recording
+    press(pygame.K_r)
+    ticks(session, 3)
+    press(pygame.K_r)  # save: the next start is drawn and shown
+    session.tick()
+    shown_next = session.episode_seed
+    assert "seed " + str(shown_next) in " ".join(session.hud().lines)
+    press(pygame.K_r)
+    ticks(session, 3)
+    press(pygame.K_r)
+    session.tick()
+    session.close()
+
+    store = EpisodeStore.open(tmp_path / "s.zarr")
+    assert [store.episode_info(i)["seed"] for i in range(2)] == [idle_seed, shown_next] and shown_next != idle_seed
+    assert np.array_equal(store.episode(0)["qpos"][0], idle_qpos)  # recorded from the start shown, not seed + 1
+    assert np.array_equal(store.episode(1)["qpos"][0], load("push", control_rate=RATE).reset(shown_next).qpos)
+
+
+def rec_line(session: TeleopSession) -> str:
+    return next(line for line in session.hud().lines if line.startswith("REC"))
+
+
+def test_the_rec_clock_stops_while_paused_and_while_the_quit_prompt_waits(tmp_path, window):
+    session = keyboard_session(tmp_path / "s.zarr", window)
+    press(pygame.K_r)
+    ticks(session, 5)
+    press(pygame.K_SPACE)  # pause
+    session.tick()
+    paused_at, shown = session.rec_seconds, rec_line(session)
+    ticks(session, 15)  # 0.3 s paused
+    assert session.rec_seconds == paused_at and rec_line(session) == shown
+    press(pygame.K_SPACE)
+    ticks(session, 5)
+    assert session.rec_seconds > paused_at
+    press(pygame.K_ESCAPE)  # the quit prompt: the clock waits too
+    session.tick()
+    asked_at = session.rec_seconds
+    ticks(session, 15)
+    assert session.asking and session.rec_seconds == asked_at
+    session.close()
+
+
+def test_the_quit_prompt_names_its_keys(tmp_path, window):
+    from teleop.operate import DeviceKind, command_keys
+
+    scene_keys = command_keys(load_bindings(None, load("push")), DeviceKind.keyboard)
+    session = keyboard_session(tmp_path / "s.zarr", window, command_keys=scene_keys)
+    press(pygame.K_r)
+    ticks(session, 2)
+    press(pygame.K_ESCAPE)
+    session.tick()
+    prompt = " ".join(session.hud().alerts)
+    assert "return: save" in prompt and "backspace: discard" in prompt and "escape: keep driving" in prompt
+    session.close()
+
+
+def test_the_live_view_is_rendered_at_the_window_resolution(tmp_path, window):
+    session = keyboard_session(tmp_path / "s.zarr", window)
+    session.tick()
+    shown = pygame.surfarray.array3d(pygame.display.get_surface())[:128, :128].swapaxes(0, 1)
+    sharp = session.scene.render(session.scene.cameras[0], (128, 128))
+    recorded = session.obs.frames[session.scene.cameras[0]]
+    assert recorded.shape == (64, 64, 3)  # what is recorded keeps the scene's image size
+    assert np.array_equal(shown, sharp)  # what is shown is rendered at the window's 128 px
+    assert not np.array_equal(shown, recorded.repeat(2, axis=0).repeat(2, axis=1))  # not the 64 px scaled up
+    session.close()

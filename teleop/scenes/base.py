@@ -7,6 +7,7 @@ Convention (also in docs/schema.md): at step t the frame, qpos, qvel and contact
 from __future__ import annotations
 
 import atexit
+import os
 import weakref
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -109,9 +110,7 @@ class Scene(ABC):
                 raise ValueError(f"scene {self.name!r} has no camera {cam!r}")
         self.model.vis.quality.shadowsize = 0
         self.model.vis.quality.offsamples = 0
-        self.model.vis.global_.offwidth = max(self.model.vis.global_.offwidth, self.image_size[1])
-        self.model.vis.global_.offheight = max(self.model.vis.global_.offheight, self.image_size[0])
-        self._renderer: mujoco.Renderer | None = None
+        self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}  # one per image size
         self._n_substeps = max(1, round(1.0 / (self.control_rate * self.model.opt.timestep)))
         if abs(self._n_substeps * self.model.opt.timestep * self.control_rate - 1.0) > 0.01:
             raise TeleworldError(
@@ -177,16 +176,31 @@ class Scene(ABC):
             contact_summary=self.summarise(contacts),
         )
 
-    def render(self, camera: str) -> np.ndarray:
-        """Render one camera at the scene's image size: (H, W, 3) uint8."""
-        if self._renderer is None:
-            self._renderer = mujoco.Renderer(self.model, *self.image_size)
-            if not _LIVE_SCENES:  # registered after the GL backend's handler, so it runs before it
-                atexit.unregister(_close_renderers)
-                atexit.register(_close_renderers)
-            _LIVE_SCENES.add(self)
-        self._renderer.update_scene(self.data, camera=camera)
-        return self._renderer.render().copy()
+    def render(self, camera: str, size: tuple[int, int] | None = None) -> np.ndarray:
+        """Render one camera: (H, W, 3) uint8 at the scene's image size (what is recorded), or at ``size``
+        (e.g. a window's live view, drawn sharp instead of the recorded frame scaled up)."""
+        size = tuple(size or self.image_size)
+        renderer = self._renderers.get(size)
+        if renderer is None:
+            renderer = self._renderers[size] = self._new_renderer(size)
+        renderer.update_scene(self.data, camera=camera)
+        return renderer.render().copy()
+
+    def _new_renderer(self, size: tuple[int, int]) -> mujoco.Renderer:
+        vis = self.model.vis.global_
+        vis.offheight, vis.offwidth = max(vis.offheight, size[0]), max(vis.offwidth, size[1])
+        try:
+            renderer = mujoco.Renderer(self.model, *size)
+        except Exception as exc:  # no usable GL for the chosen backend
+            backend = os.environ.get("MUJOCO_GL", "glfw")
+            detail = " ".join(str(exc).split())[:200]
+            raise TeleworldError(f"MuJoCo cannot render with MUJOCO_GL={backend} ({type(exc).__name__}: {detail}); "
+                                 "install libegl1 and Mesa, or set MUJOCO_GL=osmesa or glfw") from None
+        if not _LIVE_SCENES:  # registered after the GL backend's handler, so it runs before it
+            atexit.unregister(_close_renderers)
+            atexit.register(_close_renderers)
+        _LIVE_SCENES.add(self)
+        return renderer
 
     def get_state(self) -> np.ndarray:
         """The full integration state, enough to re-simulate from this step."""
@@ -246,10 +260,10 @@ class Scene(ABC):
         return self.data.body(body).xpos.copy()
 
     def close(self) -> None:
-        """Free the renderer."""
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+        """Free the renderers."""
+        for renderer in self._renderers.values():
+            renderer.close()
+        self._renderers.clear()
 
     def _body_ids(self, name: str) -> list[int]:
         bid = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, name)
