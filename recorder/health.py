@@ -84,8 +84,7 @@ def _check_arrays(store: EpisodeStore, steps: int, report: Report, show_progress
         for name in names:
             arr, key = store.arr(name), name.split("/", 1)[1]
             step = store.block(name)
-            if arr.nchunks_initialized < math.ceil(steps / arr.chunks[0]):  # shards count as all their chunks
-                report.problems.append(f"{name}: chunk files are missing (reads would return zeros)")
+            _check_stored(store, name, steps, report)
             for start in range(0, steps, step):
                 bar.update(task, advance=1, status=name)
                 sl = slice(start, min(start + step, steps))
@@ -108,8 +107,25 @@ def _check_arrays(store: EpisodeStore, steps: int, report: Report, show_progress
         if key not in failed:
                 _check_increasing(store, key, np.concatenate(parts), report)
     for k in CONTACT_SPECS:
+        _check_stored(store, f"contacts/{k}", store.written["contact_rows"], report)
         _decode_all(store, f"contacts/{k}", report)
     return rows
+
+
+def _check_stored(store: EpisodeStore, name: str, rows: int, report: Report) -> None:
+    """Every file holding rows [0, rows) exists; before schema 1.2 an absent one may just have been all zeros."""
+    missing = store.missing_blocks(name, rows)
+    if not missing:
+        return
+    block = store.block(name)
+    first = missing[0] * block
+    where = (f"{name}: {len(missing)} chunk file(s) missing, the first for rows {first}-{min(first + block, rows) - 1}"
+             " (reads return zeros)")
+    if store.stores_every_chunk:
+        report.problems.append(where)
+    else:
+        report.notes.append(f"{where}; schema {store.info.get('schema_version', '1.0')} skipped all-zero chunks, "
+                            "so a lost file cannot be told from an empty one")
 
 
 def _check_increasing(store: EpisodeStore, key: str, values: np.ndarray, report: Report) -> None:

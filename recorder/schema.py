@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 ROOT_KEY = "teleworld"
 EPISODES_KEY = "teleworld_episodes"  # root attribute: deletion marks and the train/val split
 WRITTEN_KEY = "written"  # attribute of meta/: steps and contact rows durably written, committed or not

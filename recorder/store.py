@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 import zarr.codecs
+from zarr.core.sync import collect_aiterator
 
 from recorder.schema import (
     CONTACT_SPECS,
@@ -156,10 +157,13 @@ class EpisodeStore:
 
     # ----- raw access -----
     def arr(self, name: str) -> zarr.Array:
-        """An array by its path in the store (``data/action``, ``contacts/pos``, ``meta/episode_ends``)."""
+        """An array by its path in the store (``data/action``, ``contacts/pos``, ``meta/episode_ends``).
+
+        Writes through it store every chunk, all-fill ones too (zarr skips those by default), so that a chunk
+        file missing from the written range is known to be lost (see missing_blocks)."""
         if name not in self._arrays:
             try:
-                self._arrays[name] = self.root[name]
+                self._arrays[name] = self.root[name].with_config({"write_empty_chunks": True})
             except Exception as exc:
                 raise TeleworldError(f"{self.path}: cannot open {name} ({type(exc).__name__})") from None
         return self._arrays[name]
@@ -179,6 +183,20 @@ class EpisodeStore:
         """Rows per file of an array along time (its shard, else its chunk): the unit of whole writes."""
         arr = self.arr(name)
         return int((arr.shards or arr.chunks)[0])
+
+    @property
+    def stores_every_chunk(self) -> bool:
+        """True from schema 1.2: every chunk of the written range has a file, so a missing file is lost data."""
+        return parse_version(self.info.get("schema_version", "0.0")) >= (1, 2)
+
+    def missing_blocks(self, name: str, rows: int) -> list[int]:
+        """Time blocks (shard or chunk files) of an array that hold rows [0, rows) but have no file in the store."""
+        arr = self.arr(name)
+        prefix = f"{arr.store_path.path}/" if arr.store_path.path else ""
+        stored = set(collect_aiterator(arr.store_path.store.list_prefix(prefix)))
+        tail = (0,) * (arr.ndim - 1)
+        count = -(-rows // self.block(name))
+        return [i for i in range(count) if prefix + arr.metadata.encode_chunk_key((i, *tail)) not in stored]
 
     # ----- committed episodes -----
     @property
@@ -325,7 +343,7 @@ class EpisodeStore:
         """Append rows along time to ``data/<key>`` or ``contacts/<key>`` (one write per call).
 
         Arrays grow CAPACITY_BLOCKS time blocks at a time, so most appends are one file write, not two; the
-        rows beyond the ``written`` mark are not data (all-fill chunks are never stored).
+        rows beyond the ``written`` mark are not data (chunks no write reached are not stored).
         """
         arr = self.arr(path)
         mark = self.written
