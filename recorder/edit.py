@@ -63,11 +63,10 @@ def store_split(store: EpisodeStore, val_fraction: float, seed: int) -> dict:
 def compact(path: str, show_progress: bool = False) -> dict:
     """Rewrite the store without its deleted episodes; returns {'kept', 'removed'}."""
     with EpisodeStore.open(path, mode="a") as store:
-        deleted = set(store.edits["deleted"])
-        kept = [e for e in range(store.num_episodes) if e not in deleted]
-        plan = [Copy(store, e) for e in kept]
-        rewrite_in_place(store, plan, show_progress)
-    return {"kept": len(kept), "removed": len(deleted)}
+        kept = store.active_episodes().tolist()
+        removed = store.num_episodes - len(kept)
+        rewrite_in_place(store, [Copy(store, e) for e in kept], show_progress)
+    return {"kept": len(kept), "removed": removed}
 
 
 def trim(path: str, episode: int, start: int, end: int | None, show_progress: bool = False) -> dict:

@@ -64,7 +64,10 @@ class WindowLoader:
         self.keys = list(cfg.keys or self.store.keys)
         for key in self.keys:
             self.store.array(key)  # unknown keys fail here, clearly
-        episodes = np.asarray(cfg.episodes) if cfg.episodes is not None else self.store.active_episodes(cfg.split)
+        if cfg.episodes is None:
+            episodes = self.store.active_episodes(cfg.split)
+        else:  # explicit episodes override the split, never the deletion marks
+            episodes = np.intersect1d(self.store.active_episodes(), np.asarray(cfg.episodes, dtype=np.int64))
         self.episode_ends = self.store.episode_ends
         self.windows = make_windows(self.episode_ends, length, episodes)
         if len(self.windows) == 0:

@@ -30,16 +30,29 @@ def load_for_replay(model_path: str | Path, data_path: str | Path, device: torch
 
 
 def held_out_episodes(ckpt: dict, data: EpisodeArrays) -> list[int]:
-    """The run's validation episodes when they exist in this store, else every episode."""
-    held_out = [e for e in ckpt.get("val_episodes", []) if e < data.num_episodes]
-    return held_out or list(range(data.num_episodes))
+    """The run's validation episodes active in this store, else every active episode (deleted ones never)."""
+    active = data.active.tolist()
+    return [e for e in ckpt.get("val_episodes", []) if e in active] or active
 
 
 def training_episodes(ckpt: dict, data: EpisodeArrays, evaluated: list[int]) -> list[int]:
-    """The run's training episodes in this store, else every episode not evaluated, else every episode."""
-    held_out = set(evaluated)
-    train = [e for e in ckpt.get("train_episodes", []) if e < data.num_episodes and e not in held_out]
-    return train or [e for e in range(data.num_episodes) if e not in held_out] or list(range(data.num_episodes))
+    """The run's active training episodes, else every active episode not evaluated, else every active episode."""
+    active, held_out = data.active.tolist(), set(evaluated)
+    train = [e for e in ckpt.get("train_episodes", []) if e in active and e not in held_out]
+    return train or [e for e in active if e not in held_out] or active
+
+
+def chosen_episodes(episodes: list[int] | str | None, ckpt: dict, data: EpisodeArrays) -> list[int]:
+    """None: the run's held-out episodes; "all": every active one; a list: those, refusing deleted or unknown ones."""
+    if episodes is None:
+        return held_out_episodes(ckpt, data)
+    if episodes == "all":
+        return data.active.tolist()
+    refused = [e for e in episodes if e not in data.active]
+    if refused:
+        raise TeleworldError(f"episode {refused[0]} is not an active episode of the store (deleted or missing); "
+                             f"active: {data.active.tolist()}")
+    return list(episodes)
 
 
 def evaluate(model_path: str | Path, data_path: str | Path, out_dir: str | Path, context: int = 5,
@@ -48,19 +61,14 @@ def evaluate(model_path: str | Path, data_path: str | Path, out_dir: str | Path,
              show_progress: bool = True) -> dict:
     """Open-loop replay of seeded windows for the model and every baseline; writes the report.
 
-    ``episodes``: None for the run's held-out episodes, "all" for every episode, or a list of indices.
+    ``episodes``: None for the run's held-out episodes, "all" for every active one, or a list of indices.
     ``simulator``: also re-run the scene from the recorded states with the recorded actions (a data check)."""
     if context < 1 or horizon < 1:
         raise TeleworldError("context and horizon must both be at least 1")
     if windows < 1:
         raise TeleworldError("--windows must be at least 1")
     model, data, ckpt, store = load_for_replay(model_path, data_path, device)
-    if episodes is None:
-        episodes = held_out_episodes(ckpt, data)
-    elif episodes == "all":
-        episodes = list(range(data.num_episodes))
-    elif not all(0 <= e < data.num_episodes for e in episodes):
-        raise TeleworldError(f"episodes must lie in 0..{data.num_episodes - 1}")
+    episodes = chosen_episodes(episodes, ckpt, data)
     starts = pick_windows(data, episodes, context + horizon, windows, seed)
     background = median_frame(data, training_episodes(ckpt, data, episodes))
     parts, video = [], {"truth": [], "model": [], "simulator": []}

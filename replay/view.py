@@ -19,6 +19,7 @@ from replay.screen import BACKGROUND, draw_lines, draw_panels, init_display, pan
 from teleworld.errors import TeleworldError
 from train.dataset import EpisodeArrays
 from train.model import WorldModel
+from train.windows import episode_starts
 
 SHOWN = ("model", "shuffled_actions", "copy_last", "reconstruction")
 HELP = "up/down episode  ,/. start  left/right scrub  space play  [ ] K  - = H  b baseline  q quit"
@@ -46,9 +47,11 @@ class Viewer:
         self.model, self.data, self.scale, self.device = model, data, scale, device
         self.state = ViewState(context=max(1, context), horizon=max(1, horizon))
         ends = np.asarray(data.episode_ends)
-        self.bounds = [(int(a), int(b)) for a, b in zip(np.concatenate([[0], ends[:-1]]), ends) if b - a >= 2]
+        starts = episode_starts(ends)
+        self.episodes = [int(e) for e in data.active if ends[e] - starts[e] >= 2]  # deleted ones never shown
+        self.bounds = [(int(starts[e]), int(ends[e])) for e in self.episodes]
         if not self.bounds:
-            raise TeleworldError("every episode has fewer than 2 steps: nothing to imagine")
+            raise TeleworldError("every active episode has fewer than 2 steps: nothing to imagine")
         self._key: tuple | None = None
         self._frames: dict[str, np.ndarray] = {}
         self.clamp()
@@ -117,8 +120,8 @@ class Viewer:
         now = f"PSNR {psnr(pred[s.t], truth[s.t]):.2f} dB  SSIM {ssim(pred[s.t], truth[s.t]):.3f}"
         means = "  ".join(f"{m} {psnr(f[m][s.context:], truth[s.context:]).mean():.2f}" for m in SHOWN)
         first, end = self.episode_range()
-        return [f"episode {s.episode + 1} of {len(self.bounds)} ({end - first} steps)  start {s.start}  "
-                f"K {s.context}  H {s.horizon}  {'playing' if s.playing else 'paused'}",
+        return [f"episode {self.episodes[s.episode]} ({s.episode + 1} of {len(self.bounds)}, {end - first} steps)  "
+                f"start {s.start}  K {s.context}  H {s.horizon}  {'playing' if s.playing else 'paused'}",
                 f"{phase}  showing {s.method}:  {now}",
                 f"mean imagined PSNR (dB): {means}", HELP]
 

@@ -59,7 +59,10 @@ class EpisodeArrays:
             raise TeleworldError(f"{store.path} holds no committed episodes")
         self.spec = spec
         self.episode_ends = store.episode_ends
-        self.active = store.active_episodes()  # committed and not marked deleted
+        self.active = store.active_episodes()  # committed and not marked deleted: the only episodes used
+        if len(self.active) == 0:
+            raise TeleworldError(f"every episode of {store.path} is marked deleted; "
+                                 "`teleworld data delete STORE EPISODE... --undo` restores them")
         split = store.edits["split"]
         self.stored_split = (
             {name: np.intersect1d(self.active, split[name]) for name in ("train", "val")} if split else None
@@ -71,12 +74,12 @@ class EpisodeArrays:
         if not np.isfinite(self.action).all():
             raise TeleworldError(f"{store.path} has non-finite actions; run `teleworld data validate`")
 
-    @property
-    def num_episodes(self) -> int:
-        return len(self.episode_ends)
-
     def windows(self, length: int, episodes: np.ndarray | None = None) -> np.ndarray:
-        return make_windows(self.episode_ends, length, episodes)
+        """Starts of every window of ``length`` steps inside one active episode (of ``episodes`` when given).
+
+        Episodes marked deleted never yield a window, even when named (a resumed run's list may predate a mark)."""
+        chosen = self.active if episodes is None else np.intersect1d(np.asarray(episodes, np.int64), self.active)
+        return make_windows(self.episode_ends, length, chosen)
 
     def gather(self, starts: np.ndarray, length: int, references: np.ndarray | None = None,
                rollout_steps: np.ndarray | None = None, action_length: int | None = None) -> dict[str, torch.Tensor]:
