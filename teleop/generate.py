@@ -13,6 +13,7 @@ An episode depends only on its seed and the job, never on the worker or the back
 
 from __future__ import annotations
 
+import errno
 import multiprocessing as mp
 import signal
 import time
@@ -278,6 +279,12 @@ def _seeds_to_run(store: EpisodeStore, first: int, episodes: int) -> list[int]:
     return plan_seeds(stored, first, max(episodes - store.num_episodes, 0))
 
 
+def _disk_full(out: Path, exc: OSError, committed: int, target: int) -> TeleworldError:
+    """The one line for a disk that filled mid-run: committed episodes are whole (the end is written last)."""
+    return TeleworldError(f"{out}: {exc.strerror.lower()} while writing; its {committed} committed episodes are "
+                          f"safe. Free space, then rerun with --resume --episodes {target} to top the store up")
+
+
 def _open_store(out: Path, sim: Scene, job: Job, append: bool, resume: bool) -> EpisodeStore:
     """Open or create the output store and check that it holds this job's kind of episodes."""
     from recorder import EpisodeStore
@@ -332,7 +339,12 @@ def generate(
         with progress_bar() as progress:
             task = progress.add_task(f"generate {scene} ×{workers} ({backend})", total=len(seeds), status="",
                                      unit="episodes")
-            lost = generate_episodes(store, job, seeds, workers, backend, lambda _seed: progress.advance(task))
+            try:
+                lost = generate_episodes(store, job, seeds, workers, backend, lambda _seed: progress.advance(task))
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                raise _disk_full(out, exc, store.num_episodes, have + len(seeds)) from exc
         console.print(f"{store.num_episodes} episodes, {store.num_steps} steps in {out}")
         if lost:
             raise TeleworldError(f"{len(lost)} episode(s) lost to a dead worker (seeds {sorted(lost)}); "

@@ -2,13 +2,18 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import imageio.v3 as iio
+import numpy as np
+import pytest
 import torch
 import zarr
+
+from recorder import EpisodeStore
 
 ENV = {**os.environ, "MUJOCO_GL": "egl"}
 
@@ -16,6 +21,16 @@ ENV = {**os.environ, "MUJOCO_GL": "egl"}
 def teleworld(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "teleworld", *args], capture_output=True, text=True, env=ENV,
                           timeout=600)
+
+
+def installed_teleworld(*args: str, tmp_path: Path, env: dict | None = None) -> tuple[int, str]:
+    """The installed `teleworld` script with stdout and stderr written to files; (exit status, stderr)."""
+    out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    env = {**ENV, "TMPDIR": str(tmp_path), **(env or {})}
+    with out.open("w") as stdout, err.open("w") as stderr:
+        command = [str(Path(sys.executable).with_name("teleworld")), *args]
+        code = subprocess.run(command, stdout=stdout, stderr=stderr, env=env, timeout=600).returncode
+    return code, err.read_text()
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, fragment: str) -> None:
@@ -82,3 +97,81 @@ def test_bad_input_gives_one_line_errors(tmp_path, push_store):
     assert_one_line_error(teleworld("replay", "--model", str(run), "--data", str(small), "--out", str(tmp_path / "r")),
                           "needs")
     assert Path(push_store).exists()
+
+
+def test_usage_errors_print_typer_s_usage_and_exit_2(tmp_path):
+    code, stderr = installed_teleworld("teleop", "--bogus", tmp_path=tmp_path)
+    assert code == 2 and "Traceback" not in stderr, stderr
+    assert "Usage: teleworld teleop [OPTIONS]" in stderr and "No such option: --bogus" in stderr
+    code, stderr = installed_teleworld("train", "--data", str(tmp_path), tmp_path=tmp_path)
+    assert code == 2 and "Missing option '--out'" in stderr and "Traceback" not in stderr, stderr
+
+
+def test_known_bad_input_is_one_line_and_debug_shows_where_it_came_from(tmp_path):
+    code, stderr = installed_teleworld("data", "info", str(tmp_path / "nope.zarr"), tmp_path=tmp_path)
+    assert code == 1 and stderr == f"error: no dataset at {tmp_path / 'nope.zarr'}\n"
+    code, stderr = installed_teleworld("--debug", "data", "info", str(tmp_path / "nope.zarr"), tmp_path=tmp_path)
+    assert code == 1 and "Traceback (most recent call last)" in stderr and "recorder/store.py" in stderr
+    assert stderr.splitlines()[-1] == f"error: no dataset at {tmp_path / 'nope.zarr'}"
+
+
+def test_random_bytes_as_a_checkpoint_is_one_line(tmp_path, push_store):
+    model = tmp_path / "random.pt"
+    model.write_bytes(np.random.default_rng(17).bytes(1000))  # torch's unpickler fails with IndexError on these
+    result = teleworld("replay", "--model", str(model), "--data", push_store, "--out", str(tmp_path / "r"))
+    assert_one_line_error(result, f"{model} is not a loadable teleworld checkpoint (torch.load failed: IndexError)")
+
+
+def test_unexpected_errors_are_one_line_naming_the_saved_traceback(tmp_path, push_store):
+    store = tmp_path / "corrupt.zarr"
+    shutil.copytree(push_store, store)
+    chunks = sorted(p for p in (store / "data" / "action").rglob("*") if p.is_file() and p.name != "zarr.json")
+    chunks[0].write_bytes(np.random.default_rng(0).bytes(64))  # a chunk that no longer decodes: nothing expects it
+    args = ("train", "--data", str(store), "--out", str(tmp_path / "run"), "--config", "tiny", "--device", "cpu")
+    code, stderr = installed_teleworld(*args, tmp_path=tmp_path)
+    assert code == 1 and "Traceback" not in stderr, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: unexpected RuntimeError: "), stderr
+    saved = lines[0].partition("full traceback in ")[2].removesuffix(" (or rerun with --debug)")
+    assert Path(saved).parent == tmp_path and "Traceback (most recent call last)" in Path(saved).read_text()
+    code, stderr = installed_teleworld(*args, tmp_path=tmp_path, env={"TELEWORLD_DEBUG": "1"})
+    assert code == 1 and stderr.startswith("Traceback (most recent call last)"), stderr
+    assert stderr.splitlines()[-1].startswith("error: unexpected RuntimeError: ")
+    assert stderr.splitlines()[-1].endswith("; traceback above")
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A real 400 KiB file system (tmpfs) to fill up; needs the right to mount, skipped without it."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command to make a small file system")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(disk)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs (needs root): {mounted.stderr.strip()}")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_disk_filling_during_generate_keeps_committed_episodes_and_says_how_to_resume(small_disk, tmp_path):
+    store = small_disk / "s.zarr"
+    args = ("generate", "--out", str(store), "--episodes", "30", "--steps", "20")
+    code, stderr = installed_teleworld(*args, tmp_path=tmp_path)
+    committed = EpisodeStore.open(store).num_episodes
+    assert code == 1 and "Traceback" not in stderr and 0 < committed < 30, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]  # progress lines share stderr
+    assert errors == [stderr.strip().splitlines()[-1]] == [
+        f"error: {store}: no space left on device while writing; its {committed} committed episodes are safe. "
+        "Free space, then rerun with --resume --episodes 30 to top the store up"]
+    subprocess.run(["mount", "-o", "remount,size=16m", str(small_disk)], check=True)  # space freed
+    assert installed_teleworld(*args, "--resume", tmp_path=tmp_path)[0] == 0
+    fresh = tmp_path / "fresh.zarr"
+    assert installed_teleworld("generate", "--out", str(fresh), "--episodes", "30", "--steps", "20",
+                               tmp_path=tmp_path)[0] == 0
+    resumed, uninterrupted = EpisodeStore.open(store), EpisodeStore.open(fresh)
+    assert resumed.num_episodes == 30 and teleworld("data", "validate", str(store)).returncode == 0
+    for key in resumed.keys:
+        if key != "wall_time":  # every episode, those committed before the disk filled too, as if never stopped
+            assert np.array_equal(resumed.read(f"data/{key}"), uninterrupted.read(f"data/{key}")), key

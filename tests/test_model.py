@@ -1,4 +1,8 @@
 import pickle
+import signal
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -65,16 +69,56 @@ def test_checkpoints_of_other_formats_are_refused_without_executing(tmp_path):
         read_checkpoint(tmp_path / "absent.pt")
 
 
+def test_random_bytes_are_refused_as_not_a_checkpoint(tmp_path):
+    rng = np.random.default_rng(0)
+    failures = set()
+    for size in range(1000, 1040):  # torch's unpickler fails on these in several ways, IndexError among them
+        path = tmp_path / f"random{size}.pt"
+        path.write_bytes(rng.bytes(size))
+        with pytest.raises(TeleworldError, match="is not a loadable teleworld checkpoint") as caught:
+            read_checkpoint(path)
+        failures.add(type(caught.value.__cause__).__name__)
+    assert {"IndexError", "KeyError", "UnicodeDecodeError"} <= failures
+
+
 def test_mismatched_data_is_refused(data):
     other = DataSpec(**{**vars(data.spec), "image_size": 96})
     with pytest.raises(TeleworldError, match="image_size=64 but the data has image_size=96"):
         data.spec.check_compatible(other)
 
 
+SAVE_AGAIN = textwrap.dedent(
+    """
+    import resource, signal, sys
+    from teleworld.errors import TeleworldError
+    from train.checkpoint import load_model, save_checkpoint
+
+    path, limit, how = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    model, spec, _ = load_model(path)
+    if how == "die":  # the kernel kills the process mid-write (Python ignores SIGXFSZ: the write fails with EFBIG)
+        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))  # no file may grow past `limit` bytes
+    try:
+        save_checkpoint(path, model, spec, 8)
+    except TeleworldError as exc:
+        print(exc)
+    """
+)
+
+
 def test_checkpoint_is_written_atomically(data, tmp_path):
     model = train(data, make_config("tiny", steps=1), tmp_path, show_progress=False)["model"]
     path = save_checkpoint(tmp_path / "c.pt", model, data.spec, 7)
-    assert path.exists() and not (tmp_path / "c.pt.tmp").exists()
+    script = tmp_path / "save_again.py"
+    script.write_text(SAVE_AGAIN)
+    half = str(path.stat().st_size // 2)
+    killed = subprocess.run([sys.executable, str(script), str(path), half, "die"], capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGXFSZ, killed.stderr  # killed halfway through writing step 8
+    assert read_checkpoint(path)["step"] == 7 and load_model(path)[2]["step"] == 7
+    failed = subprocess.run([sys.executable, str(script), str(path), half, "fail"], capture_output=True, text=True)
+    assert failed.returncode == 0, failed.stderr
+    assert f"could not write {path} (File too large); the previous checkpoint is kept" in failed.stdout
+    assert load_model(path)[2]["step"] == 7 and sorted(p.name for p in tmp_path.glob("c.pt*")) == ["c.pt"]
 
 
 def test_foreground_weight_scales_the_error_of_moving_pixels_only():

@@ -1,6 +1,7 @@
 """Trainer: configs, resume after a kill, NaN stop, DDP under torchrun with gloo."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import torch
 from recorder import EpisodeStore
 from teleworld.errors import TeleworldError
 from train.checkpoint import read_checkpoint
-from train.configs import make_config, parse_overrides
+from train.configs import config_values, make_config, parse_overrides, resume_config
 from train.dataset import DataSpec, EpisodeArrays
 from train.loop import Prefetcher, build_model, train, window_length, window_starts
 
@@ -127,6 +128,44 @@ def test_resume_refuses_other_data(data, tmp_path):
     data.spec = DataSpec(**{**vars(data.spec), "action_names": ["a", "b", "c"]})
     with pytest.raises(TeleworldError, match="action_names"):
         train(data, make_config("tiny", steps=4), tmp_path, show_progress=False, resume=True)
+
+
+def test_resume_config_is_the_saved_one_with_only_run_settings_changed():
+    saved = make_config("tiny", steps=3, seq_len=6, rollout_steps=8).to_dict()
+    assert resume_config(saved, config_values(None, steps=9, lr=5e-4)).to_dict() == {**saved, "steps": 9, "lr": 5e-4}
+    assert resume_config(saved, config_values("tiny", seq_len=6)).to_dict() == {**saved, "steps": 40}
+    with pytest.raises(TeleworldError, match=r"changes batch_size 4 -> 16, blend False -> True, classes 8 -> 16, .*"
+                                             r"seq_len 6 -> 16; only steps, lr, "):
+        resume_config(saved, config_values("small"))
+
+
+def test_resume_restores_the_run_s_config_and_refuses_conflicting_keys(data, push_store, tmp_path):
+    run = make_config("tiny", steps=3, seq_len=6, rollout_steps=8, eval_every=0)  # batches unlike small's or tiny's
+    train(data, run, tmp_path / "base", show_progress=False)
+    shutil.copytree(tmp_path / "base", tmp_path / "a")
+    shutil.copytree(tmp_path / "base", tmp_path / "b")
+
+    def resume(out, *args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "teleworld", "train", "--data", push_store, "--out", str(out), "--device", "cpu",
+               "--steps", "5", *args, "--resume"]
+        return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
+
+    assert resume(tmp_path / "a").returncode == 0  # no --config: the run's own, not the default preset
+    assert resume(tmp_path / "b", "--config", "tiny", "--set", "seq_len=6", "--set", "rollout_steps=8",
+                  "--set", "eval_every=0").returncode == 0  # the same config, spelled out
+    a, b = read_checkpoint(tmp_path / "a"), read_checkpoint(tmp_path / "b")
+    assert a["step"] == 5 and a["train_config"] == b["train_config"] == {**run.to_dict(), "steps": 5}
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    refused = resume(tmp_path / "a", "--config", "small", "--set", "lr=5e-4")
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode == 1 and len(lines) == 1, refused.stderr
+    assert lines[0].startswith("error: --resume keeps the run's config, but this command changes batch_size 4 -> 16,")
+    assert "lr" not in lines[0].partition("; only")[0] and read_checkpoint(tmp_path / "a")["step"] == 5
+    with pytest.raises(TeleworldError, match="changes seq_len 6 -> 7"):
+        train(data, make_config("tiny", steps=8, seq_len=7, rollout_steps=8), tmp_path / "a", resume=True)
+    with pytest.raises(TeleworldError, match="is at step 5, past steps=4"):
+        train(data, make_config("tiny", steps=4, seq_len=6, rollout_steps=8), tmp_path / "a", resume=True)
 
 
 DDP_SCRIPT = textwrap.dedent(

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -34,9 +33,22 @@ def save_checkpoint(path: str | os.PathLike, model: WorldModel, spec: DataSpec, 
         **(extra or {}),
     }
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except (OSError, RuntimeError) as exc:  # e.g. a full disk: the previous checkpoint stays as it was
+        tmp.unlink(missing_ok=True)
+        raise TeleworldError(f"could not write {path} ({_os_reason(exc)}); the previous checkpoint is kept") from exc
     os.replace(tmp, path)
     return path
+
+
+def _os_reason(exc: BaseException) -> str:
+    """The OS's words for a failed write (torch wraps them in a RuntimeError)."""
+    cause = exc if isinstance(exc, OSError) else exc.__context__
+    return cause.strerror if isinstance(cause, OSError) and cause.strerror else str(exc)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
@@ -47,10 +59,14 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     if not path.exists():
         raise TeleworldError(f"no checkpoint at {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TeleworldError(f"{path} is not a loadable teleworld checkpoint ({first[:120]})") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # foreign bytes make torch warn about odd pickle protocols
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as exc:
+        raise TeleworldError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except Exception as exc:  # the unpickler fails on foreign bytes in many ways: IndexError, KeyError, ...
+        raise TeleworldError(f"{path} is not a loadable teleworld checkpoint (torch.load failed: "
+                             f"{type(exc).__name__})") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise TeleworldError(f"{path} is not a teleworld world-model checkpoint")
     if ckpt.get("format_version", 0) > FORMAT_VERSION:

@@ -11,7 +11,8 @@ from rich.console import Console
 def train_command(
     data: Path = typer.Option(..., "--data", help="Episode store to train on."),
     out: Path = typer.Option(..., "--out", help="Run directory: checkpoint.pt and tensorboard/."),
-    config: str = typer.Option("small", help="Preset (tiny, small, medium, large) or a path to a .toml file."),
+    config: str | None = typer.Option(None, help="Preset (tiny, small, medium, large) or a path to a .toml file; "
+                                      "default small, or with --resume the run's saved config."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     steps: int = typer.Option(None, help="Override the number of training steps."),
     batch_size: int = typer.Option(None, help="Override sequences per batch."),
@@ -19,16 +20,20 @@ def train_command(
     seed: int = typer.Option(None, help="Override the seed (split, init, data order)."),
     overrides: list[str] = typer.Option([], "--set", help="Any config key, e.g. --set lr=3e-4 --set compile=true."),
     camera: str = typer.Option(None, help="Camera to learn from (default: the store's first)."),
-    resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
+    resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint and saved config."),
 ) -> None:
     """Fit an action-conditioned world model on the episodes of a store."""
     from recorder import EpisodeStore
-    from train.configs import make_config, parse_overrides
+    from train.configs import config_values, make_config, parse_overrides, resume_config
     from train.dataset import DataSpec, EpisodeArrays
-    from train.loop import resolve_device, train
+    from train.loop import resolve_device, resumable_checkpoint, train
 
-    options = {"steps": steps, "batch_size": batch_size, "seq_len": seq_len, "seed": seed}
-    cfg = make_config(config, **{**parse_overrides(overrides), **{k: v for k, v in options.items() if v is not None}})
+    named = {"steps": steps, "batch_size": batch_size, "seq_len": seq_len, "seed": seed}
+    options = {**parse_overrides(overrides), **{k: v for k, v in named.items() if v is not None}}
+    if resume:
+        cfg = resume_config(resumable_checkpoint(out)["train_config"], config_values(config, **options))
+    else:
+        cfg = make_config(config or "small", **options)
     dev = resolve_device(device)
     store = EpisodeStore.open(data)
     arrays = EpisodeArrays(store, DataSpec.from_store(store, camera))

@@ -59,6 +59,11 @@ class TrainConfig:
         return asdict(self)
 
 
+# Run settings a resumed run may change (how long, how fast, how it is logged; not what the model learns from).
+RESUME_SAFE = ("steps", "lr", "weight_decay", "grad_clip", "checkpoint_every", "eval_every", "log_every", "precision",
+               "compile", "prefetch")
+
+
 def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
 
@@ -77,14 +82,44 @@ def _read_toml(name_or_path: str) -> dict:
         raise TeleworldError(f"{path} is not valid TOML: {exc}") from None
 
 
+def config_values(name_or_path: str | None, **overrides) -> dict:
+    """The keys a command sets itself: those of the preset or TOML file (if named), then the non-None overrides."""
+    values = {**(_read_toml(name_or_path) if name_or_path else {}),
+              **{k: v for k, v in overrides.items() if v is not None}}
+    _check_keys(values, "unknown config keys")
+    return values
+
+
 def make_config(name_or_path: str = "small", **overrides) -> TrainConfig:
     """A preset name or TOML path, with ``overrides`` on top (None values are ignored)."""
-    values = {**_read_toml(name_or_path), **{k: v for k, v in overrides.items() if v is not None}}
-    types = {f.name: f.type for f in fields(TrainConfig)}
-    unknown = sorted(set(values) - set(types))
+    return _checked(TrainConfig(**config_values(name_or_path, **overrides)))
+
+
+def resume_config(saved: dict, values: dict) -> TrainConfig:
+    """A resumed run's config: the one it saved, with the given ``values`` on top (see check_resume)."""
+    check_resume(saved, values)
+    return _checked(TrainConfig(**{**saved, **values}))
+
+
+def check_resume(saved: dict, values: dict) -> None:
+    """Refuse ``values`` that change a key of the run's ``saved`` config other than RESUME_SAFE ones."""
+    _check_keys(saved, "the run's saved config has keys this teleworld does not know")
+    run = TrainConfig(**saved).to_dict()
+    changed = [key for key in sorted(values) if key not in RESUME_SAFE and values[key] != run[key]]
+    if changed:
+        diffs = ", ".join(f"{key} {run[key]!r} -> {values[key]!r}" for key in changed)
+        raise TeleworldError(f"--resume keeps the run's config, but this command changes {diffs}; only "
+                             f"{', '.join(RESUME_SAFE)} may change on resume (or train a new run in another --out)")
+
+
+def _check_keys(values: dict, problem: str) -> None:
+    known = [f.name for f in fields(TrainConfig)]
+    unknown = sorted(set(values) - set(known))
     if unknown:
-        raise TeleworldError(f"unknown config keys: {', '.join(unknown)}; known: {', '.join(types)}")
-    cfg = TrainConfig(**values)
+        raise TeleworldError(f"{problem}: {', '.join(unknown)}; known: {', '.join(known)}")
+
+
+def _checked(cfg: TrainConfig) -> TrainConfig:
     if cfg.precision not in ("auto", "bf16", "fp32"):
         raise TeleworldError(f"precision must be auto, bf16 or fp32, not {cfg.precision!r}")
     return cfg

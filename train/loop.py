@@ -21,7 +21,7 @@ import torch.distributed as dist
 from teleworld.errors import TeleworldError
 from teleworld.progress import progress_bar
 from train.checkpoint import CHECKPOINT_NAME, read_checkpoint, save_checkpoint
-from train.configs import TrainConfig
+from train.configs import TrainConfig, check_resume
 from train.dataset import DataSpec, EpisodeArrays, to_model_inputs
 from train.model import WorldModel, WorldModelConfig
 from train.validation import Validator
@@ -142,7 +142,7 @@ def train(
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
     # ---- data: split by whole episode; windows never cross episodes ----
-    ckpt = _resume_checkpoint(out_dir, data.spec) if resume else None
+    ckpt = _resume_checkpoint(out_dir, data.spec, cfg) if resume else None
     if ckpt is not None:
         train_eps, val_eps = np.array(ckpt["train_episodes"]), np.array(ckpt["val_episodes"])
     elif data.stored_split is not None:  # `teleworld data split` wins over the seeded default
@@ -233,11 +233,20 @@ def train(
             "validation": validator.last if validator is not None else None}
 
 
-def _resume_checkpoint(out_dir: Path, spec: DataSpec) -> dict:
-    ckpt = read_checkpoint(out_dir / CHECKPOINT_NAME)
-    if "optimizer" not in ckpt:
-        raise TeleworldError(f"{out_dir / CHECKPOINT_NAME} holds no optimiser state and cannot be resumed")
+def resumable_checkpoint(out_dir: str | Path) -> dict:
+    """The checkpoint of the run in ``out_dir``, with what resuming it needs: optimiser state and the run's config."""
+    ckpt = read_checkpoint(Path(out_dir) / CHECKPOINT_NAME)
+    if "optimizer" not in ckpt or "train_config" not in ckpt:
+        raise TeleworldError(f"{Path(out_dir) / CHECKPOINT_NAME} holds no optimiser state and cannot be resumed")
+    return ckpt
+
+
+def _resume_checkpoint(out_dir: Path, spec: DataSpec, cfg: TrainConfig) -> dict:
+    ckpt = resumable_checkpoint(out_dir)
     DataSpec(**ckpt["data_spec"]).check_compatible(spec)
+    check_resume(ckpt["train_config"], cfg.to_dict())
+    if cfg.steps < ckpt["step"]:
+        raise TeleworldError(f"the run in {out_dir} is at step {ckpt['step']}, past steps={cfg.steps}; ask for more")
     return ckpt
 
 
