@@ -11,7 +11,8 @@ from recorder import EpisodeStore
 from replay.metrics import MOVED_THRESHOLD, PSNR_CAP
 from replay.report import write_report
 from replay.rollout import median_frame, pick_windows, rollouts
-from replay.scores import action_sensitivity, concat_scores, score_batch, summarise
+from replay.scores import action_sensitivity, concat_scores, score_batch, summarise, versus_baselines
+from replay.scores import contact_scores, summarise_contacts
 from replay.simulate import scene_changed, simulate
 from teleworld.errors import TeleworldError
 from teleworld.progress import progress_bar
@@ -27,6 +28,13 @@ def load_for_replay(model_path: str | Path, data_path: str | Path, device: torch
     store = EpisodeStore.open(data_path)
     spec.check_compatible(DataSpec.from_store(store, spec.camera))
     return model, EpisodeArrays(store, spec), ckpt, store
+
+
+def training_summary(ckpt: dict) -> dict:
+    """What training bought: steps, wall-clock seconds and the budget asked (minutes, 0 for none)."""
+    cfg = ckpt.get("train_config", {})
+    return {"steps": int(ckpt["step"]), "seconds": ckpt.get("train_seconds"), "budget_minutes": cfg.get("minutes", 0),
+            "config_steps": cfg.get("steps")}
 
 
 def held_out_episodes(ckpt: dict, data: EpisodeArrays) -> list[int]:
@@ -71,14 +79,15 @@ def evaluate(model_path: str | Path, data_path: str | Path, out_dir: str | Path,
     episodes = chosen_episodes(episodes, ckpt, data)
     starts = pick_windows(data, episodes, context + horizon, windows, seed)
     background = median_frame(data, training_episodes(ckpt, data, episodes))
-    parts, video = [], {"truth": [], "model": [], "simulator": []}
+    parts, contact_parts, video = [], [], {"truth": [], "model": [], "simulator": []}
     with progress_bar(show_progress) as progress:
         task = progress.add_task("replay windows", total=len(starts), status="", unit="windows")
         for b in rollouts(model, data, starts, context, horizon, device, seed, int(store.info["nq"]),
                           background=background):
             if simulator:
                 b.preds["simulator"] = simulate(store, data.spec.camera, b.starts, context, horizon)
-            parts.append(score_batch(b))
+            contact_parts.append(contact_scores(b))
+            parts.append(score_batch(b, contact_parts[-1]))
             if sum(map(len, video["truth"])) < video_windows:  # keep frames of the first windows only
                 video["truth"].append(b.truth["image"])
                 video["model"].append(np.concatenate([b.context_recon, b.preds["model"]["image"]], 1))
@@ -106,8 +115,13 @@ def evaluate(model_path: str | Path, data_path: str | Path, out_dir: str | Path,
         "model_minus_copy_last_db": psnr["model"] - psnr["copy_last"],
         "model_minus_median_frame_db": psnr["model"] - psnr["median_frame"],
         "action_sensitivity": action_sensitivity(scores, seed),
+        "versus_baselines": versus_baselines(scores, seed),
+        "training": training_summary(ckpt),
     }
     if simulator:
         metrics["simulator_scene_changed"] = scene_changed(store)
+    if contact_parts and contact_parts[0]:  # per contact group: states, onsets and releases (docs/replay.md)
+        groups = ["/".join(pair) for pair in store.info.get("contact_groups", [])]
+        metrics["contact_events"] = summarise_contacts(concat_scores(contact_parts), groups, seed)
     rows = {k: np.concatenate(v)[:video_windows] for k, v in video.items() if v}
     return write_report(metrics, rows, Path(out_dir))

@@ -32,18 +32,75 @@ def _cell(mean: float | None, ci: list) -> str:
     return f"<td>{mean:.3g} <small>[{low}, {high}]</small></td>"
 
 
-def summary_table(metrics: dict) -> str:
-    """Metric rows x method columns: mean over the horizon and its 95 % interval."""
-    methods = [m for m in METHOD_ORDER if any(m in v for v in metrics["mean"].values())]
+def summary_table(metrics: dict, key: str = "mean") -> str:
+    """Metric rows x method columns: mean over the horizon (``key`` "mean_from_step": from step 5 on) and its 95 %
+    interval."""
+    methods = [m for m in METHOD_ORDER if any(m in v for v in metrics[key].values())]
     head = "".join(f"<th title='{html.escape(METHOD_NOTE[m])}'>{m}</th>" for m in methods)
     rows = []
-    for name, by_method in metrics["mean"].items():
+    for name, by_method in metrics[key].items():
         info = METRICS[name]
         label = f"{info.label}{f' ({info.unit})' if info.unit else ''} {'↑' if info.higher_is_better else '↓'}"
-        cells = "".join(_cell(by_method[m], metrics["mean_ci"][name][m]) if m in by_method else "<td>–</td>"
+        cells = "".join(_cell(by_method[m], metrics[f"{key}_ci"][name][m]) if m in by_method else "<td>–</td>"
                         for m in methods)
         rows.append(f"<tr><th>{html.escape(label)}</th>{cells}</tr>")
     return f"<table><tr><th>metric</th>{head}</tr>{''.join(rows)}</table>"
+
+
+CONTACT_KIND_LABEL = {"contact": "contact per step", "onset": "onset", "release": "release"}
+
+
+def from_step_html(metrics: dict) -> str:
+    """The summary table again, from imagined step ``from_step`` on (where holding the last value stops winning)."""
+    if "mean_from_step" not in metrics:
+        return ""
+    return (f"<h2>From imagined step {metrics['from_step']} on</h2><p>The same means and intervals over imagined "
+            f"steps {metrics['from_step']} to {metrics['horizon']} only.</p>{summary_table(metrics, 'mean_from_step')}")
+
+
+def contact_events_html(metrics: dict) -> str:
+    """Per contact group: F1 of contact states, onsets and releases for each method, with intervals, precision,
+    recall and the number of true events; over the horizon and from step ``from_step`` on."""
+    events = metrics.get("contact_events")
+    if not events:
+        return ""
+    present = {m for kinds in events["horizon"].values() for by_method in kinds.values() for m in by_method}
+    methods = [m for m in METHOD_ORDER if m in present]
+    head = "".join(f"<th title='{html.escape(METHOD_NOTE[m])}'>{m}</th>" for m in methods)
+    rows = []
+    for span, steps in (("horizon", "all imagined steps"), ("from_step", f"from step {metrics.get('from_step', '?')}")):
+        for kind, by_group in events[span].items():
+            for group, by_method in by_group.items():
+                true = next(iter(by_method.values()))["true"]
+                label = f"{group} {CONTACT_KIND_LABEL.get(kind, kind)}, {steps} ({true} true)"
+                cells = "".join(_rates_cell(by_method[m]) if m in by_method else "<td>–</td>" for m in methods)
+                rows.append(f"<tr><th>{html.escape(label)}</th>{cells}</tr>")
+    return (f"<h2>Contact events</h2><p>Per contact group: F1 of the contact flags per step, and of contact onsets "
+            f"(no touch to touch) and releases matched one to one within ±{events['tolerance_steps']} steps, with 95 % "
+            f"bootstrap intervals over windows; P precision, R recall. Copy-last holds the last context step's "
+            f"contacts, so it predicts no onset or release.</p>"
+            f"<table><tr><th>group, kind, steps</th>{head}</tr>{''.join(rows)}</table>")
+
+
+def _rates_cell(stats: dict) -> str:
+    def num(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.2f}"
+
+    return (f"<td>{num(stats['f1'])} <small>[{num(stats['f1_ci'][0])}, {num(stats['f1_ci'][1])}] "
+            f"P {num(stats['precision'])} R {num(stats['recall'])}</small></td>")
+
+
+def versus_html(metrics: dict) -> str:
+    """What training bought, then one line per baseline saying plainly whether the model beat it."""
+    train = metrics.get("training", {})
+    bought = ""
+    if train:
+        minutes = f"{train['seconds'] / 60:.1f} min" if train.get("seconds") is not None else "unknown time"
+        budget = f" (budget {train['budget_minutes']:g} min)" if train.get("budget_minutes") else ""
+        bought = f"<p>Training: {train['steps']} steps in {minutes}{budget}.</p>"
+    lines = "".join(f"<li class='{'good' if v['beats'] else 'bad'}'>{html.escape(v['sentence'])}</li>"
+                    for v in metrics.get("versus_baselines", {}).values())
+    return f"{bought}<ul class='versus'>{lines}</ul>"
 
 
 def write_html(metrics: dict, plots: list[Path], gif: Path, path: Path) -> Path:
@@ -76,6 +133,7 @@ figure {{ display: inline-block; margin: 0.5em; }} figure img {{ width: 520px; }
 {metrics.get("episodes", "")}, drawn with seed {metrics.get("seed", "?")}; K = {metrics["context"]} context frames
 observed with the real actions, then H = {metrics["horizon"]} steps imagined open loop with the real actions.</p>
 <p class="verdict {verdict_class}">{html.escape(act["verdict"])}</p>
+{versus_html(metrics)}
 <p>Mean PSNR over the horizon: model {psnr["model"]:.2f} dB, copy-last-frame {psnr["copy_last"]:.2f} dB
 ({metrics["model_minus_copy_last_db"]:+.2f} dB), median frame {psnr["median_frame"]:.2f} dB (a model no better than
 this wins by erasing), reconstruction (upper bound) {psnr["reconstruction"]:.2f} dB.</p>
@@ -85,6 +143,8 @@ steps and contact groups.</p>
 {summary_table(metrics)}
 <ul>{notes}</ul>
 {changed}
+{from_step_html(metrics)}
+{contact_events_html(metrics)}
 <h2>Rollouts</h2>
 <p>Rows: {video_rows}. Model frames are framed <span style="color:#28c83c">green
 </span> while the model sees the real frame (context) and <span style="color:#dc2828">red</span> while it imagines;

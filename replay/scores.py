@@ -11,6 +11,7 @@ from replay.rollout import WindowBatch
 
 ACTION_DB_THRESHOLD = 0.1  # ΔPSNR (dB) below which, or with a 95 % interval reaching 0, the model ignores actions
 WEAK_ACTION_DB = 1.0  # ΔPSNR (dB) below which its use of actions is called weak
+FROM_STEP = 5  # imagined step (1-based) from which "from step 5" means are taken: the first steps favour copy-last
 
 
 @dataclass(frozen=True)
@@ -29,11 +30,39 @@ METRICS: dict[str, Metric] = {
     "moved_psnr": Metric("PSNR on moved pixels", "dB", True),
     "proprio_rmse": Metric("proprio RMSE", "native units", False),
     "contact_f1": Metric("contact F1", "", True, pooled=True),
+    "contact_onset_f1": Metric(f"contact onset F1 (±{M.EVENT_TOLERANCE} steps)", "", True, pooled=True),
+    "contact_release_f1": Metric(f"contact release F1 (±{M.EVENT_TOLERANCE} steps)", "", True, pooled=True),
 }
 
+# per contact group: what is scored (contact states, onsets, releases) -> the metric that pools it over groups
+CONTACT_KINDS = {"contact": "contact_f1", "onset": "contact_onset_f1", "release": "contact_release_f1"}
 
-def score_batch(b: WindowBatch) -> dict[str, dict[str, np.ndarray]]:
-    """metric -> method -> (B, H) values, or (B, H, 3) contact counts, for the imagined steps."""
+
+def contact_scores(b: WindowBatch) -> dict[str, dict[str, np.ndarray]]:
+    """kind (CONTACT_KINDS) -> method -> (B, H, G, 3) counts per contact group for the imagined steps.
+
+    Onsets and releases are taken against the contacts of the last context step, the same for every method (so
+    copy-last, which holds them, predicts none) and matched within ±EVENT_TOLERANCE steps."""
+    if "contact" not in b.truth:
+        return {}
+    k = b.context
+    truth = b.truth["contact"][:, k:] > 0.5
+    before = b.truth["contact"][:, k - 1] > 0.5
+    true_on, true_off = M.contact_events(truth, before)
+    out: dict[str, dict[str, np.ndarray]] = {kind: {} for kind in CONTACT_KINDS}
+    for method, pred in b.preds.items():
+        if "contact" in pred:
+            flags = np.asarray(pred["contact"]) > 0.5
+            on, off = M.contact_events(flags, before)
+            out["contact"][method] = M.contact_counts_per_group(flags, truth)
+            out["onset"][method] = M.event_counts(on, true_on)
+            out["release"][method] = M.event_counts(off, true_off)
+    return {kind: by_method for kind, by_method in out.items() if by_method}
+
+
+def score_batch(b: WindowBatch, contacts: dict | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """metric -> method -> (B, H) values, or (B, H, 3) counts pooled over contact groups, for the imagined steps.
+    ``contacts``: the batch's contact_scores when already computed."""
     k = b.context
     truth_img = b.truth["image"][:, k:]
     mask = M.moved_mask(truth_img, b.truth["image"][:, k - 1 : k])
@@ -45,8 +74,9 @@ def score_batch(b: WindowBatch) -> dict[str, dict[str, np.ndarray]]:
             out["moved_psnr"][method] = M.masked_psnr(pred["image"], truth_img, mask)
         if "proprio" in pred:
             out["proprio_rmse"][method] = M.rmse(pred["proprio"], b.truth["proprio"][:, k:])
-        if "contact" in pred:
-            out["contact_f1"][method] = M.contact_counts(pred["contact"], b.truth["contact"][:, k:] > 0.5)
+    for kind, by_method in (contact_scores(b) if contacts is None else contacts).items():
+        for method, counts in by_method.items():
+            out[CONTACT_KINDS[kind]][method] = counts.sum(-2)
     return {name: by_method for name, by_method in out.items() if by_method}
 
 
@@ -67,9 +97,10 @@ def overall(values: np.ndarray, pooled: bool, axis: int = 0) -> np.ndarray:
     return M.nanmean(per_step(values, False, axis), axis)
 
 
-def summarise(scores: dict[str, dict[str, np.ndarray]], seed: int = 0) -> dict:
-    """Per-step values, means over the horizon and their 95 % bootstrap intervals for every metric and method."""
-    out: dict = {"per_step": {}, "ci": {}, "mean": {}, "mean_ci": {}}
+def summarise(scores: dict[str, dict[str, np.ndarray]], seed: int = 0, from_step: int = FROM_STEP) -> dict:
+    """Per-step values, means over the horizon and their 95 % bootstrap intervals for every metric and method; and
+    the means from imagined step ``from_step`` on (null when the horizon is shorter)."""
+    out: dict = {"per_step": {}, "ci": {}, "mean": {}, "mean_ci": {}, "mean_from_step": {}, "mean_from_step_ci": {}}
     for name, by_method in scores.items():
         pooled = METRICS[name].pooled
         for key in out:
@@ -81,17 +112,73 @@ def summarise(scores: dict[str, dict[str, np.ndarray]], seed: int = 0) -> dict:
             out["mean"][name][method] = _float(overall(values, pooled))
             mlow, mhigh = M.bootstrap_ci(values, lambda v, a: overall(v, pooled, a), seed=seed)
             out["mean_ci"][name][method] = [_float(mlow), _float(mhigh)]
+            mean, ci = _mean_with_ci(values[:, from_step - 1 :], lambda v, a: overall(v, pooled, a), seed)
+            out["mean_from_step"][name][method], out["mean_from_step_ci"][name][method] = mean, ci
+    return {"from_step": from_step, **out}
+
+
+def summarise_contacts(contacts: dict[str, dict[str, np.ndarray]], groups: list[str], seed: int = 0,
+                       from_step: int = FROM_STEP) -> dict:
+    """Per contact group, kind and method: precision, recall and F1 with 95 % bootstrap intervals over windows,
+    the true and the predicted count, over the whole horizon ("horizon") and from imagined step ``from_step`` on
+    ("from_step"). ``contacts``: kind -> method -> (W, H, G, 3) counts (contact_scores); ``groups``: G names."""
+    out: dict = {"tolerance_steps": M.EVENT_TOLERANCE, "groups": list(groups), "horizon": {}, "from_step": {}}
+    for span, first in (("horizon", 0), ("from_step", from_step - 1)):
+        for kind, by_method in contacts.items():
+            out[span][kind] = {name: {} for name in groups}
+            for method, counts in by_method.items():
+                for g, name in enumerate(groups):
+                    out[span][kind][name][method] = _rates(counts[:, first:, g], seed)
     return out
+
+
+def _rates(counts: np.ndarray, seed: int) -> dict:
+    """(W, H, 3) counts -> precision, recall, F1 of all of them pooled, each with its interval, and the counts."""
+    total = counts.sum((0, 1))
+    out: dict = {"true": int(total[0] + total[2]), "predicted": int(total[0] + total[1])}
+    for name, rate in (("precision", M.precision), ("recall", M.recall), ("f1", M.f1)):
+        out[name], out[f"{name}_ci"] = _mean_with_ci(counts, lambda v, a, r=rate: r(v.sum((a, a + 1))), seed)
+    return out
+
+
+def _mean_with_ci(values: np.ndarray, statistic, seed: int) -> tuple[float | None, list[float | None]]:
+    """``statistic`` of (W, H, ...) ``values`` over windows and steps and its bootstrap interval; None without steps."""
+    if values.shape[0] == 0 or values.shape[1] == 0:
+        return None, [None, None]
+    low, high = M.bootstrap_ci(values, statistic, seed=seed)
+    return _float(statistic(values, 0)), [_float(low), _float(high)]
+
+
+def paired_gain(scores: dict[str, dict[str, np.ndarray]], baseline: str, seed: int = 0) -> tuple[float, float, float]:
+    """Mean PSNR of the model minus ``baseline`` over the horizon, paired per window: (mean, CI low, CI high)."""
+    delta = scores["psnr"]["model"] - scores["psnr"][baseline]
+    low, high = M.bootstrap_ci(delta, lambda v, a: v.mean((a, a + 1)), seed=seed)
+    return float(delta.mean()), float(low), float(high)
 
 
 def action_sensitivity(scores: dict[str, dict[str, np.ndarray]], seed: int = 0) -> dict:
     """ΔPSNR = model - shuffled actions, paired per window, with its interval and a plain-words verdict."""
-    delta = scores["psnr"]["model"] - scores["psnr"]["shuffled_actions"]
-    mean = float(delta.mean())
-    low, high = M.bootstrap_ci(delta, lambda v, a: v.mean((a, a + 1)), seed=seed)
-    ignores = mean < ACTION_DB_THRESHOLD or float(low) <= 0.0
-    return {"delta_psnr_db": mean, "ci": [float(low), float(high)], "ignores_actions": ignores,
-            "verdict": action_verdict(mean, float(low), float(high), ignores)}
+    mean, low, high = paired_gain(scores, "shuffled_actions", seed)
+    ignores = mean < ACTION_DB_THRESHOLD or low <= 0.0
+    return {"delta_psnr_db": mean, "ci": [low, high], "ignores_actions": ignores,
+            "verdict": action_verdict(mean, low, high, ignores)}
+
+
+def versus_baselines(scores: dict[str, dict[str, np.ndarray]], seed: int = 0) -> dict:
+    """For each baseline the model must beat: its PSNR gain with a 95 % CI and a plain sentence saying whether it won
+    (only when the whole interval is above zero)."""
+    out = {}
+    for baseline in BEAT:
+        mean, low, high = paired_gain(scores, baseline, seed)
+        verdict = "beat" if low > 0 else "did not beat" if high < 0 else "is level with"
+        out[baseline] = {"delta_psnr_db": mean, "ci": [low, high], "beats": low > 0,
+                         "sentence": f"The model {verdict} {BEAT[baseline]}: {mean:+.2f} dB mean PSNR over the "
+                                     f"horizon, 95 % CI [{low:+.2f}, {high:+.2f}]."}
+    return out
+
+
+BEAT = {"copy_last": "copying the last frame", "median_frame": "the median frame (an empty scene)",
+        "shuffled_actions": "itself fed shuffled actions"}
 
 
 def action_verdict(mean: float, low: float, high: float, ignores: bool) -> str:

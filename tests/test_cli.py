@@ -58,6 +58,14 @@ def test_demo_end_to_end_tiny(tmp_path):
     for method in ("shuffled_actions", "reconstruction"):
         assert len(metrics["per_step"]["ssim"][method]) == 10
     assert " ".join(metrics["action_sensitivity"]["verdict"].split()) in " ".join(result.stdout.split())
+    assert "This demo takes about" in result.stdout.splitlines()[0]  # said up front
+    assert metrics["training"]["steps"] == 4 and metrics["training"]["budget_minutes"] == 5.0
+    for baseline in ("copy_last", "median_frame", "shuffled_actions"):
+        verdict = metrics["versus_baselines"][baseline]
+        low, high = verdict["ci"]
+        assert low <= verdict["delta_psnr_db"] <= high and verdict["beats"] == (low > 0)
+        assert " ".join(verdict["sentence"].split()) in " ".join(result.stdout.split())
+    assert "Training: 4 steps in" in (out / "replay" / "report.html").read_text()
 
 
 def test_generate_train_replay_commands(tmp_path):

@@ -17,7 +17,7 @@ from teleworld.errors import TeleworldError
 from train.checkpoint import read_checkpoint
 from train.configs import config_values, make_config, parse_overrides, resume_config
 from train.dataset import DataSpec, EpisodeArrays
-from train.loop import Prefetcher, build_model, train, window_length, window_starts
+from train.loop import Prefetcher, build_model, lr_at, train, window_length, window_starts
 
 ENV = {**os.environ, "MUJOCO_GL": "egl"}
 
@@ -121,6 +121,26 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path):
         train(data, make_config("tiny", steps=40, checkpoint_every=10, eval_every=0), tmp_path, show_progress=False,
               resume=True)
     assert read_checkpoint(tmp_path)["step"] == 20
+
+
+def test_a_wall_clock_budget_stops_training_checkpoints_and_resumes(data, tmp_path):
+    cfg = make_config("tiny", steps=100_000, minutes=0.05, eval_every=0, checkpoint_every=0)
+    first = train(data, cfg, tmp_path, show_progress=False)
+    assert 0 < first["steps"] < 100_000
+    ckpt = read_checkpoint(tmp_path)
+    assert ckpt["step"] == first["steps"] and ckpt["train_seconds"] >= 3.0
+    assert ckpt["train_config"]["minutes"] == 0.05
+    again = train(data, cfg, tmp_path, show_progress=False, resume=True)  # a new budget for this invocation
+    assert again["steps"] > first["steps"]
+    assert read_checkpoint(tmp_path)["train_seconds"] >= 6.0  # the run's training time adds up
+
+
+def test_with_a_budget_the_learning_rate_decays_with_the_clock():
+    cfg = make_config("tiny", steps=100_000, minutes=10)
+    assert lr_at(cfg, 200, 0.0) == pytest.approx(cfg.lr, rel=1e-2)  # few steps and no time spent: near the peak
+    assert lr_at(cfg, 200, 300.0) == pytest.approx(0.55 * cfg.lr, rel=1e-2)  # half the budget: half-way down
+    assert lr_at(cfg, 200, 600.0) == pytest.approx(0.1 * cfg.lr)  # budget spent: the floor
+    assert lr_at(make_config("tiny", steps=100_000), 200, 600.0) == pytest.approx(cfg.lr, rel=1e-2)  # no budget
 
 
 def test_resume_refuses_other_data(data, tmp_path):

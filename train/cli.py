@@ -15,6 +15,8 @@ def train_command(
                                       "default small, or with --resume the run's saved config."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     steps: int = typer.Option(None, help="Override the number of training steps."),
+    minutes: float = typer.Option(None, min=0, help="Wall-clock budget: stop after this many minutes of training "
+                                  "(or at --steps, whichever comes first), checkpoint, resumable."),
     batch_size: int = typer.Option(None, help="Override sequences per batch."),
     seq_len: int = typer.Option(None, help="Override steps per training window."),
     seed: int = typer.Option(None, help="Override the seed (split, init, data order)."),
@@ -28,7 +30,7 @@ def train_command(
     from train.dataset import DataSpec, EpisodeArrays
     from train.loop import resolve_device, resumable_checkpoint, train
 
-    named = {"steps": steps, "batch_size": batch_size, "seq_len": seq_len, "seed": seed}
+    named = {"steps": steps, "minutes": minutes, "batch_size": batch_size, "seq_len": seq_len, "seed": seed}
     options = {**parse_overrides(overrides), **{k: v for k, v in named.items() if v is not None}}
     if resume:
         cfg = resume_config(resumable_checkpoint(out)["train_config"], config_values(config, **options))
@@ -39,7 +41,8 @@ def train_command(
     arrays = EpisodeArrays(store, DataSpec.from_store(store, camera))
     result = train(arrays, cfg, out, dev, resume=resume)
     if result["rank"] == 0:
-        summary = f"checkpoint: {result['checkpoint']} ({result['steps']} steps, {result['seconds']:.0f} s on {dev})"
+        summary = (f"checkpoint: {result['checkpoint']} ({result['steps']} steps, {result['seconds']:.0f} s on {dev}, "
+                   f"{result['threads']} threads)")
         if result["validation"]:
             v = result["validation"]
             summary += f"; val open-loop PSNR {v['openloop_psnr']:.2f} dB vs copy-last {v['copy_last_psnr']:.2f} dB"

@@ -20,7 +20,8 @@ PRESETS_DIR = Path(__file__).parent / "presets"
 class TrainConfig:
     """Everything a training run needs besides the data."""
 
-    steps: int = 2000  # optimiser steps
+    steps: int = 2000  # optimiser steps (an upper bound when ``minutes`` is set)
+    minutes: float = 0.0  # wall-clock budget of this invocation's training, checkpoint at the end (0: none)
     batch_size: int = 16  # sequences per batch (per process under torchrun)
     seq_len: int = 16  # steps per training window
     lr: float = 1e-3  # peak learning rate: linear warmup, cosine decay to 10 %
@@ -54,13 +55,15 @@ class TrainConfig:
     rollout_context: int = 5  # frames observed before the long rollout (replay's K)
     blend: bool = False  # learn a per-pixel blend of each imagined frame toward the last observed one (needs rollout_steps)
     blend_kernel: int = 3  # receptive field of that blend, in pixels
+    head_weight: float = 10.0  # weight of the proprio (standardised) and contact heads' terms next to the image error
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 # Run settings a resumed run may change (how long, how fast, how it is logged; not what the model learns from).
-RESUME_SAFE = ("steps", "lr", "weight_decay", "grad_clip", "checkpoint_every", "eval_every", "log_every", "precision",
+RESUME_SAFE = ("steps", "minutes", "lr", "weight_decay", "grad_clip", "checkpoint_every", "eval_every", "log_every",
+               "precision",
                "compile", "prefetch")
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from teleworld.cpu import cpu_threads
 from teleworld.errors import TeleworldError
 from teleworld.progress import progress_bar
 from train.checkpoint import CHECKPOINT_NAME, read_checkpoint, save_checkpoint
@@ -60,13 +61,23 @@ def window_length(cfg: TrainConfig) -> int:
     return max(cfg.seq_len, cfg.rollout_context + cfg.rollout_steps if cfg.rollout_steps else 0)
 
 
-def lr_at(cfg: TrainConfig, step: int) -> float:
-    """Linear warmup over the first 5 % (at most 100 steps), then cosine decay to 10 % of the peak."""
+def lr_at(cfg: TrainConfig, step: int, seconds: float = 0.0) -> float:
+    """Linear warmup over the first 5 % (at most 100 steps), then cosine decay to 10 % of the peak.
+
+    With a wall-clock budget (``cfg.minutes``) the decay follows whichever runs out first, steps or time
+    (``seconds`` spent training so far), so a run cut by the clock still ends at the low learning rate."""
     warmup = min(100, cfg.steps // 20 + 1)
     if step < warmup:
         return cfg.lr * (step + 1) / warmup
     progress = (step - warmup) / max(1, cfg.steps - warmup)
+    if cfg.minutes:
+        progress = min(1.0, max(progress, seconds / (cfg.minutes * 60)))
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def out_of_time(cfg: TrainConfig, seconds: float) -> bool:
+    """Whether the run's wall-clock budget (if any) is spent."""
+    return bool(cfg.minutes) and seconds >= cfg.minutes * 60
 
 
 def loss_status(row: dict) -> str:
@@ -137,6 +148,8 @@ def train(
     out_dir = Path(out_dir)
     rank, world, device = init_distributed(torch.device(device))
     main_process = rank == 0
+    if device.type == "cpu":  # the CPUs this process may use, not the machine's: a second job costs its share
+        torch.set_num_threads(cpu_threads())
     torch.manual_seed(cfg.seed + rank)
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
@@ -159,14 +172,17 @@ def train(
 
     # ---- model and optimiser (architecture from the checkpoint on resume) ----
     model = WorldModel(WorldModelConfig.from_dict(ckpt["config"])) if ckpt else build_model(cfg, data.spec)
+    if ckpt is None and model.proprio_head is not None and model.standard_heads:  # restored with the weights on resume
+        model.set_proprio_stats(*data.proprio_stats(train_eps))
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, eps=1e-6)
-    start_step = 0
+    start_step, seconds_before = 0, 0.0  # training time of earlier invocations of a resumed run
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         torch.set_rng_state(ckpt["torch_rng"][rank % len(ckpt["torch_rng"])])
         start_step = ckpt["step"]
+        seconds_before = ckpt.get("train_seconds", 0.0)
     if cfg.compile:
         model.encoder.compile()
         model.decoder.compile()
@@ -182,7 +198,8 @@ def train(
             dist.all_gather_object(rng, torch.get_rng_state())
         if not main_process:
             return out_dir / CHECKPOINT_NAME
-        state = {**extra, "optimizer": optimizer.state_dict(), "torch_rng": rng}
+        state = {**extra, "optimizer": optimizer.state_dict(), "torch_rng": rng,
+                 "train_seconds": seconds_before + time.time() - start}
         return save_checkpoint(out_dir / CHECKPOINT_NAME, model, data.spec, step, state)
 
     validator = Validator(data, val_eps, device) if main_process else None
@@ -192,10 +209,15 @@ def train(
     start = time.time()
     try:
         with progress_bar(show_progress and main_process) as progress:
-            task = progress.add_task("train", total=cfg.steps, completed=start_step, status="", unit="steps")
+            budget = f", at most {cfg.minutes:g} min" if cfg.minutes else ""
+            task = progress.add_task(f"train{budget}", total=cfg.steps, completed=start_step, status="",
+                                     unit="steps")
+            done = start_step
             for step in range(start_step, cfg.steps):
+                if _everyone(out_of_time(cfg, time.time() - start), world, device):
+                    break
                 for group in optimizer.param_groups:
-                    group["lr"] = lr_at(cfg, step)
+                    group["lr"] = lr_at(cfg, step, time.time() - start)
                 batch = to_model_inputs(prefetch.get(step), device)
                 with autocast:
                     loss, terms = ddp(batch)
@@ -208,7 +230,8 @@ def train(
                 optimizer.step()
                 done = step + 1
                 if main_process and (step % cfg.log_every == 0 or done == cfg.steps):
-                    row = {"step": step, "lr": lr_at(cfg, step), **{k: v.item() for k, v in terms.items()}}
+                    row = {"step": step, "lr": optimizer.param_groups[0]["lr"],
+                           **{k: v.item() for k, v in terms.items()}}
                     history.append(row)
                     for key, value in row.items():
                         if key != "step":
@@ -222,13 +245,16 @@ def train(
                 if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
                     checkpoint(done)
                 progress.advance(task)
-        path = checkpoint(cfg.steps)
+        if validator is not None and cfg.eval_every and start_step < done < cfg.steps:  # stopped by the clock
+            validator.log(model, logger, done)
+        path = checkpoint(done)
     finally:
         prefetch.close()
         if logger is not None:
             logger.close()
     model.eval()
-    return {"checkpoint": str(path), "steps": cfg.steps, "seconds": time.time() - start, "history": history,
+    return {"checkpoint": str(path), "steps": done, "seconds": time.time() - start, "history": history,
+            "threads": torch.get_num_threads(),
             "model": model, "val_episodes": val_eps.tolist(), "rank": rank, "world_size": world,
             "validation": validator.last if validator is not None else None}
 
@@ -248,6 +274,15 @@ def _resume_checkpoint(out_dir: Path, spec: DataSpec, cfg: TrainConfig) -> dict:
     if cfg.steps < ckpt["step"]:
         raise TeleworldError(f"the run in {out_dir} is at step {ckpt['step']}, past steps={cfg.steps}; ask for more")
     return ckpt
+
+
+def _everyone(flag: bool, world: int, device: torch.device) -> bool:
+    """True on every rank when it is true on any (ranks stop together, e.g. when the clock runs out)."""
+    if world == 1:
+        return flag
+    agreed = torch.tensor(float(flag), device=device)
+    dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
+    return bool(agreed.item())
 
 
 def _finite_everywhere(loss: torch.Tensor, world: int) -> bool:
