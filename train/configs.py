@@ -63,8 +63,7 @@ class TrainConfig:
 
 # Run settings a resumed run may change (how long, how fast, how it is logged; not what the model learns from).
 RESUME_SAFE = ("steps", "minutes", "lr", "weight_decay", "grad_clip", "checkpoint_every", "eval_every", "log_every",
-               "precision",
-               "compile", "prefetch")
+               "precision", "compile", "prefetch")
 
 
 def preset_names() -> list[str]:
