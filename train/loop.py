@@ -75,6 +75,13 @@ def lr_at(cfg: TrainConfig, step: int, seconds: float = 0.0) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def expected_steps(cfg: TrainConfig, done: int, rate: float, seconds: float) -> int:
+    """Where the run will stop: at ``cfg.steps``, or sooner where its budget runs out at ``rate`` steps/s."""
+    if not cfg.minutes:
+        return cfg.steps
+    return min(cfg.steps, done + round(rate * max(0.0, cfg.minutes * 60 - seconds)))
+
+
 def out_of_time(cfg: TrainConfig, seconds: float) -> bool:
     """Whether the run's wall-clock budget (if any) is spent."""
     return bool(cfg.minutes) and seconds >= cfg.minutes * 60
@@ -238,13 +245,15 @@ def train(
                             logger.add_scalar(f"{'optim' if key == 'lr' else 'loss'}/{key}", value, step)
                     rate = (done - start_step) / (time.time() - start)
                     logger.add_scalar("perf/steps_per_s", rate, step)
-                    progress.update(task, status=loss_status(row))
+                    progress.update(task, status=loss_status(row),
+                                    total=expected_steps(cfg, done, rate, time.time() - start))
                 if validator is not None and cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
                     validator.log(model, logger, done)
                     model.train()
                 if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
                     checkpoint(done)
                 progress.advance(task)
+            progress.update(task, total=done)  # where it stopped: at the last step or when the clock ran out
         if validator is not None and cfg.eval_every and start_step < done < cfg.steps:  # stopped by the clock
             validator.log(model, logger, done)
         path = checkpoint(done)
