@@ -59,7 +59,7 @@ def test_demo_end_to_end_tiny(tmp_path):
         assert len(metrics["per_step"]["ssim"][method]) == 10
     assert " ".join(metrics["action_sensitivity"]["verdict"].split()) in " ".join(result.stdout.split())
     assert "This demo takes about" in result.stdout.splitlines()[0]  # said up front
-    assert metrics["training"]["steps"] == 4 and metrics["training"]["budget_minutes"] == 5.0
+    assert metrics["training"]["steps"] == 4 and metrics["training"]["budget_minutes"] == 6.0
     for baseline in ("copy_last", "median_frame", "shuffled_actions"):
         verdict = metrics["versus_baselines"][baseline]
         low, high = verdict["ci"]
