@@ -17,7 +17,7 @@ import pygame
 import torch
 
 from replay.metrics import psnr
-from replay.screen import BACKGROUND, draw_lines, draw_panels, init_display, panels_size
+from replay.screen import BACKGROUND, draw_contact_lights, draw_lines, draw_panels, init_display, panels_size
 from teleop.bindings import Bindings, Command
 from teleop.devices.base import Device
 from teleop.scenes import load
@@ -64,9 +64,19 @@ class Dream:
         self.pred = self._decode()
 
     def _decode(self) -> np.ndarray:
+        """The model's frame for the current state; keeps its contact head's flags in ``pred_contact`` (None
+        without a contact head)."""
         feat = self.model.rssm.feat(self.state)[:, None]
         ahead = torch.tensor([self.since_resync]) if self.since_resync else None  # imagined: steps since the real frame
-        return self.model.decode(feat, self.reference, ahead)["image"][0, 0].clamp(0, 1).float().cpu().numpy()
+        out = self.model.decode(feat, self.reference, ahead)
+        logits = out.get("contact_logits")
+        self.pred_contact = None if logits is None else (logits[0, 0] > 0).cpu().numpy()
+        return out["image"][0, 0].clamp(0, 1).float().cpu().numpy()
+
+    def contact_lights(self) -> tuple[list[str], np.ndarray, np.ndarray | None]:
+        """(group names, the scene's contact summary now, the model's predicted contacts now or None)."""
+        names = ["/".join(pair) for pair in self.scene.contact_groups]
+        return names, np.asarray(self.obs.contact_summary, bool), self.pred_contact
 
     @torch.no_grad()
     def step(self, action: np.ndarray) -> None:
@@ -128,6 +138,10 @@ def dream_loop(dream: Dream, screen: pygame.Surface, scale: int, operator: Devic
         screen.fill(BACKGROUND)
         y = draw_panels(screen, dream.real_frame(), dream.pred, scale, ("real simulator", "world model"),
                         imagined=dream.since_resync > 0)
+        names, real, predicted = dream.contact_lights()
+        draw_contact_lights(screen, names, real, 0, dream.spec.image_size, scale)  # on the real panel
+        if predicted is not None:
+            draw_contact_lights(screen, names, predicted, 1, dream.spec.image_size, scale, reference=real)
         draw_lines(screen, dream.lines(action), y)
         pygame.display.flip()
         if paced:

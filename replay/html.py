@@ -76,9 +76,9 @@ def contact_events_html(metrics: dict) -> str:
                 cells = "".join(_rates_cell(by_method[m]) if m in by_method else "<td>–</td>" for m in methods)
                 rows.append(f"<tr><th>{html.escape(label)}</th>{cells}</tr>")
     return (f"<h2>Contact events</h2><p>Per contact group: F1 of the contact flags per step, and of contact onsets "
-            f"(no touch to touch) and releases matched one to one within ±{events['tolerance_steps']} steps, with 95 % "
-            f"bootstrap intervals over windows; P precision, R recall. Copy-last holds the last context step's "
-            f"contacts, so it predicts no onset or release.</p>"
+            f"(no touch to touch) and releases matched one to one within ±{events['tolerance_steps']} steps, with "
+            f"95 % bootstrap intervals over windows; P precision, R recall. Copy-last holds the last context "
+            f"step's contacts, so it predicts no onset or release.</p>"
             f"<table><tr><th>group, kind, steps</th>{head}</tr>{''.join(rows)}</table>")
 
 

@@ -16,6 +16,7 @@ from pytorch_msssim import ssim as _ssim
 
 PSNR_CAP = 60.0  # dB reported for (near-)identical frames, instead of infinity
 MOVED_THRESHOLD = 0.1  # a pixel moved when some channel differs from the last context frame by more than this
+EVENT_TOLERANCE = 2  # steps: a predicted contact onset or release counts when this close to a true one
 
 
 def _psnr_from_mse(mse: np.ndarray) -> np.ndarray:
@@ -61,6 +62,66 @@ def contact_counts(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """(..., 3) true positives, false positives, false negatives over the last axis (contact groups)."""
     pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
     return np.stack([(pred & truth).sum(-1), (pred & ~truth).sum(-1), (~pred & truth).sum(-1)], -1)
+
+
+def contact_counts_per_group(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """(..., G, 3) true positive, false positive, false negative flags per contact group (the last axis)."""
+    pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
+    return np.stack([pred & truth, pred & ~truth, ~pred & truth], -1).astype(np.int64)
+
+
+def contact_events(flags: np.ndarray, before: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(onsets, releases), each (..., H, G) bool, of contact flags (..., H, G) over H steps; ``before`` (..., G) are
+    the flags of the step before the first (for replay: the last context step, known to every method). An onset is
+    a step whose group touches and did not the step before; a release the reverse. Flags held constant (copy-last)
+    have neither."""
+    flags, before = np.asarray(flags, bool), np.asarray(before, bool)
+    previous = np.concatenate([before[..., None, :], flags[..., :-1, :]], -2)
+    return flags & ~previous, ~flags & previous
+
+
+def event_counts(pred: np.ndarray, truth: np.ndarray, tolerance: int = EVENT_TOLERANCE) -> np.ndarray:
+    """Events (..., H, G) bool matched one to one within ``tolerance`` steps -> (..., H, G, 3) counts: a true
+    positive and a missed event (false negative) at the true event's step, a false positive at the predicted one.
+
+    Per sequence the events are matched in time order, each true event taking the earliest unmatched predicted one
+    within the tolerance (on a line with equal windows this greedy matching is a maximum one)."""
+    pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
+    steps, groups = pred.shape[-2:]
+    p = np.moveaxis(pred.reshape(-1, steps, groups), -1, 1).reshape(-1, steps)  # (sequences, H)
+    t = np.moveaxis(truth.reshape(-1, steps, groups), -1, 1).reshape(-1, steps)
+    out = np.zeros((len(p), steps, 3), np.int64)
+    for n in np.flatnonzero(p.any(1) | t.any(1)):
+        ps, ts = np.flatnonzero(p[n]), np.flatnonzero(t[n])
+        i = j = 0
+        while i < len(ts) and j < len(ps):
+            if ps[j] < ts[i] - tolerance:  # too early for this true event and every later one
+                out[n, ps[j], 1] += 1
+                j += 1
+            elif ps[j] > ts[i] + tolerance:  # nothing predicted near this true event
+                out[n, ts[i], 2] += 1
+                i += 1
+            else:
+                out[n, ts[i], 0] += 1
+                i, j = i + 1, j + 1
+        np.add.at(out[n, :, 1], ps[j:], 1)
+        np.add.at(out[n, :, 2], ts[i:], 1)
+    out = np.moveaxis(out.reshape(-1, groups, steps, 3), 1, 2)
+    return out.reshape(*pred.shape, 3)
+
+
+def precision(counts: np.ndarray) -> np.ndarray:
+    """tp / (tp + fp) from (..., 3) counts; NaN where nothing was predicted."""
+    tp, fp = counts[..., 0].astype(float), counts[..., 1].astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(tp + fp > 0, tp / (tp + fp), np.nan)
+
+
+def recall(counts: np.ndarray) -> np.ndarray:
+    """tp / (tp + fn) from (..., 3) counts; NaN where nothing happened."""
+    tp, fn = counts[..., 0].astype(float), counts[..., 2].astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(tp + fn > 0, tp / (tp + fn), np.nan)
 
 
 def f1(counts: np.ndarray) -> np.ndarray:

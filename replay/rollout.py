@@ -3,7 +3,8 @@
 A window is K context steps then H imagined steps. Every method predicts the H imagined steps:
 
 - ``model``: observe the K context frames with the real actions, then imagine H steps with the real actions (a
-  composite decoder paints them over the last context frame);
+  composite decoder paints them over the last context frame; positions are the proprio observed at the last
+  context step plus the change the proprio head predicts since it, velocities the head's own);
 - ``shuffled_actions``: the same context posterior, imagined with shuffled actions (pooled over all windows and
   imagined steps, permuted with the seed): ΔPSNR = model - shuffled measures how much the model uses its actions;
 - ``copy_last``: the last context frame, proprio and contacts held (zero velocity);
@@ -11,8 +12,8 @@ A window is K context steps then H imagined steps. Every method predicts the H i
   steps, velocities (qvel) held;
 - ``median_frame`` (images only): the per-pixel median of the training frames, i.e. the scene with nothing where
   things move, for every step: a model that only beats copy-last by this much wins by erasing, not by predicting;
-- ``reconstruction``: the posterior given every real frame, decoded (over the window's first frame); an upper
-  bound for the decoder.
+- ``reconstruction``: the posterior given every real frame, decoded (over the window's first frame; positions
+  anchored as the model's); an upper bound for the decoder.
 """
 
 from __future__ import annotations
@@ -60,12 +61,15 @@ def shuffle_actions(actions: np.ndarray, context: int, seed: int) -> np.ndarray:
     return out
 
 
-def _decode(model: WorldModel, states: dict, reference: torch.Tensor, imagined: bool = False) -> dict[str, np.ndarray]:
+def _decode(model: WorldModel, states: dict, reference: torch.Tensor, imagined: bool = False,
+            anchor: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, np.ndarray]:
+    """Decoded states as numpy; ``anchor``: (the proprio head on the last context posterior, the proprio observed
+    there), each (B, P), on which the model's positions are anchored (WorldModel.anchor_proprio)."""
     feat = model.rssm.feat(states)
     out = model.decode(feat, reference, torch.arange(1, feat.shape[1] + 1) if imagined else None)
     pred = {"image": out["image"].clamp(0, 1)}
     if "proprio" in out:
-        pred["proprio"] = out["proprio"]
+        pred["proprio"] = out["proprio"] if anchor is None else model.anchor_proprio(out["proprio"], *anchor)
     if "contact_logits" in out:
         pred["contact"] = out["contact_logits"] > 0
     return {k: v.float().cpu().numpy() for k, v in pred.items()}
@@ -92,14 +96,17 @@ def predict(model: WorldModel, batch: dict[str, torch.Tensor], shuffled: torch.T
     images, actions = batch["image"], batch["action"]
     horizon = images.shape[1] - context
     posts, _ = model.observe(images, actions)  # causal: the first K posteriors saw only the context
-    recon = _decode(model, posts, images[:, 0])
     last = {k: v[:, context - 1] for k, v in posts.items()}
+    heads = model.heads(model.rssm.feat(last))
+    anchor = (heads["proprio"], batch["proprio"][:, context - 1]) if "proprio" in heads and "proprio" in batch else None
+    recon = _decode(model, posts, images[:, 0], anchor=anchor)
     imagined = slice(context - 1, context - 1 + horizon)
     truth = {k: v.float().cpu().numpy() for k, v in batch.items() if k != "action"}
     preds = {
-        "model": _decode(model, model.imagine(last, actions[:, imagined]), images[:, context - 1], True),
+        "model": _decode(model, model.imagine(last, actions[:, imagined]), images[:, context - 1], True, anchor),
         "copy_last": {k: np.repeat(v[:, context - 1 : context], horizon, 1) for k, v in truth.items()},
-        "shuffled_actions": _decode(model, model.imagine(last, shuffled[:, imagined]), images[:, context - 1], True),
+        "shuffled_actions": _decode(model, model.imagine(last, shuffled[:, imagined]), images[:, context - 1], True,
+                                    anchor),
         "reconstruction": {k: v[:, context:] for k, v in recon.items()},
     }
     if background is not None:

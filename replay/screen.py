@@ -48,3 +48,31 @@ def draw_lines(screen: pygame.Surface, lines: list[str], y: int, colour: tuple[i
     font = pygame.font.Font(None, LINE + 2)
     for i, line in enumerate(lines):
         screen.blit(font.render(line, True, colour), (PAD, y + i * LINE))
+
+
+LIGHT_ON = (255, 200, 40)  # a contact group touches
+LIGHT_OFF = (70, 70, 70)
+LIGHT_MISMATCH = (230, 40, 40)  # ring around a predicted light that disagrees with the real one
+LIGHT_RADIUS = 5
+
+
+def light_centre(panel: int, index: int, side: int, scale: int) -> tuple[int, int]:
+    """Pixel centre of contact light ``index`` in the top-left corner of image panel ``panel`` (as draw_panels)."""
+    x0, y0 = PAD + panel * (side * scale + PAD), PAD + LINE
+    return x0 + LIGHT_RADIUS + 4, y0 + LIGHT_RADIUS + 4 + index * (2 * LIGHT_RADIUS + 6)
+
+
+def draw_contact_lights(screen: pygame.Surface, names: list[str], flags, panel: int, side: int, scale: int,
+                        reference=None) -> None:
+    """One light per contact group over image panel ``panel`` (0 real, 1 predicted), lit where ``flags`` say the
+    group touches, with the group's name; ringed red where ``reference`` (the real contacts) disagrees."""
+    font = pygame.font.Font(None, 16)
+    for i, (name, on) in enumerate(zip(names, flags)):
+        cx, cy = light_centre(panel, i, side, scale)
+        label = font.render(name, True, TEXT)
+        r = LIGHT_RADIUS
+        pygame.draw.rect(screen, BACKGROUND, (cx - r - 3, cy - r - 3, 2 * r + 10 + label.get_width(), 2 * r + 6))
+        pygame.draw.circle(screen, LIGHT_ON if on else LIGHT_OFF, (cx, cy), r)
+        if reference is not None and bool(reference[i]) != bool(on):
+            pygame.draw.circle(screen, LIGHT_MISMATCH, (cx, cy), r + 2, 2)
+        screen.blit(label, (cx + r + 4, cy - label.get_height() // 2))

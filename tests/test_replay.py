@@ -19,6 +19,7 @@ from recorder import EpisodeStore
 from replay.dream import dream_loop, open_dream
 from replay.evaluate import evaluate
 from replay.metrics import psnr
+from replay.scores import METRICS
 from replay.screen import LINE, PAD, init_display, panels_size
 from replay.view import Viewer, view_loop
 from teleop.bindings import default_bindings
@@ -162,7 +163,7 @@ def screenshot(page, out) -> np.ndarray:
 def test_html_report_shows_its_images_in_headless_chromium(report, tmp_path):
     _, out = report
     html = (out / "report.html").read_text()
-    assert html.count("src='data:image/png;base64,") == 5 and 'src="data:image/gif;base64,' in html
+    assert html.count("src='data:image/png;base64,") == len(METRICS) and 'src="data:image/gif;base64,' in html
     assert "<td>" in html and "file://" not in html  # self-contained: every image is inlined
     shown = screenshot(out / "report.html", tmp_path / "shown.png")
     # the same page with every image's data cut off: what a reader would see if the images failed to load

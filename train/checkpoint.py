@@ -81,5 +81,6 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> t
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
-        raise TeleworldError(f"checkpoint weights do not fit its own config: {str(exc).splitlines()[0]}") from None
+        reason = " ".join(line.strip() for line in str(exc).splitlines()[:2])[:300]  # names the missing keys
+        raise TeleworldError(f"checkpoint weights do not fit its own config: {reason}") from None
     return model.to(device).eval(), DataSpec(**ckpt["data_spec"]), ckpt

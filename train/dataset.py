@@ -70,6 +70,7 @@ class EpisodeArrays:
         self.frames = store.array(image_key(spec.camera))[:n]  # (N, H, W, 3) uint8
         self.action = store.array("action")[:n].astype(np.float32)
         self.proprio = proprio(store.array("qpos")[:n], store.array("qvel")[:n])
+        self.position_dims = int(store.info["nq"])  # the leading proprio entries are positions (qpos)
         self.contact = store.array("contact_summary")[:n].astype(np.float32)
         if not np.isfinite(self.action).all():
             raise TeleworldError(f"{store.path} has non-finite actions; run `teleworld data validate`")
@@ -87,7 +88,9 @@ class EpisodeArrays:
 
         ``references``: one step per window whose frame comes along as "reference" (B, H, W, 3).
         ``rollout_steps`` (B, F): window steps, possibly past ``length``, whose frames come along as
-        "rollout_image" (B, F, H, W, 3) and "rollout_step"; ``action_length``: actions beyond the window."""
+        "rollout_image" (B, F, H, W, 3) and "rollout_step"; ``action_length``: actions beyond the window, and the
+        proprio and contacts of all those steps as "span_proprio" (B, action_length, P) and "span_contact" (the
+        heads' targets on the long rollout)."""
         starts = np.asarray(starts)
         idx = starts[:, None] + np.arange(length)[None]
         out = {
@@ -96,12 +99,25 @@ class EpisodeArrays:
             "proprio": torch.from_numpy(self.proprio[idx]),
             "contact": torch.from_numpy(self.contact[idx]),
         }
+        if action_length is not None:
+            span = starts[:, None] + np.arange(action_length)[None]
+            out["span_proprio"] = torch.from_numpy(self.proprio[span])
+            out["span_contact"] = torch.from_numpy(self.contact[span])
         if references is not None:
             out["reference"] = torch.from_numpy(self.frames[np.asarray(references)])
         if rollout_steps is not None:
             out["rollout_image"] = torch.from_numpy(self.frames[starts[:, None] + rollout_steps])
             out["rollout_step"] = torch.from_numpy(np.asarray(rollout_steps, dtype=np.int64))
         return out
+
+    def proprio_stats(self, episodes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-dimension mean and std (P,) of the proprio over every step of ``episodes`` (the training split), and
+        which entries are positions (P,) bool: those a model predicts as changes since an observed step."""
+        ends, episodes = self.episode_ends, np.asarray(episodes, dtype=np.int64)
+        steps = np.concatenate([np.arange(s, e) for s, e in zip(episode_starts(ends)[episodes], ends[episodes])])
+        values = self.proprio[steps].astype(np.float64)
+        positions = np.arange(values.shape[1]) < self.position_dims
+        return values.mean(0).astype(np.float32), values.std(0).astype(np.float32), positions
 
     def random_steps_of_episodes(self, steps: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """For each step, a uniformly drawn step of the same episode."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -42,6 +43,8 @@ class WorldModelConfig:
     rollout_context: int = 5  # frames observed before the long rollout starts (replay's K)
     blend: bool = False  # learn how much of the last observed frame to keep in each imagined one (needs rollout_steps)
     blend_kernel: int = 3  # receptive field of that per-pixel blend
+    heads: str = "standard"  # proprio/contact heads: "standard" (below) or "legacy" (symlog proprio, posteriors only)
+    head_weight: float = 10.0  # weight of the proprio and contact terms next to the image error summed over pixels
 
     @property
     def stoch(self) -> int:
@@ -53,11 +56,18 @@ class WorldModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "WorldModelConfig":
+        """A saved config; one saved before a key existed gets what it meant then (LEGACY), not today's default."""
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return cls(**{**LEGACY, **{k: v for k, v in d.items() if k in names}})
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# What a config saved without these keys (before issue 27) trained: kept so older checkpoints load as they were.
+LEGACY = {"heads": "legacy", "head_weight": 1.0}
+HEADS = ("standard", "legacy")
+PROPRIO_STD_FLOOR = 1e-3  # native units (m, rad, m/s, ...): a dimension that barely moves is not blown up to unit scale
 
 
 def _mlp(inp: int, hidden: int, out: int) -> nn.Sequential:
@@ -250,20 +260,94 @@ def _flat(state: dict) -> dict:
 
 
 class WorldModel(nn.Module):
-    """Encoder + RSSM + heads for image, proprio (symlog) and contacts (Bernoulli)."""
+    """Encoder + RSSM + heads for image, proprio and contacts (Bernoulli).
+
+    The proprio and contact heads are MLPs on the features of one step, concat(deter, stoch), the decoder's input
+    too: posteriors in training, imagined priors at replay. With ``heads = "standard"`` the proprio head predicts
+    concat(qpos, qvel) standardised per dimension by the training episodes' mean and std (buffers
+    ``proprio_mean``/``proprio_std``, saved and restored with the weights; ``set_proprio_stats``). Velocities are
+    predicted directly; positions (qpos, marked by the buffer ``proprio_anchored``) as their change since a
+    reference step whose proprio was observed (``anchor_proprio``: at replay the last context step), which keeps
+    what the latent reads poorly (the box's yaw) as exact as copy-last and adds the motion it predicts
+    (docs/training.md has the check that chose this). Both heads are also trained on every imagined step of the long
+    rollout, so on what replay scores, the anchored entries as changes since the rollout's first step; their terms
+    weigh ``head_weight``. ``"legacy"``: the heads of checkpoints saved before (symlog proprio, posteriors only,
+    no anchoring)."""
 
     def __init__(self, cfg: WorldModelConfig):
         super().__init__()
         self.cfg = cfg
+        if cfg.heads not in HEADS:
+            raise ValueError(f"heads must be one of {', '.join(HEADS)}, not {cfg.heads!r}")
         # channels_last convolutions are about 25 % faster on CPU and what cuDNN prefers
         self.encoder = Encoder(cfg).to(memory_format=torch.channels_last)
         self.rssm = RSSM(cfg, self.encoder.out_dim)
         self.decoder = Decoder(cfg).to(memory_format=torch.channels_last)
         self.proprio_head = _mlp(cfg.feat, cfg.hidden, cfg.proprio_dim) if cfg.proprio_dim else None
         self.contact_head = _mlp(cfg.feat, cfg.hidden, cfg.contact_dim) if cfg.contact_dim else None
+        self.standard_heads = cfg.heads == "standard"
+        if self.proprio_head is not None and self.standard_heads:  # identity until set_proprio_stats
+            self.register_buffer("proprio_mean", torch.zeros(cfg.proprio_dim))
+            self.register_buffer("proprio_std", torch.ones(cfg.proprio_dim))
+            self.register_buffer("proprio_anchored", torch.zeros(cfg.proprio_dim, dtype=torch.bool))
         if cfg.blend and cfg.rollout_steps < 1:
             raise ValueError("blend is learned on the long rollout: it needs rollout_steps >= 1")
         self.blend = Blend(cfg.rollout_steps, cfg.blend_kernel) if cfg.blend else None
+
+    @torch.no_grad()
+    def set_proprio_stats(self, mean: np.ndarray | torch.Tensor, std: np.ndarray | torch.Tensor,
+                          anchored: np.ndarray | torch.Tensor | None = None) -> None:
+        """Standardise the proprio head with per-dimension ``mean`` and ``std`` (P,), those of the training episodes
+        (a std below PROPRIO_STD_FLOOR is raised to it); ``anchored`` (P,) bool: the entries predicted as changes
+        since an observed reference step (the positions), none when not given."""
+        if self.proprio_head is None or not self.standard_heads:
+            raise ValueError("only a model with a proprio head and standard heads takes proprio statistics")
+        self.proprio_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.proprio_std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp_min(PROPRIO_STD_FLOOR))
+        self.proprio_anchored.copy_(torch.as_tensor(False if anchored is None else anchored, dtype=torch.bool))
+
+    def anchor_proprio(self, proprio: torch.Tensor, ref_pred: torch.Tensor, ref_truth: torch.Tensor) -> torch.Tensor:
+        """Head predictions (B, T, P) -> the anchored entries as the observed ``ref_truth`` (B, P) plus the change the
+        head predicts since the reference step, ``proprio - ref_pred`` (ref_pred: the head on that step's posterior);
+        the others unchanged. Legacy heads anchor nothing."""
+        if not self.standard_heads:
+            return proprio
+        moved = ref_truth[:, None].to(proprio.dtype) + proprio - ref_pred[:, None].to(proprio.dtype)
+        return torch.where(self.proprio_anchored, moved, proprio)
+
+    def proprio_units(self, proprio: torch.Tensor) -> torch.Tensor:
+        """Proprio (..., P) in native units -> the proprio head's units (standardised, or symlog for legacy heads)."""
+        if not self.standard_heads:
+            return symlog(proprio)
+        return (proprio.float() - self.proprio_mean) / self.proprio_std
+
+    def heads(self, feat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """feat (..., F) -> proprio (..., P) in native units and contact logits (..., G), for the heads present."""
+        out = {}
+        if self.proprio_head is not None:
+            raw = self.proprio_head(feat)
+            out["proprio"] = raw.float() * self.proprio_std + self.proprio_mean if self.standard_heads else symexp(raw)
+        if self.contact_head is not None:
+            out["contact_logits"] = self.contact_head(feat)
+        return out
+
+    def _head_terms(self, out: dict[str, torch.Tensor], proprio: torch.Tensor | None, contact: torch.Tensor | None,
+                    anchor: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Squared error of the proprio head in its units, summed over dimensions, and the contact head's binary
+        cross-entropy summed over groups; each averaged over the other dims. ``anchor`` (the head's proprio and the
+        true one at a reference step, each (B, P)): the anchored entries are scored as changes since that step."""
+        terms = {}
+        if "proprio" in out:
+            pred, target = self.proprio_units(out["proprio"]), self.proprio_units(proprio)
+            if anchor is not None:
+                ref_pred, ref_truth = (self.proprio_units(a)[:, None] for a in anchor)
+                pred = torch.where(self.proprio_anchored, pred - ref_pred, pred)
+                target = torch.where(self.proprio_anchored, target - ref_truth, target)
+            terms["proprio"] = _sum_sq(pred, target, 1)
+        if "contact_logits" in out:
+            terms["contact"] = F.binary_cross_entropy_with_logits(
+                out["contact_logits"].float(), contact.float(), reduction="none").sum(-1).mean()
+        return terms
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, T, 3, S, S) in [0, 1] -> embeds (B, T, E)."""
@@ -285,10 +369,7 @@ class WorldModel(nn.Module):
         if ahead is not None and self.blend is not None:
             image = self.blend(image, ref, ahead.to(image.device).repeat(B))
         out = {"image": image.view(B, T, 3, size, size)}
-        if self.proprio_head is not None:
-            out["proprio"] = symexp(self.proprio_head(flat).view(B, T, -1))
-        if self.contact_head is not None:
-            out["contact_logits"] = self.contact_head(flat).view(B, T, -1)
+        out.update({k: v.view(B, T, -1) for k, v in self.heads(flat).items()})
         return out
 
     def observe(self, images: torch.Tensor, actions: torch.Tensor) -> tuple[dict, dict]:
@@ -332,24 +413,29 @@ class WorldModel(nn.Module):
         median = images.median(1, keepdim=True).values if cfg.foreground_weight != 1.0 else None
         weight = self._pixel_weight(images, median)
         terms = {"image": _sum_sq(out["image"] * weight, images * weight, 3)}
-        if self.proprio_head is not None:
-            terms["proprio"] = _sum_sq(symlog(out["proprio"]), symlog(batch["proprio"]), 1)
-        if self.contact_head is not None:
-            terms["contact"] = F.binary_cross_entropy_with_logits(
-                out["contact_logits"], batch["contact"], reduction="none"
-            ).sum(-1).mean()
+        heads = self._head_terms(out, batch.get("proprio"), batch.get("contact"))
+        terms.update(heads)
         dyn, rep = self.rssm.kl(posts, priors)
         terms["kl_dyn"], terms["kl_rep"] = dyn.mean(), rep.mean()
-        total = sum(v for k, v in terms.items() if not k.startswith("kl")) + cfg.kl_dyn * terms["kl_dyn"] + cfg.kl_rep * terms["kl_rep"]
+        total = (terms["image"] + cfg.head_weight * sum(heads.values(), torch.zeros((), device=images.device))
+                 + cfg.kl_dyn * terms["kl_dyn"] + cfg.kl_rep * terms["kl_rep"])
         if cfg.openloop_steps > 0 and images.shape[1] > cfg.openloop_steps:
             terms["openloop"] = self._openloop_loss(posts, batch, weight, batch.get("reference"))
             total = total + cfg.openloop_weight * terms["openloop"]
         if cfg.rollout_steps > 0 and "rollout_image" in batch:
-            terms["rollout"], blend = self._rollout_loss(posts, batch, median, reference)
+            terms["rollout"], blend, imagined = self._rollout_loss(posts, batch, median, reference)
             total = total + cfg.rollout_weight * terms["rollout"]
             if blend is not None:  # reaches only the blend's weights (a mean, so it barely moves the clipped norm)
                 terms["blend"] = blend
                 total = total + blend
+            if self.standard_heads and "span_proprio" in batch:  # the heads on each imagined step, as replay reads them
+                start = cfg.rollout_context - 1  # the reference step: the posterior the rollout starts from
+                seen = slice(start + 1, start + 1 + cfg.rollout_steps)
+                anchor = (out["proprio"][:, start], batch["span_proprio"][:, start]) if "proprio" in out else None
+                ahead = self._head_terms(self.heads(imagined), batch["span_proprio"][:, seen],
+                                         batch["span_contact"][:, seen], anchor)
+                terms.update({f"rollout_{k}": v for k, v in ahead.items()})
+                total = total + cfg.head_weight * sum(ahead.values(), torch.zeros((), device=images.device))
         terms["total"] = total
         return total, terms
 
@@ -362,7 +448,7 @@ class WorldModel(nn.Module):
         return torch.where(moving, self.cfg.foreground_weight**0.5, 1.0)
 
     def _rollout_loss(self, posts: dict, batch: dict, median: torch.Tensor | None,
-                      reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+                      reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """Image error of a long open-loop rollout, as replay runs it: from the posterior of frame
         ``rollout_context - 1``, imagine ``rollout_steps`` steps with the real actions and the latent's expected
         value, and score the few imagined frames the loader brought along (batch["rollout_image"], (B, F, 3, S, S),
@@ -370,7 +456,7 @@ class WorldModel(nn.Module):
         A composite decoder paints over the same ``reference`` as the other terms (painting over frame
         ``rollout_context - 1``, as replay does, measured 0.2 dB worse). Returns that error and, for a model with
         ``blend``, the blend's error on the same frames painted over frame ``rollout_context - 1`` as replay shows
-        them (else None)."""
+        them (else None), and the features of every imagined step (B, R, F)."""
         cfg = self.cfg
         start = cfg.rollout_context - 1
         state = {k: v[:, start] for k, v in posts.items()}
@@ -383,13 +469,13 @@ class WorldModel(nn.Module):
         weight = self._pixel_weight(truth, median)
         loss = _sum_sq(pred * weight, truth * weight, 3)
         if self.blend is None:
-            return loss, None
+            return loss, None, feat
         with torch.no_grad():  # the frames replay shows: painted over the last context frame
             last = batch["image"][:, start]
             shown = self.decode(picked.detach(), last)["image"]
         ahead = (batch["rollout_step"] - start).flatten()
         blended = self.blend(shown.flatten(0, 1), last[:, None].expand_as(shown).flatten(0, 1), ahead)
-        return loss, F.mse_loss(blended.float(), truth.flatten(0, 1).float())
+        return loss, F.mse_loss(blended.float(), truth.flatten(0, 1).float()), feat
 
     def _openloop_loss(self, posts: dict, batch: dict, weight: torch.Tensor | float = 1.0,
                        reference: torch.Tensor | None = None) -> torch.Tensor:
