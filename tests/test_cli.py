@@ -57,7 +57,6 @@ def test_demo_end_to_end_tiny(tmp_path):
         assert (out / "replay" / name).stat().st_size > 0, name
     for method in ("shuffled_actions", "reconstruction"):
         assert len(metrics["per_step"]["ssim"][method]) == 10
-    assert " ".join(metrics["action_sensitivity"]["verdict"].split()) in " ".join(result.stdout.split())
     assert "This demo takes about" in result.stdout.splitlines()[0]  # said up front
     assert metrics["training"]["steps"] == 4 and metrics["training"]["budget_minutes"] == 6.0
     for baseline in ("copy_last", "median_frame", "shuffled_actions"):

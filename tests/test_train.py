@@ -155,7 +155,7 @@ def test_resume_config_is_the_saved_one_with_only_run_settings_changed():
     assert resume_config(saved, config_values(None, steps=9, lr=5e-4)).to_dict() == {**saved, "steps": 9, "lr": 5e-4}
     assert resume_config(saved, config_values("tiny", seq_len=6)).to_dict() == {**saved, "steps": 40}
     with pytest.raises(TeleworldError, match=r"changes batch_size 4 -> 16, blend False -> True, classes 8 -> 16, .*"
-                                             r"seq_len 6 -> 16; only steps, lr, "):
+                                             r"seq_len 6 -> 16; only steps, minutes, lr, "):
         resume_config(saved, config_values("small"))
 
 
