@@ -46,10 +46,11 @@ def validate(store: EpisodeStore, show_progress: bool = False) -> Report:
 
 
 def _check_bookkeeping(store: EpisodeStore, ends: np.ndarray, report: Report) -> None:
-    raw = store.read("meta/episode_ends")
-    if len(raw) > len(ends):
-        report.notes.append(f"meta/episode_ends has {len(raw) - len(ends)} entries past the committed prefix: "
-                            f"{raw[len(ends):len(ends) + 3].tolist()}")
+    past = store.read("meta/episode_ends")[len(ends):]
+    past = past[past != -1]  # -1: capacity, never written
+    if len(past):
+        report.notes.append(f"meta/episode_ends has {len(past)} entries past the committed prefix: "
+                            f"{past[:3].tolist()}")
     infos = store.read("meta/episode_info")
     if len(infos) < len(ends):
         report.problems.append(f"meta/episode_info has {len(infos)} entries for {len(ends)} episodes")

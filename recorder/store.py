@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import uuid
 from pathlib import Path
 
 import numpy as np
 import zarr
 import zarr.codecs
-from zarr.core.sync import collect_aiterator
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import _get_loop, collect_aiterator, sync
 
 from recorder.schema import (
     CONTACT_SPECS,
@@ -77,7 +80,12 @@ class EpisodeStore:
         self._arrays: dict[str, zarr.Array] = {}
         self._lock: Path | None = None
         self._ends: dict[str, int] = {}  # next row to write per array, during a flush
-        marker = root["meta"].attrs.get(WRITTEN_KEY) if "meta" in root else None
+        self._meta = root["meta"] if "meta" in root else None
+        self._committed: np.ndarray | None = None  # episode_ends cached by the (only) writer; None: read it
+        self._pending_info: str | None = None  # the open episode's info, written with the next flush
+        self._info_written: tuple[int, str] | None = None  # (row, text) last written to meta/episode_info
+        self._tails: dict[str, tuple[int, np.ndarray]] = {}  # per array: (first row, rows) of its last, open chunk
+        marker = self._meta.attrs.get(WRITTEN_KEY) if self._meta is not None else None
         self._written: dict | None = dict(marker) if marker else None  # None: a 1.0 store, lengths are shapes
 
     # ----- named constructors -----
@@ -201,7 +209,13 @@ class EpisodeStore:
     # ----- committed episodes -----
     @property
     def episode_ends(self) -> np.ndarray:
-        """Exclusive cumulative ends of committed episodes (int64)."""
+        """Exclusive cumulative ends of committed episodes (int64).
+
+        The array may be longer than the episodes (capacity, filled with -1; a crash's uncommitted end): the
+        committed episodes are its increasing prefix that the written data covers. The writer, holding the lock,
+        keeps them in memory instead of reading them at every commit."""
+        if self._committed is not None:
+            return self._committed.copy()
         ends = self.read("meta/episode_ends")
         length = self.data_length()
         n = 0
@@ -210,6 +224,8 @@ class EpisodeStore:
             if end <= prev or end > length:
                 break
             prev, n = int(end), n + 1
+        if self.writable:
+            self._committed = ends[:n].copy()
         return ends[:n]
 
     @property
@@ -320,7 +336,7 @@ class EpisodeStore:
 
     def _set_written(self, steps: int, rows: int) -> None:
         self._written = {"steps": int(steps), "contact_rows": int(rows)}
-        self.root["meta"].attrs[WRITTEN_KEY] = self._written
+        self._meta.attrs[WRITTEN_KEY] = self._written
         self._ends.clear()
 
     def truncate_uncommitted(self) -> int:
@@ -331,6 +347,8 @@ class EpisodeStore:
         return dropped
 
     def _truncate(self, steps: int, rows: int, episodes: int) -> None:
+        self._committed, self._pending_info, self._info_written = None, None, None
+        self._tails.clear()
         for k in self.keys:
             self._resize(f"data/{k}", steps)
         for k in CONTACT_SPECS:
@@ -340,40 +358,124 @@ class EpisodeStore:
         self._set_written(steps, rows)
 
     def append(self, path: str, values: np.ndarray) -> None:
-        """Append rows along time to ``data/<key>`` or ``contacts/<key>`` (one write per call).
+        """Append rows along time to ``data/<key>`` or ``contacts/<key>`` (one write per call)."""
+        self.append_many({path: values})
 
-        Arrays grow CAPACITY_BLOCKS time blocks at a time, so most appends are one file write, not two; the
-        rows beyond the ``written`` mark are not data (chunks no write reached are not stored).
+    def append_many(self, values: dict[str, np.ndarray]) -> None:
+        """Append rows along time to several ``data/<key>`` / ``contacts/<key>`` arrays in one concurrent write.
+
+        The open episode's info (open_episode) goes with it. Arrays grow CAPACITY_BLOCKS time blocks at a time,
+        so most appends are one file write per array, not two; the rows beyond the ``written`` mark are not data.
+        Returns when every write is on disk (call mark_written next).
         """
-        arr = self.arr(path)
         mark = self.written
-        start = self._ends.get(path, mark["steps"] if path.startswith("data/") else mark["contact_rows"])
-        end = start + len(values)
-        if end > arr.shape[0]:
-            grow = self.block(path) * CAPACITY_BLOCKS
-            arr.resize((-(-end // grow) * grow, *arr.shape[1:]))
-        if len(values):
-            arr[start:end] = values
-        self._ends[path] = end
+        writes, direct, ends = [], [], {}
+        for path, rows in values.items():
+            arr = self.arr(path)
+            start = self._ends.get(path, mark["steps"] if path.startswith("data/") else mark["contact_rows"])
+            end = start + len(rows)
+            if end > arr.shape[0]:
+                grow = self.block(path) * CAPACITY_BLOCKS
+                arr.resize((-(-end // grow) * grow, *arr.shape[1:]))
+            if len(rows):
+                (direct if self._writes_directly(arr) else writes).append((arr, slice(start, end), rows))
+            ends[path] = end
+        info = None
+        if self._pending_info is not None:
+            info = (self.num_episodes, self._pending_info)
+            writes.append((self._grow("meta/episode_info", info[0] + 1), info[0], np.array(info[1], dtype=object)))
+        self._write(writes, direct)
+        self._ends.update(ends)
+        if info is not None:
+            self._pending_info, self._info_written = None, info
+
+    def _write(self, writes: list[tuple[zarr.Array, slice | int, np.ndarray]],
+               direct: list[tuple[zarr.Array, slice, np.ndarray]] = ()) -> None:
+        """Several array writes at once, every one on disk when this returns.
+
+        ``writes`` go through zarr, concurrently in one event-loop round trip; ``direct`` ones (small unsharded
+        arrays, see _write_chunks) are encoded and stored by this thread meanwhile."""
+        if not writes:
+            for arr, sel, rows in direct:
+                self._write_chunks(arr, sel, rows)
+            return
+
+        async def write_all() -> None:
+            await asyncio.gather(*(arr._async_array.setitem(sel, rows) for arr, sel, rows in writes))
+
+        pending = asyncio.run_coroutine_threadsafe(write_all(), _get_loop())
+        try:
+            for arr, sel, rows in direct:
+                self._write_chunks(arr, sel, rows)
+        finally:
+            pending.result()
+
+    def _writes_directly(self, arr: zarr.Array) -> bool:
+        """Unsharded arrays of a local store whose codecs all encode synchronously (bytes + blosc) are written by
+        _write_chunks; frames (sharded) and fsspec stores go through zarr."""
+        return (not is_url(self.path) and arr.metadata.zarr_format == 3 and arr.shards is None
+                and all(hasattr(c, "_encode_sync") for c in arr.metadata.codecs))
+
+    def _write_chunks(self, arr: zarr.Array, sel: slice, rows: np.ndarray) -> None:
+        """Store rows [sel.start, sel.stop) as whole chunk files: encoded here with the array's own codecs and
+        written atomically (write_file: temp file, then rename) as zarr would, minus its per-chunk thread hops
+        and its read of the chunk being extended. The rows of the open chunk that precede the write are kept from
+        the last write (read back once after opening); rows past the end are fill: they lie beyond the ``written``
+        mark, so they are not data."""
+        name = arr.store_path.path
+        size = int(arr.chunks[0])
+        first = sel.start // size * size
+        tail = self._tails.get(name)
+        if tail is None or tail[0] != first or tail[0] + len(tail[1]) != sel.start:
+            tail = (first, arr[first : sel.start])
+        block = np.concatenate([tail[1], np.asarray(rows, dtype=arr.dtype)]) if len(tail[1]) else \
+            np.asarray(rows, dtype=arr.dtype)
+        spec = arr.metadata.get_chunk_spec((0,) * arr.ndim, arr._async_array.config, default_buffer_prototype())
+        root = Path(self.path) / name
+        for offset in range(0, len(block), size):
+            chunk = block[offset : offset + size]
+            if len(chunk) < size:
+                chunk = np.concatenate([chunk, np.full((size - len(chunk), *chunk.shape[1:]),
+                                                      arr.fill_value, dtype=arr.dtype)])
+            data = spec.prototype.nd_buffer.from_numpy_array(np.ascontiguousarray(chunk))
+            for codec in arr.metadata.codecs:
+                data = codec._encode_sync(data, spec)
+            key = arr.metadata.encode_chunk_key(((first + offset) // size, *(0,) * (arr.ndim - 1)))
+            write_file(root / key, data.as_buffer_like())
+        last = (sel.stop - first) // size * size
+        self._tails[name] = (first + last, block[last : sel.stop - first].copy())
+
+    def _grow(self, path: str, rows: int) -> zarr.Array:
+        """The array, made at least ``rows`` long in whole chunks (capacity: most commits resize nothing)."""
+        arr = self.arr(path)
+        if arr.shape[0] < rows:
+            chunk = int(arr.chunks[0])
+            arr.resize((-(-rows // chunk) * chunk, *arr.shape[1:]))
+        return arr
 
     def open_episode(self, info: dict) -> None:
-        """Store the metadata of the episode being written, so a crash can salvage it with its seed."""
+        """Stage the metadata of the episode being written: it is stored with the next flush of its steps, so a
+        crash can salvage the flushed steps with their seed (nothing flushed, nothing to salvage)."""
         self._require_writable()
-        n = self.num_episodes
-        self._resize("meta/episode_info", n + 1)
-        self.arr("meta/episode_info")[n] = json.dumps(info)
+        self._pending_info = json.dumps(info)
 
     def commit_episode(self, info: dict) -> int:
         """Record an episode whose steps are all written: its info first, then its end (the commit)."""
         self._require_writable()
-        n = self.num_episodes
+        ends = self.episode_ends
+        n = len(ends)
         length = self.data_length()
-        if length <= self.num_steps:
+        if length <= (int(ends[-1]) if n else 0):
             raise TeleworldError("cannot commit an empty episode")
-        self._resize("meta/episode_info", n + 1)
-        self.arr("meta/episode_info")[n] = json.dumps(info)
-        self._resize("meta/episode_ends", n + 1)
-        self.arr("meta/episode_ends")[n] = length
+        text = json.dumps(info)
+        if self._info_written != (n, text):  # EpisodeWriter.end() stages it with the last flush
+            self._grow("meta/episode_info", n + 1)[n] = text
+        ends_array = self._grow("meta/episode_ends", n + 1)
+        if self._writes_directly(ends_array):
+            self._write_chunks(ends_array, slice(n, n + 1), np.array([length], dtype=np.int64))
+        else:
+            ends_array[n] = length
+        self._committed, self._pending_info, self._info_written = np.append(ends, np.int64(length)), None, None
         return n
 
     def write_episode(self, steps: dict[str, np.ndarray], contacts: dict[str, np.ndarray], info: dict) -> int:
@@ -384,12 +486,13 @@ class EpisodeStore:
         lengths = {len(steps[k]) for k in self.keys}
         if len(lengths) != 1:
             raise TeleworldError(f"episode arrays disagree on length: {sorted(lengths)}")
-        for k in self.keys:
-            self.append(f"data/{k}", np.asarray(steps[k], dtype=self.specs[k].dtype))
-        for k, spec in CONTACT_SPECS.items():
-            self.append(f"contacts/{k}", np.asarray(contacts[k], dtype=spec.dtype).reshape(-1, *spec.shape))
+        info = {**info, "length": lengths.pop()}
+        self.open_episode(info)  # stored with the steps, so the commit writes only the end
+        self.append_many({**{f"data/{k}": np.asarray(steps[k], dtype=self.specs[k].dtype) for k in self.keys},
+                          **{f"contacts/{k}": np.asarray(contacts[k], dtype=spec.dtype).reshape(-1, *spec.shape)
+                             for k, spec in CONTACT_SPECS.items()}})
         self.mark_written()
-        return self.commit_episode({**info, "length": lengths.pop()})
+        return self.commit_episode(info)
 
     def salvage(self) -> dict:
         """Commit the durably written part of an uncommitted tail as an episode marked partial; cut the rest.
@@ -409,7 +512,7 @@ class EpisodeStore:
             return {"salvaged_steps": 0, "dropped_steps": tail, "episode": None}
         info = {}
         if self.arr("meta/episode_info").shape[0] > n:
-            try:
+            try:  # an empty row is capacity: the writer died before its first flush stored the info
                 info = json.loads(str(self.read("meta/episode_info", n)))
             except json.JSONDecodeError:
                 info = {}
@@ -421,6 +524,8 @@ class EpisodeStore:
         arr = self.arr(path)
         if arr.shape[0] != length:
             arr.resize((length, *arr.shape[1:]))
+        if path == "meta/episode_ends":
+            self._committed = None
 
     def _require_writable(self) -> None:
         if not self.writable:
@@ -457,6 +562,27 @@ class EpisodeStore:
 
     def __repr__(self) -> str:
         return f"EpisodeStore({self.path!r}, episodes={self.num_episodes}, steps={self.num_steps})"
+
+
+def write_file(path: Path, data) -> None:
+    """Atomically replace a file's bytes, as zarr's LocalStore does: a ``*.partial`` temp file, then a rename
+    (a kill leaves the old file or the new one, plus at worst a stray temp file that repair removes)."""
+    temp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data).cast("B")
+        while view:
+            view = view[os.write(fd, view):]
+    except BaseException:
+        os.close(fd)
+        temp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    os.replace(temp, path)
 
 
 def _alive(pid: int) -> bool:

@@ -72,11 +72,10 @@ class EpisodeWriter:
         """Write buffered steps to the store (whole arrays at once, never one step per write)."""
         if not self._steps or not self._steps["action"]:
             return
-        for key, values in self._steps.items():
-            self.store.append(f"data/{key}", np.stack(values))
-        for key, rows in self._contacts.items():
-            spec = CONTACT_SPECS[key]
-            self.store.append(f"contacts/{key}", np.concatenate(rows).reshape(-1, *spec.shape))
+        values = {f"data/{key}": np.stack(values) for key, values in self._steps.items()}
+        values.update({f"contacts/{key}": np.concatenate(rows).reshape(-1, *CONTACT_SPECS[key].shape)
+                       for key, rows in self._contacts.items()})
+        self.store.append_many(values)  # every array (and a staged episode info) in one concurrent write
         self.store.mark_written()
         self._reset_buffers()
 
@@ -86,9 +85,10 @@ class EpisodeWriter:
             raise TeleworldError("no open episode to end")
         if self._length == 0:
             raise TeleworldError("cannot save an empty episode")
-        self.flush()
         info = {**self._meta, "timing": timing_health(np.asarray(self._wall), self.store.info["control_rate"]),
                 **meta, "length": self._length}
+        self.store.open_episode(info)  # the final info goes with the last flush; the commit then writes the end
+        self.flush()
         index = self.store.commit_episode(info)
         self._meta, self._length = None, 0
         return index

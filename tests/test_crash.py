@@ -15,13 +15,15 @@ import pytest
 from recorder import EpisodeStore, EpisodeWriter
 from recorder.health import repair, validate
 
-# Records 4 deterministic episodes (wall_time = t), counting zarr's file writes; with KILL_AT=n it is killed by
-# SIGKILL in the middle of its n-th file write, leaving that write's temp file half written, as a real kill would.
+# Records 4 deterministic episodes (wall_time = t), counting file writes (zarr's and the store's own); with KILL_AT=n
+# it is killed by SIGKILL in the middle of its n-th file write, leaving that write's temp file half written, as a real
+# kill would.
 WRITER = textwrap.dedent(
     """
     import os, signal, sys
     import numpy as np
     import zarr.storage._local as local
+    import recorder.store as store_module
     from recorder import EpisodeStore, EpisodeWriter
     from teleop.loop import step_record
     from teleop.scenes import load
@@ -38,7 +40,17 @@ WRITER = textwrap.dedent(
             os.kill(os.getpid(), signal.SIGKILL)
         return real_put(path, value, exclusive)
 
+    def write_file(path, data):  # the store writes small arrays' chunks itself, the same atomic way
+        writes[0] += 1
+        if writes[0] == kill_at:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.with_name(path.name + ".deadbeef.partial").write_bytes(bytes(data)[: len(bytes(data)) // 2])
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_write_file(path, data)
+
     local._put = put
+    real_write_file = store_module.write_file
+    store_module.write_file = write_file
     scene = load("push")
     store = EpisodeStore.create(sys.argv[1], scene.info(), chunk_bytes=12288 * 8)
     writer = EpisodeWriter(store)
