@@ -134,16 +134,21 @@ class ExportFormat(str, Enum):
 @data_app.command()
 def export(store: Path = STORE, out: Path = typer.Option(..., "--out", help="Directory to create."),
            fmt: ExportFormat = typer.Option(..., "--format", help="lerobot (v3.0) or diffusion-policy (zarr 2)."),
-           task: str = typer.Option(None, help="LeRobot task string (default: the scene name).")) -> None:
+           task: str = typer.Option(None, help="LeRobot task string (default: the scene name)."),
+           rename: list[str] = typer.Option(None, "--rename", help="diffusion-policy: old=new renames data/<old> "
+                                            "to the key a DP task config expects (repeatable).")) -> None:
     """Export the active episodes for another toolkit's loader."""
     from recorder import EpisodeStore
-    from recorder.export import export_diffusion_policy, export_lerobot
+    from recorder.export import export_diffusion_policy, export_lerobot, parse_renames
 
+    renames = parse_renames(rename)
+    if renames and fmt is not ExportFormat.diffusion_policy:
+        raise TeleworldError("--rename applies to --format diffusion-policy")
     s = EpisodeStore.open(store)
     if fmt is ExportFormat.lerobot:
         result = export_lerobot(s, out, task, show_progress=True)
     else:
-        result = export_diffusion_policy(s, out, show_progress=True)
+        result = export_diffusion_policy(s, out, show_progress=True, rename=renames)
     Console().print(f"{out}: {fmt.value} export, {result['episodes']} episodes")
 
 

@@ -25,6 +25,10 @@ from teleworld.progress import progress_bar
 LEROBOT_VERSION = "v3.0"
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+GOP = 2  # frames per keyframe interval of the MP4s (LeRobot's own encoder uses g=2): random reads decode little
+QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}  # LeRobot's stats.json quantiles
+STATS_PIXELS = 2_000_000  # at most this many pixels per camera (evenly spaced frames) enter the image stats
+STATS_SIZE = 150  # frames larger than 2x this are subsampled in space to about this size (as LeRobot does)
 
 
 def _new_output(out: Path) -> None:
@@ -40,9 +44,25 @@ def _source_steps(store: EpisodeStore, episodes: np.ndarray) -> tuple[np.ndarray
     return np.concatenate([np.arange(s.start, s.stop) for s in slices]), np.array([s.stop - s.start for s in slices])
 
 
-def export_diffusion_policy(store: EpisodeStore, out: Path, show_progress: bool = False) -> dict:
-    """A ReplayBuffer store: zarr format 2, Blosc zstd, ``data/<key>`` time-major and ``meta/episode_ends`` only."""
+def parse_renames(pairs: list[str] | None) -> dict[str, str]:
+    """``["image_overhead=img", ...]`` (the CLI's repeatable ``--rename old=new``) -> {"image_overhead": "img"}."""
+    renames = {}
+    for pair in pairs or []:
+        old, sep, new = pair.partition("=")
+        if not sep or not old or not new:
+            raise TeleworldError(f"--rename expects old=new, got {pair!r}")
+        renames[old.strip()] = new.strip()
+    return renames
+
+
+def export_diffusion_policy(store: EpisodeStore, out: Path, show_progress: bool = False,
+                            rename: dict[str, str] | None = None) -> dict:
+    """A ReplayBuffer store: zarr format 2, Blosc zstd, ``data/<key>`` time-major and ``meta/episode_ends`` only.
+
+    ``rename`` maps store keys to the names a diffusion_policy task config expects (``{"image_overhead": "img"}``);
+    keys not named keep theirs."""
     _new_output(out)
+    names = _renamed(store.keys, rename or {})
     index, lengths = _source_steps(store, store.active_episodes())
     try:
         root = zarr.open_group(str(out), mode="w-", zarr_format=2)
@@ -52,7 +72,8 @@ def export_diffusion_policy(store: EpisodeStore, out: Path, show_progress: bool 
                 spec = store.specs[key]
                 steps = chunk_steps(spec)
                 shuffle = numcodecs.Blosc.NOSHUFFLE if np.dtype(spec.dtype).itemsize == 1 else numcodecs.Blosc.SHUFFLE
-                dst = root.create_array(f"data/{key}", shape=(len(index), *spec.shape), chunks=(steps, *spec.shape),
+                dst = root.create_array(f"data/{names[key]}", shape=(len(index), *spec.shape),
+                                        chunks=(steps, *spec.shape),
                                         dtype=spec.dtype, compressors=numcodecs.Blosc("zstd", 3, shuffle))
                 for start in range(0, len(index), steps):  # whole output chunks, one write each
                     dst[start : start + steps] = store.read(f"data/{key}", index[start : start + steps])
@@ -64,6 +85,20 @@ def export_diffusion_policy(store: EpisodeStore, out: Path, show_progress: bool 
         shutil.rmtree(out, ignore_errors=True)
         raise
     return {"episodes": len(lengths), "steps": int(len(index))}
+
+
+def _renamed(keys: list[str], rename: dict[str, str]) -> dict[str, str]:
+    """{store key: exported name}; refuses unknown keys and names given twice."""
+    unknown = sorted(set(rename) - set(keys))
+    if unknown:
+        raise TeleworldError(f"cannot rename {', '.join(unknown)}: the store has {', '.join(keys)}")
+    names = {k: rename.get(k, k) for k in keys}
+    taken = [n for n in set(names.values()) if list(names.values()).count(n) > 1]
+    if taken:
+        raise TeleworldError(f"the renames give two arrays the name {', '.join(sorted(taken))}")
+    if any("/" in n or n.startswith(".") for n in names.values()):
+        raise TeleworldError("exported names may not contain '/' or start with '.'")
+    return names
 
 
 def export_lerobot(store: EpisodeStore, out: Path, task: str | None = None, show_progress: bool = False) -> dict:
@@ -105,7 +140,10 @@ def export_lerobot(store: EpisodeStore, out: Path, task: str | None = None, show
             "video_path": VIDEO_PATH,
             "features": features,
         }, indent=2))
-        (out / "meta" / "stats.json").write_text(json.dumps(_stats(table)))
+        stats = _stats(table)
+        for cam, key in zip(info["cameras"], video_keys):
+            stats[key] = _image_stats(store, image_key(cam), index)
+        (out / "meta" / "stats.json").write_text(json.dumps(stats))
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
         raise
@@ -178,22 +216,50 @@ def _lerobot_features(store: EpisodeStore, video_keys: list[str], fps: float) ->
     return features
 
 
-def _stats(table: pa.Table) -> dict:
-    """mean/std/min/max/count of the vector features (LeRobot normalises with these)."""
-    out = {}
-    for key in ("observation.state", "action"):
-        values = np.stack(table[key].to_numpy(zero_copy_only=False)).astype(np.float64)
-        out[key] = {"mean": values.mean(0).tolist(), "std": values.std(0).tolist(), "min": values.min(0).tolist(),
-                    "max": values.max(0).tolist(), "count": [len(values)]}
+def _feature_stats(values: np.ndarray, axis: int | tuple[int, ...]) -> dict:
+    """LeRobot's per-feature stats: min, max, mean, std, count and the QUANTILES, reduced over ``axis``."""
+    values = values.astype(np.float64)
+    out = {"min": values.min(axis), "max": values.max(axis), "mean": values.mean(axis), "std": values.std(axis)}
+    out.update({name: np.quantile(values, q, axis=axis) for name, q in QUANTILES.items()})
     return out
 
 
+def _stats(table: pa.Table) -> dict:
+    """Stats of every column of the frames table: vectors per dimension (D,), scalars as (1,)."""
+    out = {}
+    for key in table.column_names:
+        column = table[key]
+        if pa.types.is_fixed_size_list(column.type):
+            values = np.stack(column.to_numpy(zero_copy_only=False))
+        else:
+            values = column.to_numpy()[:, None]
+        stats = _feature_stats(values, axis=0)
+        out[key] = {**{k: v.tolist() for k, v in stats.items()}, "count": [len(values)]}
+    return out
+
+
+def _image_stats(store: EpisodeStore, key: str, index: np.ndarray) -> dict:
+    """Per-channel stats of a camera's exported frames scaled to [0, 1], each of shape (3, 1, 1) as LeRobot
+    stores them. Like LeRobot it samples: evenly spaced frames, large ones strided in space, STATS_PIXELS in all."""
+    h, w = store.arr(f"data/{key}").shape[1:3]
+    stride = max(h, w) // STATS_SIZE if max(h, w) >= 2 * STATS_SIZE else 1
+    per_frame = -(-h // stride) * -(-w // stride)
+    count = min(len(index), max(1, STATS_PIXELS // per_frame))
+    chosen = np.unique(np.round(np.linspace(0, len(index) - 1, count)).astype(np.int64))
+    block = chunk_steps(ArraySpec((h, w, 3), "uint8"))
+    pixels = np.concatenate([store.read(f"data/{key}", index[chosen[i : i + block]])[:, ::stride, ::stride]
+                             .reshape(-1, 3) for i in range(0, len(chosen), block)])  # (frames * H * W, 3)
+    stats = _feature_stats(pixels / 255.0, axis=0)
+    return {**{k: v.reshape(3, 1, 1).tolist() for k, v in stats.items()}, "count": [len(chosen)]}
+
+
 def _write_mp4(store: EpisodeStore, key: str, index: np.ndarray, path: Path, fps: float, advance) -> None:
-    """H.264 MP4 of the given steps of one camera, read a chunk at a time; frame i is shown at i / fps."""
+    """H.264 MP4 of the given steps of one camera, read a chunk at a time; frame i is shown at i / fps; a keyframe
+    at least every GOP frames, so a random read decodes at most GOP - 1 frames before the one it wants."""
     path.parent.mkdir(parents=True, exist_ok=True)
     block = chunk_steps(ArraySpec(tuple(store.arr(f"data/{key}").shape[1:]), "uint8"))
     with imageio.get_writer(path, fps=fps, codec="libx264", macro_block_size=1, pixelformat="yuv420p",
-                            ffmpeg_params=["-crf", "18"]) as writer:
+                            ffmpeg_params=["-crf", "18", "-g", str(GOP)]) as writer:
         for start in range(0, len(index), block):
             for frame in store.read(f"data/{key}", index[start : start + block]):
                 writer.append_data(frame)

@@ -12,7 +12,7 @@ import zarr
 
 from recorder import EpisodeStore
 from recorder.edit import mark_deleted
-from recorder.export import export_diffusion_policy, export_lerobot
+from recorder.export import export_diffusion_policy, export_lerobot, parse_renames
 from teleworld.errors import TeleworldError
 
 KEEP = [0, 2, 3, 4, 5]  # episode 1 is marked deleted and must not be exported
@@ -79,3 +79,61 @@ def test_lerobot_v3_export(tmp_path, source):
     assert np.abs(video_time.to_numpy() - np.arange(150) / 20.0).max() < 1e-4
     truth = np.concatenate([source.episode(e)["image_overhead"] for e in KEEP])
     assert np.abs(frames.astype(int) - truth).mean() < 4  # h264 at crf 18: close to the recorded frames
+
+
+def test_lerobot_stats_cover_every_feature_with_quantiles(tmp_path, source):
+    out = tmp_path / "lerobot"
+    export_lerobot(source, out)
+    stats = json.loads((out / "meta" / "stats.json").read_text())
+    info = json.loads((out / "meta" / "info.json").read_text())
+    assert set(stats) == set(info["features"])  # images included
+    fields = {"min", "max", "mean", "std", "count", "q01", "q10", "q50", "q90", "q99"}
+    for key, feature in info["features"].items():
+        assert set(stats[key]) == fields, key
+        shape = (3, 1, 1) if feature["dtype"] == "video" else tuple(feature["shape"])
+        for name in fields - {"count"}:
+            assert np.asarray(stats[key][name]).shape == shape, (key, name)
+    actions = np.concatenate([source.episode(e)["action"] for e in KEEP]).astype(np.float64)
+    assert stats["action"]["count"] == [150]
+    assert np.allclose(stats["action"]["mean"], actions.mean(0)) and np.allclose(stats["action"]["std"], actions.std(0))
+    assert np.allclose(stats["action"]["q90"], np.quantile(actions, 0.9, axis=0))
+    assert stats["frame_index"]["max"] == [29.0] and stats["episode_index"]["q50"] == [2.0]
+    frames = np.concatenate([source.episode(e)["image_overhead"] for e in KEEP]).reshape(-1, 3) / 255.0
+    image = stats["observation.images.overhead"]
+    assert image["count"] == [150]
+    assert np.allclose(np.asarray(image["mean"])[:, 0, 0], frames.mean(0))
+    assert np.allclose(np.asarray(image["q01"])[:, 0, 0], np.quantile(frames, 0.01, axis=0))
+    assert 0 <= np.min(image["min"]) <= np.max(image["max"]) <= 1
+
+
+def test_lerobot_video_has_a_short_gop(tmp_path, source):
+    """A keyframe at least every 2 frames, so LeRobot's random window reads decode little."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    out = tmp_path / "lerobot"
+    export_lerobot(source, out)
+    video = out / "videos" / "observation.images.overhead" / "chunk-000" / "file-000.mp4"
+    # decode only the keyframes and count them
+    proc = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-skip_frame", "nokey", "-i", str(video),
+                           "-f", "framemd5", "-"], capture_output=True, text=True, check=True)
+    keyframes = [line for line in proc.stdout.splitlines() if line and not line.startswith("#")]
+    assert len(keyframes) >= 150 // 2
+
+
+def test_diffusion_policy_export_renames_keys(tmp_path, source):
+    out = tmp_path / "dp.zarr"
+    rename = parse_renames(["image_overhead=img", "qpos=agent_pos"])
+    export_diffusion_policy(source, out, rename=rename)
+    root = zarr.open_group(out, mode="r", zarr_format=2)
+    keys = set(root["data"].array_keys())
+    assert {"img", "agent_pos", "action"} <= keys and not {"image_overhead", "qpos"} & keys
+    assert np.array_equal(root["data/img"][:30], source.episode(0)["image_overhead"])
+    with pytest.raises(TeleworldError, match="cannot rename nope"):
+        export_diffusion_policy(source, tmp_path / "bad.zarr", rename={"nope": "x"})
+    with pytest.raises(TeleworldError, match="two arrays the name action"):
+        export_diffusion_policy(source, tmp_path / "bad2.zarr", rename={"qpos": "action"})
+    with pytest.raises(TeleworldError, match="old=new"):
+        parse_renames(["img"])
+    assert not (tmp_path / "bad.zarr").exists() and not (tmp_path / "bad2.zarr").exists()
