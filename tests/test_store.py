@@ -123,3 +123,44 @@ def test_newer_major_schema_is_refused(tmp_path):
 def test_missing_episode_is_a_clear_error(push_store):
     with pytest.raises(TeleworldError, match="episode 99 does not exist"):
         EpisodeStore.open(push_store).episode(99)
+
+
+def test_appending_after_reopen_continues_open_chunks_and_commits_cheaply(tmp_path):
+    """Small arrays are written as whole chunk files from the rows the writer holds; a reopened store reads the
+    open chunk back once, so episodes written across sessions, discards and repairs read back exactly."""
+    from recorder.health import validate
+
+    scene = load("push")
+    episodes = [_record_in_memory(scene, seed, steps) for seed, steps in enumerate([13, 5, 22, 9, 17])]
+    path = tmp_path / "s.zarr"
+    for session, chosen in enumerate([[0, 1], [2], [3, 4]]):
+        store = EpisodeStore.create(path, scene.info(), chunk_bytes=12288 * 16) if session == 0 else \
+            EpisodeStore.open(path, mode="a")
+        with store:
+            writer = EpisodeWriter(store)
+            for seed in chosen:
+                writer.begin(seed=seed)
+                for step, contacts in episodes[seed]:
+                    writer.add(step, contacts)
+                writer.end()
+            if session < 2:  # an episode discarded after a flush leaves nothing behind
+                writer.begin(seed=99)
+                for step, contacts in episodes[2]:
+                    writer.add(step, contacts)
+                writer.discard()
+    store = EpisodeStore.open(path)
+    assert store.episode_ends.tolist() == np.cumsum([13, 5, 22, 9, 17]).tolist()
+    for i, records in enumerate(episodes):
+        ep = store.episode(i)
+        for key in ep:
+            expected = np.stack([np.asarray(step[key]) for step, _ in records]).astype(ep[key].dtype)
+            assert np.array_equal(ep[key], expected), (i, key)
+        offsets, rows = store.episode_contacts(i)
+        for t, (_, contacts) in enumerate(records):
+            for key, value in contacts.items():
+                assert np.array_equal(rows[key][offsets[t] : offsets[t + 1]], value), (i, t, key)
+        assert store.episode_info(i)["seed"] == i
+    report = validate(store)
+    assert report.ok and not report.notes, (report.problems, report.notes)  # capacity rows are not reported
+    raw = store.read("meta/episode_ends")
+    assert len(raw) > 5 and (raw[5:] == -1).all()  # ends grow a chunk at a time: most commits resize nothing
