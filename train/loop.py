@@ -79,7 +79,8 @@ def expected_steps(cfg: TrainConfig, done: int, rate: float, seconds: float) -> 
     """Where the run will stop: at ``cfg.steps``, or sooner where its budget runs out at ``rate`` steps/s."""
     if not cfg.minutes:
         return cfg.steps
-    return min(cfg.steps, done + round(rate * max(0.0, cfg.minutes * 60 - seconds)))
+    ahead = max(cfg.log_every, round(rate * max(0.0, cfg.minutes * 60 - seconds)))  # never "done" before the end
+    return min(cfg.steps, done + ahead)
 
 
 def out_of_time(cfg: TrainConfig, seconds: float) -> bool:
