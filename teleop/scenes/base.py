@@ -86,6 +86,8 @@ class Scene(ABC):
     default_cameras: tuple[str, ...] = ()
     # pairs of body-name groups whose contact is summarised densely per step, e.g. ("pusher", "box")
     contact_groups: tuple[tuple[str, str], ...] = ()
+    # bodies whose position replay scores on imagined frames (their centre of mass, world frame, m), e.g. ("box",)
+    tracked_bodies: tuple[str, ...] = ()
     # default operator bindings (see teleop/bindings.py): (action, key for -1, key for +1) ...
     key_bindings: tuple[tuple[str, str, str], ...] = ()
     # ... and (action, gamepad axis spec such as "leftx", "-lefty" or "triggerright-triggerleft")

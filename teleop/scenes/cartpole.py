@@ -12,5 +12,6 @@ class CartpoleSwingupScene(SuiteScene):
     domain, task = "cartpole", "swingup"
     control_rate = 20.0
     default_cameras = ("fixed",)
+    tracked_bodies = ("cart", "pole_1")  # the pole's centre of mass: half way to its tip
     key_bindings = (("slide", "left", "right"),)
     pad_bindings = (("slide", "leftx"),)

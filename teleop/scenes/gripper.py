@@ -19,6 +19,7 @@ class GripperScene(SuiteScene):
     control_rate = 20.0
     default_cameras = ("fixed",)
     contact_groups = (("fingertip", "ball"), ("thumbtip", "ball"), ("ball", "world"))
+    tracked_bodies = ("ball", "hand")
     key_bindings = (
         ("root", "d", "a"),
         ("shoulder", "s", "w"),

@@ -42,6 +42,7 @@ class PushScene(Scene):
     control_rate = 20.0
     default_cameras = ("overhead",)
     contact_groups = (("pusher", "box"), ("box", "world"))
+    tracked_bodies = ("box", "pusher")
     key_bindings = (("pusher_vx", "left", "right"), ("pusher_vy", "down", "up"))
     pad_bindings = (("pusher_vx", "leftx"), ("pusher_vy", "-lefty"))
     randomization = RANDOMIZATION

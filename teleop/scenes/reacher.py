@@ -12,5 +12,6 @@ class ReacherHardScene(SuiteScene):
     domain, task = "reacher", "hard"
     control_rate = 25.0  # two 20 ms physics steps per control step
     default_cameras = ("fixed",)
+    tracked_bodies = ("finger", "hand")  # fingertip and elbow; the target is a model geom, not in the state
     key_bindings = (("shoulder", "right", "left"), ("wrist", "down", "up"))
     pad_bindings = (("shoulder", "-leftx"), ("wrist", "-righty"))
