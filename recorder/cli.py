@@ -165,35 +165,5 @@ def video(store: Path = STORE, episode: int = typer.Argument(..., help="Episode 
     Console().print(f"{out}: {result['frames']} frames at {result['fps']:g} fps")
 
 
-@data_app.command("check-sim")
-def check_sim(store: Path = STORE,
-              episodes: list[int] = typer.Argument(None, help="Episodes to check (default: all active)."),
-              tolerance: float = typer.Option(1e-6, help="Largest allowed |qpos, qvel| difference.")) -> None:
-    """Re-simulate episodes from their first state with the recorded actions; report the first divergence."""
-    from recorder import EpisodeStore
-    from recorder.checksim import check_sim as run
-    from teleworld.progress import progress_bar
-
-    s = EpisodeStore.open(store)
-    chosen = episodes or s.active_episodes().tolist()
-    table = Table("episode", "steps", "max error", "first divergence", "error there", title="re-simulation")
-    results = []
-    with progress_bar() as bar:
-        task = bar.add_task("check-sim", total=len(chosen), status="", unit="episodes")
-        for e in chosen:
-            results.append(run(s, e, tolerance))
-            bar.update(task, advance=1, status=f"episode {e}")
-    for r in results:
-        table.add_row(str(r.episode), str(r.steps), f"{r.max_error:.2e}",
-                      "-" if r.ok else str(r.first_divergence), f"{r.error_at_divergence:.2e}")
-    Console().print(table)
-    if any(r.scene_changed for r in results):
-        Console(stderr=True).print("note: the registered scene's MJCF differs from the one stored with the data")
-    bad = [r for r in results if not r.ok]
-    if bad:
-        raise TeleworldError(f"{len(bad)} of {len(results)} episodes diverge; first: episode {bad[0].episode} at "
-                             f"step {bad[0].first_divergence} by {bad[0].error_at_divergence:.2e}")
-
-
 def register(app: typer.Typer) -> None:
     app.add_typer(data_app, name="data")

@@ -1,4 +1,4 @@
-"""`teleworld data check-sim`: re-simulate an episode from its first recorded state with its recorded actions.
+"""`teleworld data check-sim` (registered by teleop, which owns the scenes): re-simulate an episode from its first recorded state with its recorded actions.
 
 If the recording is faithful (the action stored is the one applied, the state is complete) and the scene has not
 changed, the re-simulated states equal the recorded ones; otherwise the first divergent step is reported.
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recorder.store import EpisodeStore
+from teleop.scenes import load
 from teleworld.errors import TeleworldError
 
 
@@ -32,8 +33,6 @@ class SimCheck:
 
 def check_sim(store: EpisodeStore, episode: int, tolerance: float = 1e-6) -> SimCheck:
     """Restore state[0], apply action[0..T-2] and compare qpos/qvel with the recording at every step."""
-    from teleop.scenes import load  # teleop records into recorder; import it only when re-simulating
-
     info = store.info
     scene = load(info["scene"], image_size=tuple(info["image_size"]), cameras=tuple(info["cameras"]))
     try:

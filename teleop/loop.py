@@ -9,7 +9,7 @@ import numpy as np
 
 from recorder import EpisodeStore, EpisodeWriter
 from recorder.schema import image_key
-from teleop.background_writer import BackgroundWriter
+from recorder.background_writer import BackgroundWriter
 from teleop.devices.base import Device
 from teleop.pacer import Pacer, jitter_ms
 from teleop.scenes.base import Observation, Scene

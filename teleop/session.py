@@ -19,7 +19,7 @@ from typing import Literal, Mapping
 import numpy as np
 
 from recorder import EpisodeStore
-from teleop.background_writer import BackgroundWriter
+from recorder.background_writer import BackgroundWriter
 from teleop.bindings import Command
 from teleop.devices.base import Device
 from teleop.loop import step_record
