@@ -103,7 +103,7 @@ def simulate(job: Job, seed: int) -> Episode:
     start, buffer = time.time(), _Steps()
     stats = run_episode(scene, operator, buffer, job.steps, seed)
     steps, contacts = buffer.stacked(specs, CONTACT_SPECS)
-    success = scene.success() if hasattr(scene, "success") else None
+    success = scene.success()
     info = {"start_time": start, "device": operator.current.name, "operator": operator.label,
             "success": success, "final_reward": float(scene.reward()), "overruns": stats.overruns,
             "timing": timing_health(steps["wall_time"], scene.control_rate),

@@ -81,3 +81,26 @@ def test_control_rate_override_keeps_sim_time_in_step_with_wall_time():
         load("push", control_rate=30)
     with pytest.raises(TeleworldError, match=r"control rate must be in \(0, 100\] Hz"):
         load("push", control_rate=200)
+
+
+def test_reacher_succeeds_exactly_when_the_fingertip_reaches_the_target():
+    scene = load("reacher-hard")
+    scene.reset(0)
+    target = scene.data.geom("target")
+    finger = scene.data.geom("finger")
+    assert not scene.success() and np.linalg.norm(finger.xpos[:2] - target.xpos[:2]) > scene.model.geom("target").size[0]
+    seen = {True: 0, False: 0}
+    rng = np.random.default_rng(0)
+    for seed in range(10):
+        scene.reset(seed)
+        for _ in range(60):
+            scene.step(rng.uniform(-1, 1, 2))
+            reached = np.linalg.norm(finger.xpos[:2] - target.xpos[:2]) <= (
+                scene.model.geom("target").size[0] + scene.model.geom("finger").size[0])
+            assert scene.success() == reached
+            seen[reached] += 1
+    assert seen[True] > 0 and seen[False] > 0
+
+
+def test_a_task_without_a_label_says_none():
+    assert load("cartpole-swingup").success() is None

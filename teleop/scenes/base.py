@@ -149,6 +149,10 @@ class Scene(ABC):
         """Task reward for the current state (0 by default)."""
         return 0.0
 
+    def success(self) -> bool | None:
+        """Whether the task is done in the current state; None for a task without a success label (the default)."""
+        return None
+
     # ----- the public verbs -----
     def reset(self, seed: int | None = None) -> Observation:
         """Start a new episode from a state drawn with ``seed``."""
