@@ -1,4 +1,4 @@
-"""replay's sub-commands: `teleworld replay` and the end-to-end `teleworld demo`."""
+"""replay's sub-commands: `teleworld replay`, `view` and `dream`."""
 
 from __future__ import annotations
 
@@ -71,32 +71,7 @@ def dream_command(
     run_dream(model, scene, seed, scale, resolve_device(device), operator, bindings)
 
 
-def demo_command(
-    out: Path = typer.Option(Path("demo_out"), "--out", help="Fresh directory for every output."),
-    episodes: int = typer.Option(200, min=1, help="Scripted episodes to record."),
-    steps: int = typer.Option(120, min=1, help="Steps per episode."),
-    minutes: float = typer.Option(6.0, min=0.1, help="Wall-clock minutes of training."),
-    train_steps: int = typer.Option(None, help="Also stop training at this many steps (default: the config's)."),
-    config: str = typer.Option("small", help="Model config name."),
-    horizon: int = typer.Option(50, help="Open-loop steps imagined in the replay."),
-    workers: int = typer.Option(2, min=1, help="Processes that record episodes."),
-    quick: bool = typer.Option(False, help="A short tour (< 3 minutes): 40 episodes, the tiny model for 1.5 minutes, "
-                                           "horizon 30. Its model learns little; the default demo shows one that does."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
-) -> None:
-    """Run the whole path on the default scene: scripted teleop -> record -> train -> replay, in about 9 minutes."""
-    from replay.demo import QUICK, run_demo
-    from train.loop import resolve_device
-
-    settings = dict(QUICK) if quick else {"episodes": episodes, "config": config, "minutes": minutes,
-                                          "horizon": horizon}
-    if train_steps:
-        settings["train_steps"] = train_steps
-    run_demo(out, steps=steps, workers=workers, device=resolve_device(device), **settings)
-
-
 def register(app: typer.Typer) -> None:
     app.command("replay")(replay_command)
     app.command("view")(view_command)
     app.command("dream")(dream_command)
-    app.command("demo")(demo_command)

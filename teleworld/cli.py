@@ -24,8 +24,11 @@ def _register() -> None:
     from teleop.cli import register as register_teleop
     from train.cli import register as register_train
 
+    from teleworld.demo import demo_command
+
     for register in (register_teleop, register_recorder, register_train, register_replay):
         register(app)
+    app.command("demo")(demo_command)  # the whole path on top of every stage
 
 
 DEBUG_ENV = "TELEWORLD_DEBUG"
