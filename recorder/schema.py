@@ -78,6 +78,7 @@ EPISODE_FIELDS: dict[str, str] = {
     "device": "input device name",
     "operator": "who drove: a person's name or 'scripted'",
     "success": "True / False / None (unlabelled)",
+    "goal": "the task's goal drawn at reset ([] if none): push's goal point, reacher's target, x/y in m",
     "start_time": "time.time() at begin(), s since the epoch",
     "overruns": "control periods the loop overran (as reported by the loop)",
     "timing": "from wall_time: dt_mean_ms, dt_p50_ms, dt_p99_ms, dt_max_ms, jitter_p99_ms, late_steps",

@@ -105,7 +105,8 @@ def simulate(job: Job, seed: int) -> Episode:
     steps, contacts = buffer.stacked(specs, CONTACT_SPECS)
     success = scene.success()
     info = {"start_time": start, "device": operator.current.name, "operator": operator.label,
-            "success": success, "final_reward": float(scene.reward()), "overruns": stats.overruns,
+            "success": success, "final_reward": float(scene.reward()), "goal": scene.goal().tolist(),
+            "overruns": stats.overruns,
             "timing": timing_health(steps["wall_time"], scene.control_rate),
             "generator": {"expert_ratio": job.expert_ratio, "randomize": job.randomize}}
     if job.randomize:

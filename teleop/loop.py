@@ -88,7 +88,7 @@ def collect(
             except BaseException:
                 writer.discard()
                 raise
-            indices.append(writer.end(overruns=stats.overruns, success=None))
+            indices.append(writer.end(overruns=stats.overruns, success=scene.success(), goal=scene.goal().tolist()))
             if progress is not None:
                 progress()
     return indices

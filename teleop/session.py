@@ -187,7 +187,7 @@ class TeleopSession:
     def _start(self, seed: int) -> None:
         self._reset(seed)
         self.writer.begin(seed=seed, scene=self.scene.name, device=self.device.name, operator=self.operator,
-                          control_rate=self.scene.control_rate)
+                          control_rate=self.scene.control_rate, goal=self.scene.goal().tolist())
         self.recording, self.steps, self.rec_seconds = True, 0, 0.0
         self._episode_start = (self.pacer.overruns, len(self.pacer.lateness))
 
@@ -199,7 +199,7 @@ class TeleopSession:
         overruns, first_tick = self._episode_start
         p50, p99 = jitter_ms(self.pacer.lateness[first_tick:])
         saved = self.writer.end(overruns=self.pacer.overruns - overruns, jitter_p50_ms=p50,
-                                jitter_p99_ms=p99, success=None)
+                                jitter_p99_ms=p99, success=self.scene.success())
         self.saved.append(saved)
         seed = self.episode_seed
         self.messages.append(f"saved episode {self.episodes_saved} ({self.steps} steps)")

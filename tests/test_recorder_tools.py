@@ -62,3 +62,16 @@ def test_tools_refuse_missing_episodes(push_store):
     assert isinstance(cli.exception, TeleworldError) and "episode 9 does not exist" in str(cli.exception)
     with pytest.raises(TeleworldError, match="episode 9 does not exist"):
         check_sim(EpisodeStore.open(push_store), 9)
+
+
+def test_episode_info_holds_the_goal_and_success_the_scene_had(push_store):
+    from teleop.scenes import load
+
+    store = EpisodeStore.open(push_store)
+    scene = load("push")
+    for episode in range(3):
+        info = store.episode_info(episode)
+        scene.reset(info["seed"])
+        assert info["goal"] == scene.goal().tolist() and len(info["goal"]) == 2
+        final = store.episode(episode, ["reward"])["reward"][-1]
+        assert info["success"] == bool(-final < 0.05)  # push succeeds within 5 cm of the goal

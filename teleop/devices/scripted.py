@@ -34,7 +34,7 @@ class PushExpert(Device):
         self._new_target()
 
     def _new_target(self) -> None:
-        self.target = self.scene.goal.copy() if self.to_goal else self.rng.uniform(-0.17, 0.17, size=2)
+        self.target = self.scene.goal() if self.to_goal else self.rng.uniform(-0.17, 0.17, size=2)
         self._steps_on_target = 0
 
     def get_action(self, observation: Observation) -> np.ndarray:

@@ -65,6 +65,7 @@ class Observation:
     contacts: Contacts
     contact_summary: np.ndarray  # (len(contact_groups),) uint8, 1 if that pair touches
     info: dict = field(default_factory=dict)
+    extras: dict[str, np.ndarray] = field(default_factory=dict)  # the scene's declared per-step arrays (step_extras)
 
 
 STATE_SPEC = mujoco.mjtState.mjSTATE_INTEGRATION
@@ -153,6 +154,20 @@ class Scene(ABC):
         """Whether the task is done in the current state; None for a task without a success label (the default)."""
         return None
 
+    def goal(self) -> np.ndarray:
+        """The task's goal, drawn at reset, that the reward depends on but the state may not hold (push's goal
+        point, which no camera shows); (D,) float64, empty for a task without one. Recorded in episode info."""
+        return np.zeros(0)
+
+    def extras(self) -> dict[str, np.ndarray]:
+        """Scene-specific arrays recorded with every step, one per name declared in ``info()["step_extras"]``
+        (shape, dtype, names, doc); none by default."""
+        return {}
+
+    def hud_lines(self) -> list[str]:
+        """Scene-specific lines for the operator's HUD (e.g. the end-effector pose); none by default."""
+        return []
+
     # ----- the public verbs -----
     def reset(self, seed: int | None = None) -> Observation:
         """Start a new episode from a state drawn with ``seed``."""
@@ -180,6 +195,7 @@ class Scene(ABC):
             reward=float(self.reward()),
             contacts=contacts,
             contact_summary=self.summarise(contacts),
+            extras=self.extras(),
         )
 
     def render(self, camera: str, size: tuple[int, int] | None = None) -> np.ndarray:

@@ -84,7 +84,7 @@ class PushScene(Scene):
         self.data.qpos[0:2] = pusher_xy
         self.data.qpos[2:5] = [box_xy[0], box_xy[1], 0.031]
         self.data.qpos[5:9] = [np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
-        self.goal = rng.uniform(-ARENA + 0.05, ARENA - 0.05, size=2)
+        self.goal_xy = rng.uniform(-ARENA + 0.05, ARENA - 0.05, size=2)
 
     def _apply(self, p: dict) -> None:
         """Write one draw of RANDOMIZATION into the model (every parameter is set, none is left over)."""
@@ -112,9 +112,13 @@ class PushScene(Scene):
     def reward(self) -> float:
         return -self.goal_distance()
 
+    def goal(self) -> np.ndarray:
+        """The goal point (x, y), m: drawn at reset, shown by no camera."""
+        return np.array(self.goal_xy, dtype=np.float64)
+
     def goal_distance(self) -> float:
         """Distance from the box's centre to the goal, m."""
-        return float(np.linalg.norm(self.box_xy() - self.goal))
+        return float(np.linalg.norm(self.box_xy() - self.goal_xy))
 
     def success(self) -> bool:
         """The task is done: the box's centre is within SUCCESS_RADIUS of the goal."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from teleop.scenes.suite import SuiteScene
 
 
@@ -19,3 +21,7 @@ class ReacherHardScene(SuiteScene):
     def success(self) -> bool:
         """The fingertip touches the target (the suite's reward is 1 exactly then)."""
         return self.reward() >= 1.0
+
+    def goal(self) -> np.ndarray:
+        """The target's position (x, y), m, drawn at reset (the camera shows it too)."""
+        return self.env.physics.named.model.geom_pos["target", :2].copy()
