@@ -282,6 +282,13 @@ class EpisodeStore:
         info.setdefault("length", sl.stop - sl.start)
         return info
 
+    def update_episode_info(self, index: int, **fields) -> None:
+        """Add or change fields of a committed episode's metadata (the steps are untouched)."""
+        self._require_writable()
+        if not 0 <= index < self.num_episodes:
+            raise TeleworldError(f"episode {index} does not exist ({self.num_episodes} committed)")
+        self.arr("meta/episode_info")[index] = json.dumps({**self.episode_info(index), **fields})
+
     def array(self, key: str) -> zarr.Array:
         """A data/ array by key, for bulk reads."""
         if key not in self.specs:

@@ -1,5 +1,5 @@
 """teleop's sub-commands: list scenes, teleoperate (teleop/operate.py), generate scripted episodes, and
-`data check-sim` (re-simulating recorded actions needs the scenes, which teleop owns)."""
+`data check-sim` and `data add-goals` (both reset the scenes, which teleop owns)."""
 
 from __future__ import annotations
 
@@ -52,12 +52,24 @@ def check_sim(store: Path = STORE,
                              f"step {bad[0].first_divergence} by {bad[0].error_at_divergence:.2e}")
 
 
+def add_goals(store: Path = STORE) -> None:
+    """Write each episode's goal (push's goal point, reacher's target) into a store recorded before goals were."""
+    from recorder import EpisodeStore
+    from teleop.goals import add_goals as run
+
+    with EpisodeStore.open(store, mode="a") as s:
+        written = run(s)
+    typer.echo(f"{store}: goals written for {written} episodes" if written else f"{store}: every episode already "
+               "has its goal")
+
+
 def register(app: typer.Typer) -> None:
     from recorder.cli import data_app
     from teleop.generate import register as register_generate
     from teleop.operate import teleop
 
     data_app.command("check-sim")(check_sim)
+    data_app.command("add-goals")(add_goals)
 
     app.command()(scenes)
     app.command()(teleop)

@@ -75,3 +75,44 @@ def test_episode_info_holds_the_goal_and_success_the_scene_had(push_store):
         assert info["goal"] == scene.goal().tolist() and len(info["goal"]) == 2
         final = store.episode(episode, ["reward"])["reward"][-1]
         assert info["success"] == bool(-final < 0.05)  # push succeeds within 5 cm of the goal
+
+
+def _without_goals(path) -> list[list[float]]:
+    """Remove the goal from every episode's info (as in a store recorded before goals); returns the goals."""
+    import json
+
+    with EpisodeStore.open(path, mode="a") as store:
+        goals = []
+        for e in range(store.num_episodes):
+            info = store.episode_info(e)
+            goals.append(info.pop("goal"))
+            store.arr("meta/episode_info")[e] = json.dumps(info)
+    return goals
+
+
+def test_add_goals_recovers_the_goals_a_store_lacks(tmp_path, push_store):
+    from teleop.goals import add_goals
+
+    path = tmp_path / "s.zarr"
+    shutil.copytree(push_store, path)
+    goals = _without_goals(path)
+    cli = subprocess.run([sys.executable, "-m", "teleworld", "data", "add-goals", str(path)], capture_output=True,
+                         text=True, env={**os.environ, "MUJOCO_GL": "egl"}, timeout=300)
+    assert cli.returncode == 0 and "goals written for 6 episodes" in cli.stdout
+    store = EpisodeStore.open(path)
+    assert [store.episode_info(e)["goal"] for e in range(6)] == goals
+    with EpisodeStore.open(path, mode="a") as store:
+        assert add_goals(store) == 0  # nothing left to add
+
+
+def test_add_goals_refuses_a_recording_the_scene_no_longer_reproduces(tmp_path, push_store):
+    from teleop.goals import add_goals
+
+    path = tmp_path / "s.zarr"
+    shutil.copytree(push_store, path)
+    _without_goals(path)
+    with EpisodeStore.open(path, mode="a") as store:
+        store.arr("data/reward")[store.episode_slice(4).start] += 0.01
+        with pytest.raises(TeleworldError, match="episode 4 .* cannot be recovered"):
+            add_goals(store)
+        assert all("goal" not in store.episode_info(e) for e in range(6))  # all or nothing
