@@ -13,6 +13,8 @@ Layout (time-major, episodes concatenated, like diffusion_policy's ReplayBuffer)
     data/reward           (T,)         float32
     data/contact_count    (T,)         int32    rows of contacts/* that belong to step t
     data/contact_summary  (T, G)       uint8    1 if contact group g touches at step t
+    data/<extra>          (T, ...)     any      a scene's own per-step arrays, declared in root attrs step_extras
+                                                (schema >= 1.3; e.g. arm's ee_pose and joint_command)
     contacts/geom         (N, 2)       int32    ragged over steps: step t owns rows
     contacts/body         (N, 2)       int32        cumsum(contact_count)[t-1] .. cumsum(contact_count)[t]
     contacts/pos          (N, 3)       float32  m, world frame
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 ROOT_KEY = "teleworld"
 EPISODES_KEY = "teleworld_episodes"  # root attribute: deletion marks and the train/val split
 WRITTEN_KEY = "written"  # attribute of meta/: steps and contact rows durably written, committed or not
@@ -60,7 +62,16 @@ def step_specs(info: dict) -> dict[str, ArraySpec]:
         contact_count=ArraySpec((), "int32"),
         contact_summary=ArraySpec((len(info["contact_groups"]),), "uint8"),
     )
+    for name, extra in info.get("step_extras", {}).items():
+        if name in specs or name.startswith(IMAGE_PREFIX) or not name.isidentifier():
+            raise ValueError(f"step extra {name!r} clashes with a standard array or is not a plain name")
+        specs[name] = ArraySpec(tuple(extra["shape"]), str(np.dtype(extra["dtype"])))
     return specs
+
+
+def extra_names(info: dict) -> list[str]:
+    """The data/ keys a scene declared as its own per-step arrays (none in stores older than schema 1.3)."""
+    return list(info.get("step_extras", {}))
 
 
 CONTACT_SPECS: dict[str, ArraySpec] = {
@@ -87,7 +98,7 @@ EPISODE_FIELDS: dict[str, str] = {
 
 # root info that two stores must share to be merged (everything that fixes the meaning of an array)
 SCHEMA_INFO_KEYS = ("scene", "control_rate", "cameras", "image_size", "action_spec", "contact_groups", "nq", "nv",
-                    "nstate", "physics_timestep", "mjcf")
+                    "nstate", "physics_timestep", "mjcf", "step_extras")
 
 REQUIRED_INFO = ("scene", "control_rate", "cameras", "image_size", "action_spec", "nq", "nv", "nstate")
 

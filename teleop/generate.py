@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from teleop.scenes import Scene
 
 BACKENDS = ("local", "ray")
+DEFAULT_STEPS = 120  # control steps per episode for a scene that declares no episode_steps
 
 
 @dataclass(frozen=True)
@@ -311,7 +312,8 @@ def generate(
     out: Path = typer.Option(..., "--out", help="Zarr store to create (or extend with --append / --resume)."),
     scene: str = typer.Option("push", help="Scene name (see `teleworld scenes`)."),
     episodes: int = typer.Option(20, min=1, help="Episodes to record (with --resume: the store's target size)."),
-    steps: int = typer.Option(120, min=1, help="Control steps per episode."),
+    steps: int = typer.Option(None, min=1, help="Control steps per episode [default: the scene's episode_steps, "
+                                                "120 for most, 200 for arm]."),
     seed: int = typer.Option(0, help="Seed of the first episode; episode i uses seed + i."),
     image_size: int = typer.Option(64, help="Square camera frame side in pixels."),
     append: bool = typer.Option(False, help="Append N more episodes to an existing store."),
@@ -331,6 +333,7 @@ def generate(
 
     if randomize and scene in SCENES and getattr(SCENES[scene], "randomization", None) is None:
         raise TeleworldError(f"scene {scene!r} declares no domain randomization")
+    steps = steps or getattr(SCENES.get(scene), "episode_steps", DEFAULT_STEPS)
     job = Job(scene, steps, image_size, expert_ratio, randomize)
     sim = build_scene(job)  # an unknown scene fails here, before anything is written
     console = Console()

@@ -29,6 +29,7 @@ def step_record(obs: Observation, action: np.ndarray, wall_time: float) -> tuple
         contact_count=len(obs.contacts),
         contact_summary=obs.contact_summary,
     )
+    step.update(obs.extras)  # the scene's declared per-step arrays (schema >= 1.3)
     c = obs.contacts
     return step, {"geom": c.geom, "body": c.body, "pos": c.pos, "frame": c.frame, "force": c.force}
 

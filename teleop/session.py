@@ -247,6 +247,7 @@ class TeleopSession:
             lines=[
                 f"scene   {self.scene.name}",
                 f"device  {self.device.name}",
+                *self.scene.hud_lines(),
                 f"episode {self.episodes_saved}  (seed {self.episode_seed})",
                 state,
                 f"rate    {self.pacer.achieved_rate:5.1f} / {self.scene.control_rate:g} Hz",

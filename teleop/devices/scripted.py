@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from teleop.devices.arm_expert import ArmExpert
 from teleop.devices.base import Device
+from teleop.scenes.arm import ArmScene
 from teleop.scenes.base import Observation
 from teleop.scenes.push import MAX_SPEED, PushScene
 
@@ -91,6 +93,8 @@ def scripted_operator(scene) -> Device:
     """The default scripted operator of a scene: its expert when it has one, else persistent random actions."""
     if isinstance(scene, PushScene):
         return PushExpert(scene)
+    if isinstance(scene, ArmScene) and scene.control == "ee":
+        return ArmExpert(scene)
     return RandomPersistent(scene.action_spec)
 
 
@@ -139,4 +143,6 @@ class MixedOperator(Device):
 def mixed_operator(scene, expert_ratio: float) -> MixedOperator:
     """A scene's goal-seeking expert mixed with persistent random exploration (all random without an expert)."""
     expert = PushExpert(scene, to_goal=True) if isinstance(scene, PushScene) else None
+    if isinstance(scene, ArmScene) and scene.control == "ee":
+        expert = ArmExpert(scene)
     return MixedOperator(expert, RandomPersistent(scene.action_spec), expert_ratio)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from teleworld.errors import TeleworldError
+from teleop.scenes.arm import ArmScene
 from teleop.scenes.base import ActionSpec, Contacts, Observation, Scene
 from teleop.scenes.cartpole import CartpoleSwingupScene
 from teleop.scenes.gripper import GripperScene
@@ -16,12 +17,14 @@ SCENES: dict[str, Callable[..., Scene]] = {
     "gripper": GripperScene,
     "cartpole-swingup": CartpoleSwingupScene,
     "reacher-hard": ReacherHardScene,
+    "arm": ArmScene,
 }
 TAGS: dict[str, tuple[str, ...]] = {
     "push": ("default", "contact", "tabletop"),
     "gripper": ("contact", "grasp", "dm_control"),
     "cartpole-swingup": ("dm_control", "balance"),
     "reacher-hard": ("dm_control", "reach"),
+    "arm": ("contact", "grasp", "tabletop", "ik", "dm_control"),
 }
 
 
