@@ -25,15 +25,14 @@ def replay_command(
 ) -> None:
     """Compare imagined rollouts with the real ones and with baselines on held-out episodes."""
     from replay.evaluate import evaluate
+    from replay.report import summary_lines
     from train.loop import resolve_device
 
     metrics = evaluate(model, data, out, context, horizon, windows, seed, resolve_device(device),
                        episodes="all" if all_episodes else None, video_windows=video_windows, simulator=simulator)
     console = Console()
-    psnr = metrics["mean"]["psnr"]
-    console.print(f"PSNR model {psnr['model']:.2f} dB, copy-last {psnr['copy_last']:.2f} dB, "
-                  f"median frame {psnr['median_frame']:.2f} dB, shuffled actions {psnr['shuffled_actions']:.2f} dB, "
-                  f"reconstruction {psnr['reconstruction']:.2f} dB")
+    for line in summary_lines(metrics):
+        console.print(line)
     console.print(metrics["action_sensitivity"]["verdict"])
     if metrics.get("simulator_scene_changed"):
         console.print("warning: the scene has changed since this data was recorded; the simulator cannot match it")

@@ -9,10 +9,11 @@ import torch
 
 from recorder import EpisodeStore
 from replay.metrics import MOVED_THRESHOLD, PSNR_CAP
+from replay.positions import CACHE_NAME, tracker
 from replay.report import write_report
 from replay.rollout import median_frame, pick_windows, rollouts
 from replay.scores import action_sensitivity, concat_scores, score_batch, summarise, versus_baselines
-from replay.scores import contact_scores, summarise_contacts
+from replay.scores import contact_scores, position_scores, summarise_contacts, summarise_positions
 from replay.simulate import scene_changed, simulate
 from teleworld.errors import TeleworldError
 from teleworld.progress import progress_bar
@@ -78,14 +79,22 @@ def evaluate(model_path: str | Path, data_path: str | Path, out_dir: str | Path,
     model, data, ckpt, store = load_for_replay(model_path, data_path, device)
     episodes = chosen_episodes(episodes, ckpt, data)
     starts = pick_windows(data, episodes, context + horizon, windows, seed)
-    background = median_frame(data, training_episodes(ckpt, data, episodes))
-    parts, contact_parts, video = [], [], {"truth": [], "model": [], "simulator": []}
+    train_episodes = training_episodes(ckpt, data, episodes)
+    background = median_frame(data, train_episodes)
+    positions = tracker(store, data.frames, data.spec.camera, train_episodes,
+                        {"model": str(Path(model_path).resolve()), "step": int(ckpt["step"])},
+                        Path(out_dir) / CACHE_NAME)
+    parts, contact_parts, position_parts = [], [], []
+    video: dict[str, list] = {"truth": [], "model": [], "simulator": []}
     with progress_bar(show_progress) as progress:
         task = progress.add_task("replay windows", total=len(starts), status="", unit="windows")
         for b in rollouts(model, data, starts, context, horizon, device, seed, int(store.info["nq"]),
                           background=background):
             if simulator:
                 b.preds["simulator"] = simulate(store, data.spec.camera, b.starts, context, horizon)
+            if positions is not None:
+                positions.annotate(b)
+                position_parts.append(position_scores(b))
             contact_parts.append(contact_scores(b))
             parts.append(score_batch(b, contact_parts[-1]))
             if sum(map(len, video["truth"])) < video_windows:  # keep frames of the first windows only
@@ -123,5 +132,8 @@ def evaluate(model_path: str | Path, data_path: str | Path, out_dir: str | Path,
     if contact_parts and contact_parts[0]:  # per contact group: states, onsets and releases (docs/replay.md)
         groups = ["/".join(pair) for pair in store.info.get("contact_groups", [])]
         metrics["contact_events"] = summarise_contacts(concat_scores(contact_parts), groups, seed)
+    if positions is not None:  # per tracked body, with the detector's floor (docs/replay.md)
+        errors = concat_scores([{"position": p} for p in position_parts])["position"]
+        metrics["position_error"] = summarise_positions(errors, list(positions.bodies), seed)
     rows = {k: np.concatenate(v)[:video_windows] for k, v in video.items() if v}
     return write_report(metrics, rows, Path(out_dir))

@@ -6,18 +6,21 @@ import base64
 import html
 from pathlib import Path
 
-from replay.scores import METRICS
+from replay.scores import FLOOR_METHOD, METRICS
 
-METHOD_ORDER = ("model", "copy_last", "median_frame", "constant_velocity", "shuffled_actions", "reconstruction",
-                "simulator")
+METHOD_ORDER = ("model", "model_unblended", "copy_last", "median_frame", "constant_velocity", "shuffled_actions",
+                "reconstruction", "simulator", FLOOR_METHOD)
 METHOD_NOTE = {
     "model": "K real frames, then H steps imagined with the real actions",
+    "model_unblended": "the same imagined states drawn without the blend toward the last context frame: the world "
+                       "model's own frames",
     "copy_last": "the last context frame / proprio / contacts held",
     "median_frame": "the per-pixel median of the training frames: the scene with nothing where things move",
     "constant_velocity": "positions extrapolated with their last change, velocities held (proprio only)",
     "shuffled_actions": "the model imagining with shuffled actions",
     "reconstruction": "the model seeing every real frame: upper bound",
     "simulator": "the scene re-run from the recorded state with the recorded actions: a check of the data",
+    FLOOR_METHOD: "the position detector on the real frames: its own error, the floor of the position error",
 }
 
 
@@ -90,6 +93,28 @@ def _rates_cell(stats: dict) -> str:
             f"P {num(stats['precision'])} R {num(stats['recall'])}</small></td>")
 
 
+def positions_html(metrics: dict) -> str:
+    """Position error per tracked body and step band, each method with its interval, and the detector's floor."""
+    pos = metrics.get("position_error")
+    if not pos:
+        return ""
+    methods = [m for m in METHOD_ORDER if m in pos["per_body"]["all"]["mean"]]
+    head = "".join(f"<th title='{html.escape(METHOD_NOTE[m])}'>{m}</th>" for m in methods)
+    rows = []
+    for body, bands in pos["bands"].items():
+        for band, by_method in bands.items():
+            cells = "".join(_cell(by_method[m]["mean"], by_method[m]["ci"]) if m in by_method else "<td>–</td>"
+                            for m in methods)
+            rows.append(f"<tr><th>{html.escape(body)}, imagined steps {band}</th>{cells}</tr>")
+    floors = ", ".join(f"{b} {'n/a' if v is None else f'{v:.2f}'} cm" for b, v in pos["floor"].items())
+    return (f"<h2>Where the objects are</h2><p>Distance in cm between each tracked body's position read off the "
+            f"frames by a detector (trained on real frames of the run's training episodes) and its true position "
+            f"(the recorded state re-simulated), mean over windows with 95 % bootstrap intervals. The detector's own "
+            f"error on the real held-out frames ({FLOOR_METHOD}) is the floor: {html.escape(floors)}. Copy-last's "
+            f"error is how far each body really moved.</p>"
+            f"<table><tr><th>body, steps</th>{head}</tr>{''.join(rows)}</table>")
+
+
 def versus_html(metrics: dict) -> str:
     """What training bought, then one line per baseline saying plainly whether the model beat it."""
     train = metrics.get("training", {})
@@ -101,6 +126,14 @@ def versus_html(metrics: dict) -> str:
     lines = "".join(f"<li class='{'good' if v['beats'] else 'bad'}'>{html.escape(v['sentence'])}</li>"
                     for v in metrics.get("versus_baselines", {}).values())
     return f"{bought}<ul class='versus'>{lines}</ul>"
+
+
+def unblended_html(psnr: dict) -> str:
+    """A sentence on the model's own frames next to the blended ones (only for a model with a blend)."""
+    if "model_unblended" not in psnr:
+        return ""
+    return (f" Without its blend toward the last context frame the model scores {psnr['model_unblended']:.2f} dB "
+            f"({psnr['model_unblended'] - psnr['copy_last']:+.2f} dB against copy-last): its own frames.")
 
 
 def write_html(metrics: dict, plots: list[Path], gif: Path, path: Path) -> Path:
@@ -136,7 +169,7 @@ observed with the real actions, then H = {metrics["horizon"]} steps imagined ope
 {versus_html(metrics)}
 <p>Mean PSNR over the horizon: model {psnr["model"]:.2f} dB, copy-last-frame {psnr["copy_last"]:.2f} dB
 ({metrics["model_minus_copy_last_db"]:+.2f} dB), median frame {psnr["median_frame"]:.2f} dB (a model no better than
-this wins by erasing), reconstruction (upper bound) {psnr["reconstruction"]:.2f} dB.</p>
+this wins by erasing), reconstruction (upper bound) {psnr["reconstruction"]:.2f} dB.{unblended_html(psnr)}</p>
 <h2>Summary</h2>
 <p>Means over the imagined horizon with 95 % bootstrap intervals over windows. Contact F1 is pooled over windows,
 steps and contact groups.</p>
@@ -144,6 +177,7 @@ steps and contact groups.</p>
 <ul>{notes}</ul>
 {changed}
 {from_step_html(metrics)}
+{positions_html(metrics)}
 {contact_events_html(metrics)}
 <h2>Rollouts</h2>
 <p>Rows: {video_rows}. Model frames are framed <span style="color:#28c83c">green

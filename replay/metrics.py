@@ -58,6 +58,11 @@ def rmse(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return np.sqrt(np.mean((pred - truth) ** 2, axis=-1))
 
 
+def distance_cm(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """(..., 3) positions in metres -> (...) Euclidean distance in cm."""
+    return 100.0 * np.linalg.norm(np.asarray(pred) - truth, axis=-1)
+
+
 def contact_counts(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """(..., 3) true positives, false positives, false negatives over the last axis (contact groups)."""
     pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)

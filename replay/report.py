@@ -15,13 +15,15 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from replay.html import write_html  # noqa: E402
-from replay.scores import METRICS  # noqa: E402
+from replay.scores import FLOOR_METHOD, METRICS  # noqa: E402
 
 CONTEXT_COLOUR = np.array([40, 200, 60], np.uint8)
 IMAGINED_COLOUR = np.array([220, 40, 40], np.uint8)
 GAP_COLOUR = np.array([30, 30, 30], np.uint8)
 METHOD_STYLE = {"model": "C0", "copy_last": "C1", "shuffled_actions": "C3", "reconstruction": "C2",
-                "constant_velocity": "C4", "simulator": "C7", "median_frame": "C5"}
+                "constant_velocity": "C4", "simulator": "C7", "median_frame": "C5", "model_unblended": "C9",
+                FLOOR_METHOD: "k"}
+POSITION_SHOWN = ("model", "model_unblended", "copy_last", "shuffled_actions")  # in the printed summary
 
 
 def write_csv(metrics: dict, path: Path) -> Path:
@@ -37,35 +39,74 @@ def write_csv(metrics: dict, path: Path) -> Path:
     return path
 
 
-def plot_metric(metrics: dict, name: str, path: Path) -> Path:
-    """One metric per imagined step for each method, with shaded 95 % bootstrap intervals (the simulator, a data
-    check at the cap when the data is faithful, is left to the table)."""
-    info = METRICS[name]
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
-    for method, values in metrics["per_step"][name].items():
+def _draw_methods(ax, per_step: dict, ci: dict, mean: dict) -> None:
+    """Each method's values per imagined step with its shaded 95 % interval (the simulator, a data check at the cap
+    when the data is faithful, is left to the tables; the detector's floor is dashed)."""
+    for method, values in per_step.items():
         if method == "simulator":
             continue
         y = np.array([np.nan if v is None else v for v in values], float)
-        ci = metrics["ci"][name][method]
-        low = np.array([np.nan if v is None else v for v in ci["low"]], float)
-        high = np.array([np.nan if v is None else v for v in ci["high"]], float)
+        low = np.array([np.nan if v is None else v for v in ci[method]["low"]], float)
+        high = np.array([np.nan if v is None else v for v in ci[method]["high"]], float)
         steps = np.arange(1, len(y) + 1)
-        mean = metrics["mean"][name][method]
-        label = f"{method} ({'n/a' if mean is None else f'{mean:.3g}'})"
-        ax.plot(steps, y, color=METHOD_STYLE.get(method), label=label)
+        label = f"{method} ({'n/a' if mean[method] is None else f'{mean[method]:.3g}'})"
+        style = "--" if method == FLOOR_METHOD else "-"
+        ax.plot(steps, y, color=METHOD_STYLE.get(method), label=label, linestyle=style)
         ax.fill_between(steps, low, high, color=METHOD_STYLE.get(method), alpha=0.2, linewidth=0)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def plot_metric(metrics: dict, name: str, path: Path) -> Path:
+    """One metric per imagined step for each method, with shaded 95 % bootstrap intervals."""
+    info = METRICS[name]
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
+    _draw_methods(ax, metrics["per_step"][name], metrics["ci"][name], metrics["mean"][name])
     unit = f" ({info.unit})" if info.unit else ""
     ax.set_xlabel(f"imagined step after {metrics['context']} context frames")
     ax.set_ylabel(info.label + unit)
     better = "higher" if info.higher_is_better else "lower"
     ax.set_title(f"{info.label}, {metrics['windows']} held-out windows ({better} is better)", fontsize=10)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def plot_positions(metrics: dict, path: Path) -> Path:
+    """Position error per imagined step, one panel per tracked body, with the detector's floor dashed."""
+    bodies = metrics["position_error"]["bodies"]
+    fig, axes = plt.subplots(1, len(bodies), figsize=(5 * len(bodies), 3.6), dpi=110, squeeze=False)
+    for ax, body in zip(axes[0], bodies):
+        stats = metrics["position_error"]["per_body"][body]
+        _draw_methods(ax, stats["per_step"], stats["ci"], stats["mean"])
+        ax.set_xlabel(f"imagined step after {metrics['context']} context frames")
+        ax.set_ylabel("position error (cm)")
+        ax.set_title(f"{body}: detected vs simulator position (lower is better)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def summary_lines(metrics: dict) -> list[str]:
+    """The replay's headline figures in plain lines (what the CLI prints)."""
+    psnr = metrics["mean"]["psnr"]
+    unblended = f" (unblended {psnr['model_unblended']:.2f} dB)" if "model_unblended" in psnr else ""
+    lines = [f"PSNR model {psnr['model']:.2f} dB{unblended}, copy-last {psnr['copy_last']:.2f} dB, median frame "
+             f"{psnr['median_frame']:.2f} dB, shuffled actions {psnr['shuffled_actions']:.2f} dB, reconstruction "
+             f"{psnr['reconstruction']:.2f} dB"]
+    pos = metrics.get("position_error")
+    for body in ([] if pos is None else [*pos["bodies"], "all"]):
+        bands = "; ".join(
+            f"steps {band}: " + ", ".join(f"{m} {by_method[m]['mean']:.2f}" for m in POSITION_SHOWN
+                                          if by_method.get(m, {}).get("mean") is not None)
+            for band, by_method in pos["bands"][body].items())
+        floor = pos["floor"][body]
+        lines.append(f"{body} position error (cm), {bands}; detector floor "
+                     f"{'n/a' if floor is None else f'{floor:.2f}'}")
+    return lines
 
 
 def to_uint8(frames: np.ndarray) -> np.ndarray:
@@ -130,6 +171,8 @@ def write_report(metrics: dict, video: dict[str, np.ndarray], out_dir: Path) -> 
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False))
     write_csv(metrics, out_dir / "metrics.csv")
     plots = [plot_metric(metrics, name, out_dir / f"{name}.png") for name in metrics["per_step"]]
+    if "position_error" in metrics:
+        plots.append(plot_positions(metrics, out_dir / "position_error_bodies.png"))
     write_videos(video, metrics["context"], out_dir)
     write_html(metrics, plots, out_dir / "rollouts.gif", out_dir / "report.html")
     return metrics

@@ -5,6 +5,8 @@ A window is K context steps then H imagined steps. Every method predicts the H i
 - ``model``: observe the K context frames with the real actions, then imagine H steps with the real actions (a
   composite decoder paints them over the last context frame; positions are the proprio observed at the last
   context step plus the change the proprio head predicts since it, velocities the head's own);
+- ``model_unblended`` (a model with ``blend`` only): the same imagined states decoded without the blend toward the
+  last context frame, i.e. the world model's own frames;
 - ``shuffled_actions``: the same context posterior, imagined with shuffled actions (pooled over all windows and
   imagined steps, permuted with the seed): ΔPSNR = model - shuffled measures how much the model uses its actions;
 - ``copy_last``: the last context frame, proprio and contacts held (zero velocity);
@@ -102,13 +104,16 @@ def predict(model: WorldModel, batch: dict[str, torch.Tensor], shuffled: torch.T
     recon = _decode(model, posts, images[:, 0], anchor=anchor)
     imagined = slice(context - 1, context - 1 + horizon)
     truth = {k: v.float().cpu().numpy() for k, v in batch.items() if k != "action"}
+    dreamed = model.imagine(last, actions[:, imagined])
     preds = {
-        "model": _decode(model, model.imagine(last, actions[:, imagined]), images[:, context - 1], True, anchor),
+        "model": _decode(model, dreamed, images[:, context - 1], True, anchor),
         "copy_last": {k: np.repeat(v[:, context - 1 : context], horizon, 1) for k, v in truth.items()},
         "shuffled_actions": _decode(model, model.imagine(last, shuffled[:, imagined]), images[:, context - 1], True,
                                     anchor),
         "reconstruction": {k: v[:, context:] for k, v in recon.items()},
     }
+    if model.blend is not None:  # the world model's own frames, without the blend toward the last context frame
+        preds["model_unblended"] = _decode(model, dreamed, images[:, context - 1], False, anchor)
     if background is not None:
         shape = truth["image"][:, context:].shape
         preds["median_frame"] = {"image": np.broadcast_to(background, shape)}

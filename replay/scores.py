@@ -12,6 +12,8 @@ from replay.rollout import WindowBatch
 ACTION_DB_THRESHOLD = 0.1  # ΔPSNR (dB) below which, or with a 95 % interval reaching 0, the model ignores actions
 WEAK_ACTION_DB = 1.0  # ΔPSNR (dB) below which its use of actions is called weak
 FROM_STEP = 5  # imagined step (1-based) from which "from step 5" means are taken: the first steps favour copy-last
+POSITION_BANDS = ((1, 9), (10, None))  # imagined steps (1-based, inclusive; None: the horizon) of position means
+FLOOR_METHOD = "detector_floor"  # the position detector on the real frames: the floor of the position error
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ METRICS: dict[str, Metric] = {
     "contact_f1": Metric("contact F1", "", True, pooled=True),
     "contact_onset_f1": Metric(f"contact onset F1 (±{M.EVENT_TOLERANCE} steps)", "", True, pooled=True),
     "contact_release_f1": Metric(f"contact release F1 (±{M.EVENT_TOLERANCE} steps)", "", True, pooled=True),
+    "position_error": Metric("position error (tracked bodies)", "cm", False),
 }
 
 # per contact group: what is scored (contact states, onsets, releases) -> the metric that pools it over groups
@@ -74,10 +77,21 @@ def score_batch(b: WindowBatch, contacts: dict | None = None) -> dict[str, dict[
             out["moved_psnr"][method] = M.masked_psnr(pred["image"], truth_img, mask)
         if "proprio" in pred:
             out["proprio_rmse"][method] = M.rmse(pred["proprio"], b.truth["proprio"][:, k:])
+    for method, errors in position_scores(b).items():
+        out["position_error"][method] = errors.mean(-1)
     for kind, by_method in (contact_scores(b) if contacts is None else contacts).items():
         for method, counts in by_method.items():
             out[CONTACT_KINDS[kind]][method] = counts.sum(-2)
     return {name: by_method for name, by_method in out.items() if by_method}
+
+
+def position_scores(b: WindowBatch) -> dict[str, np.ndarray]:
+    """method -> (B, H, bodies) distance in cm between each tracked body's detected position (replay/positions.py)
+    and its true one, for the imagined steps; empty without positions."""
+    if "position" not in b.truth:
+        return {}
+    truth = b.truth["position"][:, b.context :]
+    return {method: M.distance_cm(pred["position"], truth) for method, pred in b.preds.items() if "position" in pred}
 
 
 def concat_scores(parts: list[dict[str, dict[str, np.ndarray]]]) -> dict[str, dict[str, np.ndarray]]:
@@ -115,6 +129,33 @@ def summarise(scores: dict[str, dict[str, np.ndarray]], seed: int = 0, from_step
             mean, ci = _mean_with_ci(values[:, from_step - 1 :], lambda v, a: overall(v, pooled, a), seed)
             out["mean_from_step"][name][method], out["mean_from_step_ci"][name][method] = mean, ci
     return {"from_step": from_step, **out}
+
+
+def summarise_positions(errors: dict[str, np.ndarray], bodies: list[str], seed: int = 0,
+                        from_step: int = FROM_STEP) -> dict:
+    """Position error per tracked body and over all of them ("all"): per step, means over the horizon, from step
+    ``from_step`` and over the step bands of POSITION_BANDS, with 95 % intervals; ``floor``: the detector's own
+    error on the real frames (method ``detector_floor``). ``errors``: method -> (W, H, bodies) cm."""
+    horizon = next(iter(errors.values())).shape[1]
+    out: dict = {"unit": "cm", "bodies": list(bodies), "floor_method": FLOOR_METHOD, "per_body": {}, "bands": {},
+                 "floor": {}}
+    for i, name in [*enumerate(bodies), (None, "all")]:
+        values = {m: v.mean(-1) if i is None else v[..., i] for m, v in errors.items()}
+        summary = summarise({"position_error": values}, seed, from_step)
+        out["per_body"][name] = {key: summary[key]["position_error"] for key in
+                                 ("per_step", "ci", "mean", "mean_ci", "mean_from_step", "mean_from_step_ci")}
+        out["floor"][name] = summary["mean"]["position_error"].get(FLOOR_METHOD)
+        out["bands"][name] = {}
+        for first, last in POSITION_BANDS:
+            last = min(last or horizon, horizon)
+            if first > last:
+                continue
+            band = {}
+            for m, v in values.items():
+                mean, ci = _mean_with_ci(v[:, first - 1 : last], lambda x, a: overall(x, False, a), seed)
+                band[m] = {"mean": mean, "ci": ci}
+            out["bands"][name][f"{first}-{last}"] = band
+    return out
 
 
 def summarise_contacts(contacts: dict[str, dict[str, np.ndarray]], groups: list[str], seed: int = 0,
