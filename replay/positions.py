@@ -28,7 +28,9 @@ from teleop.scenes import load
 
 DETECTOR_VERSION = 1  # bump when the detector or its training changes: older cached detectors are retrained
 TRAIN_FRAMES = 3000  # real training frames the detector sees at most (evenly subsampled)
-TRAIN_STEPS = 400  # about 30 s on one CPU thread
+TRAIN_STEPS = 400  # at most (about 30 s on one CPU thread) ...
+MIN_STEPS = 150  # ... and at least; in between, EPOCHS passes over the training frames
+EPOCHS = 10
 BATCH = 64
 SIGMA_CELLS = 1.0  # spread of the heat maps' target around a body's true image position, in heat-map cells
 CACHE_NAME = "position_detector.pt"  # next to the replay outputs
@@ -113,10 +115,13 @@ class PositionDetector(nn.Module):
         return torch.einsum("nbf,bfk->nbk", quadratic(self.keypoints(frames)), self.to_world)
 
 
-def fit_detector(frames: np.ndarray, world: np.ndarray, image: np.ndarray, seed: int = 0, steps: int = TRAIN_STEPS
+def fit_detector(frames: np.ndarray, world: np.ndarray, image: np.ndarray, seed: int = 0, steps: int | None = None
                  ) -> PositionDetector:
     """Train on real frames (N, S, S, 3) uint8: heat maps toward a Gaussian at each body's true image position
-    ``image`` (N, bodies, 2), then the map to its world position ``world`` (N, bodies, 3) by least squares."""
+    ``image`` (N, bodies, 2), then the map to its world position ``world`` (N, bodies, 3) by least squares.
+    ``steps``: optimiser steps, by default EPOCHS passes over the frames within [MIN_STEPS, TRAIN_STEPS]."""
+    if steps is None:
+        steps = int(np.clip(EPOCHS * len(frames) / BATCH, MIN_STEPS, TRAIN_STEPS))
     torch.manual_seed(seed)
     detector = PositionDetector(world.shape[1])
     images = torch.from_numpy(frames).permute(0, 3, 1, 2)
@@ -170,7 +175,8 @@ def cache_key(store: EpisodeStore, camera: str, bodies: tuple[str, ...], episode
     episodes and the run, hashed."""
     what = {"version": DETECTOR_VERSION, "data": str(Path(store.path).resolve()), "steps": int(store.num_steps),
             "scene": store.info["scene"], "camera": camera, "bodies": list(bodies),
-            "episodes": [int(e) for e in episodes], "run": run, "train_frames": TRAIN_FRAMES, "train_steps": TRAIN_STEPS}
+            "episodes": [int(e) for e in episodes], "run": run, "train_frames": TRAIN_FRAMES,
+            "train_steps": [MIN_STEPS, EPOCHS, TRAIN_STEPS]}
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
 
