@@ -1,6 +1,7 @@
 """Exports for peers' loaders: diffusion_policy's ReplayBuffer (zarr format 2) and LeRobot v3.0 (parquet + MP4).
 
-Only active (not deleted) episodes are exported, renumbered 0..N-1 in store order.
+Only active (not deleted) episodes are exported, renumbered 0..N-1 in store order. A scene's declared per-step
+extras (schema 1.3) go along: as ``data/<name>`` arrays in the ReplayBuffer, as float32 ``<name>`` features in LeRobot.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zarr
 
-from recorder.schema import ArraySpec, image_key, proprio
+from recorder.schema import ArraySpec, extra_names, image_key, proprio
 from recorder.store import EpisodeStore, chunk_steps
 from teleworld.errors import TeleworldError
 from teleworld.progress import progress_bar
@@ -157,6 +158,8 @@ def _lerobot_frames(store: EpisodeStore, index: np.ndarray, lengths: np.ndarray,
         "observation.contact_summary": store.read("data/contact_summary", index).astype(np.float32),
         "action": store.read("data/action", index).astype(np.float32),
     }
+    for name in extra_names(store.info):  # the scene's own per-step arrays, e.g. arm's ee_pose, joint_command
+        columns[name] = store.read(f"data/{name}", index).reshape(len(index), -1).astype(np.float32)
     table = {k: pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), v.shape[1]) for k, v in columns.items()}
     table.update({
         "reward": pa.array(store.read("data/reward", index).astype(np.float32)),
@@ -206,6 +209,8 @@ def _lerobot_features(store: EpisodeStore, video_keys: list[str], fps: float) ->
         "observation.contact_summary": {"dtype": "float32", "shape": [len(groups)], "names": groups},
         "action": {"dtype": "float32", "shape": [len(info["action_spec"]["names"])],
                    "names": list(info["action_spec"]["names"])},
+        **{name: {"dtype": "float32", "shape": [int(np.prod(extra["shape"]))], "names": extra.get("names")}
+           for name, extra in info.get("step_extras", {}).items()},
         "reward": {"dtype": "float32", "shape": [1], "names": None},
         "timestamp": {"dtype": "float32", "shape": [1], "names": None},
         "frame_index": {"dtype": "int64", "shape": [1], "names": None},

@@ -38,7 +38,7 @@ KP = (1000.0, 1000.0, 1000.0, 400.0, 400.0, 400.0)  # joint position gains, N·m
 KV = (150.0, 150.0, 150.0, 40.0, 40.0, 40.0)  # joint damping gains, N·m·s/rad
 TORQUE = (30.5, 30.5, 30.5, 6.8, 6.8, 6.8)  # Jaco's torque limits, N·m
 FINGER_OPEN, FINGER_CLOSED = 0.15, 1.35  # finger joint range, rad
-FINGER_KP, FINGER_TORQUE = 3.0, 1.5
+FINGER_KP, FINGER_TORQUE = 10.0, 1.5
 MAX_LINEAR = 0.2  # m/s at |action| = 1
 MAX_YAW = 1.0  # rad/s at |action| = 1
 GRIP_TIME = 0.5  # s from open to closed at |gripper| = 1
@@ -188,6 +188,7 @@ class ArmScene(Scene):
         self._finger_qpos = np.array([m.jnt_qposadr[m.joint(j).id] for j in FINGER_JOINTS])
         self._object_qpos = m.jnt_qposadr[m.joint("object").id]
         self._zone_mocap = m.body_mocapid[m.body("zone").id]
+        self._finger_of = {m.body(f"jaco/hand/{link}_{i}").id: i for i in (1, 2, 3) for link in ("b_finger", "b_finger_tip")}
         self._limited = self.ik.model.jnt_limited.astype(bool)
         self._range = self.ik.model.jnt_range.copy()
 
@@ -308,8 +309,12 @@ class ArmScene(Scene):
         return float(self.model.geom_size[self.model.geom("object").id, 0])
 
     def held(self) -> bool:
-        """At least two fingertips touch the object."""
-        return int(self.summarise(self.contacts())[:3].sum()) >= 2
+        """At least two of the three fingers (either link) touch the object."""
+        con = self.data.contact[:self.data.ncon]
+        bodies = self.model.geom_bodyid[np.asarray(con.geom, dtype=int).reshape(-1, 2)]
+        obj = self.model.body("object").id
+        other = np.where(bodies[:, 0] == obj, bodies[:, 1], np.where(bodies[:, 1] == obj, bodies[:, 0], -1))
+        return len({self._finger_of.get(int(b)) for b in other} - {None}) >= 2
 
     def lifted(self) -> bool:
         """The object is LIFT_HEIGHT above its resting height."""
@@ -344,8 +349,9 @@ class ArmScene(Scene):
         x, y, z = self.tcp_position()
         state = "closed" if self.grip() > 0.5 else "open"
         holding = "  holding" if self.held() else ""
-        return [f"ee   x {x:+.3f}  y {y:+.3f}  z {z:+.3f} m  yaw {np.rad2deg(self.tcp_yaw()):+4.0f}°",
-                f"grip {state} ({self.grip():.2f}){holding}"]
+        return [f"ee xyz {x:+.3f} {y:+.3f} {z:+.3f} m",
+                f"ee yaw {np.rad2deg(self.tcp_yaw()):+4.0f} deg",
+                f"grip   {state} ({self.grip():.2f}){holding}"]
 
 
 def _wrap(angle: float) -> float:
