@@ -1,4 +1,4 @@
-"""replay's sub-commands: `teleworld replay`, `view` and `dream`."""
+"""replay's sub-commands: `teleworld replay`, `view`, `dream` and `plan`."""
 
 from __future__ import annotations
 
@@ -70,7 +70,54 @@ def dream_command(
     run_dream(model, scene, seed, scale, resolve_device(device), operator, bindings)
 
 
+def plan_command(
+    model: Path = typer.Option(..., "--model", help="Run directory or checkpoint file (with a reward head)."),
+    out: Path = typer.Option(..., "--out", help="Directory for plan.json, episodes.csv, calibration.csv, videos, "
+                                                "report.html."),
+    episodes: int = typer.Option(50, help="Episodes per method (the same seeds for every method)."),
+    steps: int = typer.Option(120, help="Control steps per episode at most; an episode ends at the scene's success."),
+    planner: str = typer.Option("cem", help="cem or mppi."),
+    candidates: int = typer.Option(256, help="Action sequences imagined per iteration (one batched call)."),
+    horizon: int = typer.Option(16, help="Knots each candidate looks ahead."),
+    repeat: int = typer.Option(1, help="Control steps each knot's action is held (reach: horizon x repeat steps)."),
+    iterations: int = typer.Option(3, help="Refits per replanning step."),
+    elites: int = typer.Option(32, help="Top candidates each refit uses."),
+    replan: int = typer.Option(1, help="Knots executed per plan before replanning."),
+    samples: int = typer.Option(1, help="Sampled futures per candidate (1: the latent's expected value)."),
+    spread_penalty: float = typer.Option(0.0, help="Score = mean imagined return - this x their spread."),
+    shaping: float = typer.Option(1.0, help="Weight of the scene's shaping term in each step's reward (push: minus "
+                                            "the pusher-to-box distance; 0: the reward alone)."),
+    seed: int = typer.Option(100_000, help="Episode i resets the scene with seed + i (use seeds the run never "
+                                           "trained on)."),
+    methods: str = typer.Option("model,random,oracle,expert", help="Comma-separated subset of model, random, "
+                                                                   "oracle, expert."),
+    oracle_candidates: int = typer.Option(64, help="The oracle's candidates (it steps MuJoCo per candidate)."),
+    oracle_iterations: int = typer.Option(2, help="The oracle's refits per replanning step."),
+    video_episodes: int = typer.Option(1, min=0, help="Episodes drawn into each method's video."),
+    device: str = typer.Option("cpu", help="Torch device of the model: cpu, cuda or auto."),
+) -> None:
+    """Reach the scene's goal by planning with the world model; scored in the simulator against baselines."""
+    from replay.plan import PlanSettings, run_plan
+    from replay.planning import PlannerConfig
+    from train.loop import resolve_device
+
+    cfg = PlannerConfig(planner=planner, candidates=candidates, horizon=horizon, repeat=repeat, iterations=iterations,
+                        elites=min(elites, candidates), samples=samples, spread_penalty=spread_penalty, shaping=shaping)
+    settings = PlanSettings(episodes=episodes, steps=steps, replan=replan, seed=seed,
+                            methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+                            oracle_candidates=oracle_candidates, oracle_iterations=oracle_iterations,
+                            video_episodes=video_episodes)
+    summary = run_plan(model, out, cfg, settings, resolve_device(device))
+    console = Console()
+    for name, s in summary["methods"].items():
+        ms = "" if s["plan_ms_p50"] is None else f", plan {s['plan_ms_p50']:.1f} ms p50 / {s['plan_ms_p99']:.1f} p99"
+        console.print(f"{name}: success {s['success_rate']:.2f} [{s['ci'][0]:.2f}, {s['ci'][1]:.2f}] "
+                      f"({s['successes']}/{s['episodes']}), final distance {s['final_distance_mean']:.3f}{ms}")
+    console.print(f"report: {out / 'report.html'}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("replay")(replay_command)
     app.command("view")(view_command)
     app.command("dream")(dream_command)
+    app.command("plan")(plan_command)

@@ -56,6 +56,7 @@ class TrainConfig:
     blend: bool = False  # learn a per-pixel blend of each imagined frame toward the last observed one (needs rollout_steps)
     blend_kernel: int = 3  # receptive field of that blend, in pixels
     head_weight: float = 10.0  # weight of the proprio (standardised) and contact heads' terms next to the image error
+    reward_weight: float = 10.0  # weight of the reward head's term (standardised reward; 0: no reward head, no planning)
 
     def to_dict(self) -> dict:
         return asdict(self)

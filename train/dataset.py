@@ -72,8 +72,22 @@ class EpisodeArrays:
         self.proprio = proprio(store.array("qpos")[:n], store.array("qvel")[:n])
         self.position_dims = int(store.info["nq"])  # the leading proprio entries are positions (qpos)
         self.contact = store.array("contact_summary")[:n].astype(np.float32)
+        self.reward = store.array("reward")[:n].astype(np.float32)  # of the state observed at step t
+        self.goal: np.ndarray | None = None  # (N, D) per step, once load_goals() has run
+        self.store = store
         if not np.isfinite(self.action).all():
             raise TeleworldError(f"{store.path} has non-finite actions; run `teleworld data validate`")
+
+    def load_goals(self) -> None:
+        """Recover every episode's task goal (train/goals.py) so batches carry "goal" next to "reward"."""
+        from train.goals import episode_goals
+
+        ends = self.episode_ends
+        starts = episode_starts(ends)
+        per_episode = episode_goals(self.store, self.active, self.reward[starts[self.active]])
+        self.goal = np.zeros((len(self.reward), per_episode.shape[1]), np.float32)
+        for episode, goal in zip(self.active, per_episode):
+            self.goal[starts[episode] : ends[episode]] = goal
 
     def windows(self, length: int, episodes: np.ndarray | None = None) -> np.ndarray:
         """Starts of every window of ``length`` steps inside one active episode (of ``episodes`` when given).
@@ -98,11 +112,15 @@ class EpisodeArrays:
             "action": torch.from_numpy(self.action[starts[:, None] + np.arange(action_length or length)[None]]),
             "proprio": torch.from_numpy(self.proprio[idx]),
             "contact": torch.from_numpy(self.contact[idx]),
+            "reward": torch.from_numpy(self.reward[idx]),
         }
+        if self.goal is not None:
+            out["goal"] = torch.from_numpy(self.goal[starts])  # (B, D): constant within an episode
         if action_length is not None:
             span = starts[:, None] + np.arange(action_length)[None]
             out["span_proprio"] = torch.from_numpy(self.proprio[span])
             out["span_contact"] = torch.from_numpy(self.contact[span])
+            out["span_reward"] = torch.from_numpy(self.reward[span])
         if references is not None:
             out["reference"] = torch.from_numpy(self.frames[np.asarray(references)])
         if rollout_steps is not None:
@@ -118,6 +136,14 @@ class EpisodeArrays:
         values = self.proprio[steps].astype(np.float64)
         positions = np.arange(values.shape[1]) < self.position_dims
         return values.mean(0).astype(np.float32), values.std(0).astype(np.float32), positions
+
+    def reward_stats(self, episodes: np.ndarray) -> tuple[float, float, np.ndarray, np.ndarray]:
+        """Mean and std of the reward over every step of ``episodes``, and of their goals (D,) (after load_goals)."""
+        ends, episodes = self.episode_ends, np.asarray(episodes, dtype=np.int64)
+        steps = np.concatenate([np.arange(s, e) for s, e in zip(episode_starts(ends)[episodes], ends[episodes])])
+        reward = self.reward[steps].astype(np.float64)
+        goal = (self.goal if self.goal is not None else np.zeros((len(self.reward), 0)))[steps].astype(np.float64)
+        return float(reward.mean()), float(reward.std()), goal.mean(0).astype(np.float32), goal.std(0).astype(np.float32)
 
     def random_steps_of_episodes(self, steps: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """For each step, a uniformly drawn step of the same episode."""

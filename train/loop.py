@@ -97,8 +97,9 @@ def loss_status(row: dict) -> str:
     return f"loss {num(row['total'])} ({terms})"
 
 
-def build_model(cfg: TrainConfig, spec: DataSpec) -> WorldModel:
-    """A fresh model sized by ``cfg`` (every key it shares with WorldModelConfig) for the shapes in ``spec``."""
+def build_model(cfg: TrainConfig, spec: DataSpec, goal_dim: int = 0) -> WorldModel:
+    """A fresh model sized by ``cfg`` (every key it shares with WorldModelConfig) for the shapes in ``spec``; its
+    reward head (if ``cfg.reward_weight``) sees a task goal of ``goal_dim`` values."""
     shared = {f.name for f in fields(WorldModelConfig)} & set(cfg.to_dict())
     return WorldModel(
         WorldModelConfig(
@@ -106,6 +107,7 @@ def build_model(cfg: TrainConfig, spec: DataSpec) -> WorldModel:
             action_dim=len(spec.action_names),
             proprio_dim=spec.proprio_dim,
             contact_dim=spec.contact_dim,
+            goal_dim=goal_dim,
             **{name: getattr(cfg, name) for name in sorted(shared)},
         )
     )
@@ -179,9 +181,15 @@ def train(
         raise TeleworldError(f"rollout_context must lie within the window (1..seq_len={cfg.seq_len})")
 
     # ---- model and optimiser (architecture from the checkpoint on resume) ----
-    model = WorldModel(WorldModelConfig.from_dict(ckpt["config"])) if ckpt else build_model(cfg, data.spec)
+    rewarded = ckpt["config"].get("reward_weight", 0) > 0 if ckpt else cfg.reward_weight > 0
+    if rewarded:  # batches carry each episode's task goal, which the reward head is conditioned on
+        data.load_goals()
+    goals = data.goal.shape[1] if rewarded else 0
+    model = WorldModel(WorldModelConfig.from_dict(ckpt["config"])) if ckpt else build_model(cfg, data.spec, goals)
     if ckpt is None and model.proprio_head is not None and model.standard_heads:  # restored with the weights on resume
         model.set_proprio_stats(*data.proprio_stats(train_eps))
+    if ckpt is None and model.reward_head is not None:
+        model.set_reward_stats(*data.reward_stats(train_eps))
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, eps=1e-6)
     start_step, seconds_before = 0, 0.0  # training time of earlier invocations of a resumed run

@@ -45,6 +45,8 @@ class WorldModelConfig:
     blend_kernel: int = 3  # receptive field of that per-pixel blend
     heads: str = "standard"  # proprio/contact heads: "standard" (below) or "legacy" (symlog proprio, posteriors only)
     head_weight: float = 10.0  # weight of the proprio and contact terms next to the image error summed over pixels
+    reward_weight: float = 0.0  # weight of the reward head's term (0: the model has no reward head)
+    goal_dim: int = 0  # the reward head also sees the episode's task goal (train/goals.py), this long
 
     @property
     def stoch(self) -> int:
@@ -183,25 +185,29 @@ class RSSM(nn.Module):
             "logits": torch.zeros(batch, cfg.groups, cfg.classes, device=device),
         }
 
-    def _latent(self, logits: torch.Tensor, sample: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    def _latent(self, logits: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         """Unimix logits and the latent, flattened: a straight-through one-hot sample in training; at evaluation
         (or with ``sample=False``) its expected value (the class probabilities), deterministic and the better
-        guess under squared error."""
+        guess under squared error. A ``generator`` draws a one-hot sample in any mode (a planner's sampled
+        future, reproducible from the generator's seed)."""
         cfg = self.cfg
         probs = F.softmax(logits.float().view(-1, cfg.groups, cfg.classes), -1)
         probs = (1 - cfg.unimix) * probs + cfg.unimix / cfg.classes
-        if not (self.training and sample):
+        if generator is None and not (self.training and sample):
             return probs.log(), probs.flatten(1)
-        index = torch.multinomial(probs.view(-1, cfg.classes), 1).view(-1, cfg.groups)
+        index = torch.multinomial(probs.view(-1, cfg.classes), 1, generator=generator).view(-1, cfg.groups)
         sample = F.one_hot(index, cfg.classes).float() + probs - probs.detach()  # straight-through
         return probs.log(), sample.flatten(1)
 
-    def img_step(self, state: dict, action: torch.Tensor, sample: bool = True) -> dict[str, torch.Tensor]:
-        """Prior of the next state from the current state and the action applied in it."""
+    def img_step(self, state: dict, action: torch.Tensor, sample: bool = True,
+                 generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Prior of the next state from the current state and the action applied in it (``generator``: see
+        _latent)."""
         x = self.inp(torch.cat([state["stoch"], action], -1))
         with torch.autocast(x.device.type, enabled=False):  # the recurrent state stays fp32 under bf16
             deter = self.gru(x.float(), state["deter"].float())
-        logits, stoch = self._latent(self.prior_net(deter), sample)
+        logits, stoch = self._latent(self.prior_net(deter), sample, generator)
         return {"deter": deter, "stoch": stoch, "logits": logits}
 
     def obs_step(self, state: dict, action: torch.Tensor, embed: torch.Tensor) -> tuple[dict, dict]:
@@ -272,7 +278,11 @@ class WorldModel(nn.Module):
     (docs/training.md has the check that chose this). Both heads are also trained on every imagined step of the long
     rollout, so on what replay scores, the anchored entries as changes since the rollout's first step; their terms
     weigh ``head_weight``. ``"legacy"``: the heads of checkpoints saved before (symlog proprio, posteriors only,
-    no anchoring)."""
+    no anchoring).
+
+    With ``reward_weight > 0`` a reward head (MLP on concat(feat, goal)) predicts the recorded reward of the state,
+    standardised by the training episodes' reward mean and std (``set_reward_stats``), trained on posteriors and on
+    every imagined step of the long rollout; the planner (replay/planning.py) sums it over imagined futures."""
 
     def __init__(self, cfg: WorldModelConfig):
         super().__init__()
@@ -293,6 +303,42 @@ class WorldModel(nn.Module):
         if cfg.blend and cfg.rollout_steps < 1:
             raise ValueError("blend is learned on the long rollout: it needs rollout_steps >= 1")
         self.blend = Blend(cfg.rollout_steps, cfg.blend_kernel) if cfg.blend else None
+        self.reward_head = _mlp(cfg.feat + cfg.goal_dim, cfg.hidden, 1) if cfg.reward_weight > 0 else None
+        if self.reward_head is not None:  # identity until set_reward_stats
+            self.register_buffer("reward_mean", torch.zeros(()))
+            self.register_buffer("reward_std", torch.ones(()))
+            self.register_buffer("goal_mean", torch.zeros(cfg.goal_dim))
+            self.register_buffer("goal_std", torch.ones(cfg.goal_dim))
+
+    @torch.no_grad()
+    def set_reward_stats(self, mean: float, std: float, goal_mean: np.ndarray | torch.Tensor,
+                         goal_std: np.ndarray | torch.Tensor) -> None:
+        """Standardise the reward head's target and its goal input by the training episodes' statistics."""
+        if self.reward_head is None:
+            raise ValueError("only a model with a reward head takes reward statistics")
+        self.reward_mean.fill_(float(mean))
+        self.reward_std.fill_(max(float(std), 1e-6))
+        self.goal_mean.copy_(torch.as_tensor(goal_mean, dtype=torch.float32))
+        self.goal_std.copy_(torch.as_tensor(goal_std, dtype=torch.float32).clamp_min(1e-6))
+
+    def reward(self, feat: torch.Tensor, goal: torch.Tensor | None = None, standardised: bool = False) -> torch.Tensor:
+        """feat (..., F), goal (..., D) or broadcastable (None when goal_dim = 0) -> predicted reward (...), in
+        the recorded units (or standardised ones)."""
+        if self.reward_head is None:
+            raise ValueError("this model has no reward head")
+        if self.cfg.goal_dim:
+            if goal is None:
+                raise ValueError(f"this reward head needs the task goal ({self.cfg.goal_dim} values)")
+            goal = ((goal.float() - self.goal_mean) / self.goal_std).to(feat.dtype)
+            feat = torch.cat([feat, goal.expand(*feat.shape[:-1], -1)], -1)
+        raw = self.reward_head(feat)[..., 0].float()
+        return raw if standardised else raw * self.reward_std + self.reward_mean
+
+    def _reward_term(self, feat: torch.Tensor, goal: torch.Tensor | None, reward: torch.Tensor) -> torch.Tensor:
+        """Squared error of the reward head in standardised units; feat (B, T, F), goal (B, D), reward (B, T)."""
+        goal = goal[:, None] if goal is not None and self.cfg.goal_dim else None
+        target = (reward.float() - self.reward_mean) / self.reward_std
+        return (self.reward(feat, goal, standardised=True) - target).pow(2).mean()
 
     @torch.no_grad()
     def set_proprio_stats(self, mean: np.ndarray | torch.Tensor, std: np.ndarray | torch.Tensor,
@@ -419,6 +465,9 @@ class WorldModel(nn.Module):
         terms["kl_dyn"], terms["kl_rep"] = dyn.mean(), rep.mean()
         total = (terms["image"] + cfg.head_weight * sum(heads.values(), torch.zeros((), device=images.device))
                  + cfg.kl_dyn * terms["kl_dyn"] + cfg.kl_rep * terms["kl_rep"])
+        if self.reward_head is not None:
+            terms["reward"] = self._reward_term(feat, batch.get("goal"), batch["reward"])
+            total = total + cfg.reward_weight * terms["reward"]
         if cfg.openloop_steps > 0 and images.shape[1] > cfg.openloop_steps:
             terms["openloop"] = self._openloop_loss(posts, batch, weight, batch.get("reference"))
             total = total + cfg.openloop_weight * terms["openloop"]
@@ -436,6 +485,11 @@ class WorldModel(nn.Module):
                                          batch["span_contact"][:, seen], anchor)
                 terms.update({f"rollout_{k}": v for k, v in ahead.items()})
                 total = total + cfg.head_weight * sum(ahead.values(), torch.zeros((), device=images.device))
+            if self.reward_head is not None and "span_reward" in batch:  # the reward the planner sums
+                start = cfg.rollout_context
+                terms["rollout_reward"] = self._reward_term(
+                    imagined, batch.get("goal"), batch["span_reward"][:, start : start + cfg.rollout_steps])
+                total = total + cfg.reward_weight * terms["rollout_reward"]
         terms["total"] = total
         return total, terms
 

@@ -1,0 +1,367 @@
+"""`teleworld plan`: goal-reaching control with the world model, scored in the simulator against baselines.
+
+    for each method (model, random, oracle, expert), for each episode seed (the same seeds for every method):
+        scene.reset(seed)
+        each control step:  model: observe the real frame into the posterior (obs_step with the previous action)
+                            planners: every `replan` steps, plan (replay/planning.py) and queue the first actions
+                            the simulator executes one action
+        until the scene's success or `steps` steps
+    -> plan.json (success rate with Wilson 95 % CI per method, distances, plan ms), episodes.csv, calibration.csv,
+       plan_<method>.mp4 (real | imagined end of the chosen plan | goal), report.html
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import imageio
+import mujoco
+import numpy as np
+import torch
+
+from replay.planning import SHAPING, ModelScorer, Planner, PlannerConfig, SimulatorScorer
+from teleop.devices.scripted import PushExpert, RandomPersistent
+from teleop.scenes import load
+from teleop.scenes.base import Observation, Scene
+from teleop.scenes.push import PushScene
+from teleworld.errors import TeleworldError
+from teleworld.progress import progress_bar
+from train.checkpoint import load_model
+from train.goals import scene_goal
+from train.model import WorldModel
+
+METHODS = ("model", "random", "oracle", "expert")
+FIRST_SEED = 100_000  # episode seeds start here by default: far from the 0.. seeds `generate` and the demo record
+VIDEO_SCALE = 4
+
+
+@dataclass
+class PlanSettings:
+    """What one `teleworld plan` run does besides the planner's own budget."""
+
+    episodes: int = 50
+    steps: int = 120  # control steps per episode at most (it ends at success)
+    replan: int = 1  # knots (each `repeat` control steps) executed per plan before replanning
+    seed: int = FIRST_SEED  # episode i resets the scene with seed + i
+    methods: tuple[str, ...] = METHODS
+    oracle_candidates: int = 64  # the oracle's smaller budget: MuJoCo steps each candidate for real
+    oracle_iterations: int = 2
+    video_episodes: int = 1  # episodes drawn into each method's video
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise TeleworldError(f"--methods takes a comma-separated subset of {','.join(METHODS)}, "
+                                 f"got {','.join(self.methods) or 'nothing'}")
+        if self.episodes < 1 or self.steps < 1 or self.replan < 1:
+            raise TeleworldError("--episodes, --steps and --replan must each be at least 1")
+
+
+@dataclass
+class Episode:
+    """One episode of one method."""
+
+    method: str
+    episode: int
+    seed: int
+    success: bool
+    steps: int  # control steps taken (fewer than the budget when it succeeded early)
+    final_distance: float
+    return_: float  # sum of the scene's rewards over the steps taken
+    plan_ms: list[float] = field(default_factory=list)
+    calibration: list[tuple[int, float, float, float]] = field(default_factory=list)  # step, predicted, spread, real
+
+
+# ----- what a scene means by done, how far, and what its goal looks like -----
+def is_success(scene: Scene) -> bool:
+    """The scene's own success() (None, a task without a label, counts as not done)."""
+    return bool(scene.success())
+
+
+def goal_distance(scene: Scene) -> float:
+    """Box to goal (push), fingertip to target (dm_control reacher), else NaN."""
+    if hasattr(scene, "goal_distance"):
+        return scene.goal_distance()
+    physics = getattr(getattr(scene, "env", None), "physics", None)
+    if physics is not None and hasattr(physics, "finger_to_target_dist"):
+        return float(physics.finger_to_target_dist())
+    return float("nan")
+
+
+def goal_frame(scene: Scene, camera: str) -> np.ndarray:
+    """What success looks like: push's box moved onto its (undrawn) goal; other scenes draw their target already."""
+    if not isinstance(scene, PushScene):
+        return scene.render(camera)
+    saved = scene.get_state()
+    scene.data.qpos[2:4] = scene.goal()
+    mujoco.mj_forward(scene.model, scene.data)
+    frame = scene.render(camera)
+    scene.set_state(saved)
+    return frame
+
+
+# ----- controllers: one per method, the same reset/act interface -----
+class ScriptedController:
+    """A scripted operator (random exploration or the goal-aware expert) through the Device interface."""
+
+    def __init__(self, device):
+        self.device = device
+
+    def reset(self, obs: Observation, seed: int) -> None:
+        self.device.on_reset(obs, np.random.default_rng(seed + 1_000_003))  # as teleop.loop.run_episode seeds it
+
+    def act(self, obs: Observation) -> np.ndarray:
+        return self.device.get_action(obs)
+
+
+class PlanningController:
+    """Replans every ``replan`` steps with a scorer; the model's scorer first observes each real frame."""
+
+    def __init__(self, scene: Scene, cfg: PlannerConfig, replan: int, model: WorldModel | None = None,
+                 camera: str = "", draw: bool = False):
+        self.scene, self.cfg, self.replan, self.model, self.camera = scene, cfg, replan, model, camera
+        self.draw = draw  # decode the end of each chosen plan (for the video)
+        spec = scene.action_spec
+        self.low, self.high = np.asarray(spec.low, np.float32), np.asarray(spec.high, np.float32)
+
+    def reset(self, obs: Observation, seed: int) -> None:
+        self.planner = Planner(self.cfg, self.low, self.high, seed)
+        self.queue: list[np.ndarray] = []
+        self.plans: list[tuple[int, float, float, float]] = []  # step, predicted return, spread, ms
+        self.step, self.imagined = 0, None
+        if self.model is None:
+            self.scorer = SimulatorScorer(self.scene, self.cfg.shaping)
+        else:
+            self.scorer = ModelScorer(self.model, scene_goal(self.scene), self.cfg.samples, seed,
+                                      SHAPING.get(self.scene.name), self.cfg.shaping)
+            self.prev_action = np.zeros(len(self.low), np.float32)
+
+    @torch.no_grad()
+    def _observe(self, obs: Observation) -> None:
+        """Filter the real frame into the posterior, after the action that led to it."""
+        model, device = self.model, next(self.model.parameters()).device
+        frame = torch.from_numpy(obs.frames[self.camera]).to(device).permute(2, 0, 1).float().div(255.0)
+        self.frame = frame[None]
+        embed = model.encode(self.frame[:, None])[:, 0]
+        state = self.scorer.state or model.rssm.initial(1, device)
+        action = torch.from_numpy(self.prev_action).to(device)[None]
+        self.scorer.state, _ = model.rssm.obs_step(state, action, embed)
+        self.scorer.proprio = torch.from_numpy(np.concatenate([obs.qpos, obs.qvel])).float().to(device)[None]
+
+    @torch.no_grad()
+    def _draw(self, actions: np.ndarray) -> np.ndarray:
+        """The frame the model imagines at the end of the plan, painted over the last real frame."""
+        feat = self.scorer.imagine(actions)[:, -1:]
+        ahead = torch.tensor([len(actions)])
+        image = self.model.decode(feat, self.frame, ahead)["image"][0, 0]
+        return (image.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+
+    def act(self, obs: Observation) -> np.ndarray:
+        if self.model is not None:
+            self._observe(obs)
+        if not self.queue:
+            plan = self.planner.plan(self.scorer)
+            self.plans.append((self.step, plan.predicted_return, plan.spread, plan.ms))
+            self.queue = list(plan.actions[: self.replan * self.cfg.repeat])
+            self.planner.shift(self.replan)
+            if self.draw and self.model is not None:
+                self.imagined = self._draw(plan.actions)
+        action = self.queue.pop(0)
+        self.step += 1
+        if self.model is not None:
+            self.prev_action = self.scene.action_spec.clip(action)
+        return action
+
+
+def controller_for(method: str, scene: Scene, cfg: PlannerConfig, settings: PlanSettings,
+                   model: WorldModel | None, camera: str):
+    if method == "model":
+        return PlanningController(scene, cfg, settings.replan, model, camera)
+    if method == "oracle":
+        oracle = PlannerConfig(**{**cfg.to_dict(), "candidates": settings.oracle_candidates, "samples": 1,
+                                  "iterations": settings.oracle_iterations,
+                                  "elites": oracle_elites(cfg, settings.oracle_candidates)})
+        return PlanningController(scene, oracle, settings.replan)
+    if method == "random":
+        return ScriptedController(RandomPersistent(scene.action_spec))
+    return ScriptedController(PushExpert(scene, to_goal=True))
+
+
+def oracle_elites(cfg: PlannerConfig, candidates: int) -> int:
+    """The oracle keeps the model planner's elite fraction of its smaller candidate budget (at least 4)."""
+    return min(candidates, max(4, round(candidates * cfg.elites / cfg.candidates)))
+
+
+def has_expert(scene: Scene) -> bool:
+    """Whether the scene has a goal-aware scripted operator (push does)."""
+    return isinstance(scene, PushScene)
+
+
+# ----- one episode, one method -----
+def run_episode(method: str, controller, scene: Scene, episode: int, seed: int, steps: int, horizon: int,
+                camera: str, frames: list | None = None) -> Episode:
+    """Reset with ``seed`` and let ``controller`` act until success or ``steps``; ``frames`` collects the video."""
+    obs = scene.reset(seed)
+    controller.reset(obs, seed)
+    if isinstance(controller, PlanningController):
+        controller.draw = frames is not None and controller.model is not None
+    goal = goal_frame(scene, camera) if frames is not None else None
+    rewards: list[float] = []
+    done = is_success(scene)
+    while not done and len(rewards) < steps:
+        action = controller.act(obs)
+        obs = scene.step(action)
+        rewards.append(obs.reward)
+        done = is_success(scene)
+        if frames is not None:
+            imagined = getattr(controller, "imagined", None)
+            frames.append(video_frame(obs.frames[camera], imagined, goal))
+    result = Episode(method, episode, seed, done, len(rewards), goal_distance(scene), float(sum(rewards)))
+    if isinstance(controller, PlanningController):
+        result.plan_ms = [p[3] for p in controller.plans]
+        if rewards:  # the return the simulator then gave over the plan's horizon (past the end: the last reward)
+            padded = np.concatenate([rewards, np.full(horizon, rewards[-1])])
+            result.calibration = [(t, pred, spread, float(padded[t : t + horizon].sum()))
+                                  for t, pred, spread, _ in controller.plans]
+    return result
+
+
+def video_frame(real: np.ndarray, imagined: np.ndarray | None, goal: np.ndarray) -> np.ndarray:
+    """real | imagined end of the current plan (grey when the method imagines nothing) | goal, scaled up."""
+    blank = np.full_like(real, 96)
+    gap = np.full((real.shape[0], 2, 3), 255, np.uint8)
+    row = np.concatenate([real, gap, blank if imagined is None else imagined, gap, goal], 1)
+    return row.repeat(VIDEO_SCALE, 0).repeat(VIDEO_SCALE, 1)
+
+
+# ----- statistics -----
+def wilson(successes: int, n: int, z: float = 1.96) -> list[float]:
+    """Wilson score 95 % interval of a success rate."""
+    if n == 0:
+        return [0.0, 1.0]
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
+def summarise(episodes: list[Episode]) -> dict:
+    """Success rate with its CI, distances, returns, steps and (planners) plan milliseconds of one method."""
+    n, wins = len(episodes), sum(e.success for e in episodes)
+    distance = np.array([e.final_distance for e in episodes])
+    out = {"episodes": n, "successes": wins, "success_rate": wins / n, "ci": wilson(wins, n),
+           "final_distance_mean": float(np.mean(distance)), "final_distance_median": float(np.median(distance)),
+           "return_mean": float(np.mean([e.return_ for e in episodes])),
+           "steps_mean": float(np.mean([e.steps for e in episodes])),
+           "plan_ms_p50": None, "plan_ms_p99": None}
+    ms = np.concatenate([e.plan_ms for e in episodes]) if any(e.plan_ms for e in episodes) else np.zeros(0)
+    if len(ms):
+        out.update(plan_ms_p50=float(np.percentile(ms, 50)), plan_ms_p99=float(np.percentile(ms, 99)),
+                   plans=int(len(ms)))
+    rows = [row for e in episodes for row in e.calibration]
+    if rows:
+        pred, spread, real = (np.array([r[i] for r in rows]) for i in (1, 2, 3))
+        error = np.abs(pred - real)
+        out["calibration"] = {"plans": len(rows), "abs_error_mean": float(error.mean()),
+                              "spread_mean": float(spread.mean()),
+                              "spread_error_corr": _corr(spread, error)}
+    return out
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float | None:
+    if len(a) < 3 or a.std() == 0 or b.std() == 0:
+        return None
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def comparisons(methods: dict) -> dict:
+    """The issue's bar: model >= 2x random and >= 0.5x oracle (success-rate ratios; None where undefined)."""
+    def ratio(a: str, b: str) -> float | None:
+        if a not in methods or b not in methods or methods[b]["success_rate"] == 0:
+            return None
+        return methods[a]["success_rate"] / methods[b]["success_rate"]
+
+    return {"model_over_random": ratio("model", "random"), "model_over_oracle": ratio("model", "oracle"),
+            "oracle_over_random": ratio("oracle", "random")}
+
+
+# ----- the whole run -----
+def run_plan(model_path: str | Path, out_dir: str | Path, cfg: PlannerConfig, settings: PlanSettings,
+             device: torch.device | str = "cpu", show_progress: bool = True) -> dict:
+    """Run every method on the same seeds and write plan.json, episodes.csv, calibration.csv, videos, report."""
+    from replay.plan_report import write_report
+
+    model, spec, ckpt = load_model(model_path, device)
+    if "model" in settings.methods and model.reward_head is None:
+        raise TeleworldError(f"{model_path} has no reward head (trained before planning existed or with "
+                             "reward_weight=0); retrain it with `teleworld train` to plan with it")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scene = load(spec.scene, image_size=(spec.image_size, spec.image_size), cameras=(spec.camera,))
+    methods = [m for m in settings.methods if m != "expert" or has_expert(scene)]
+    skipped = [m for m in settings.methods if m not in methods]
+    seeds = [settings.seed + i for i in range(settings.episodes)]
+    results: dict[str, list[Episode]] = {}
+    videos: dict[str, Path] = {}
+    torch.set_grad_enabled(False)
+    try:
+        with progress_bar(show_progress) as progress:
+            for method in methods:
+                controller = controller_for(method, scene, cfg, settings, model, spec.camera)
+                task = progress.add_task(f"plan {method}", total=len(seeds), status="", unit="episodes")
+                results[method], frames = [], []
+                for i, seed in enumerate(seeds):
+                    record = frames if i < settings.video_episodes else None
+                    ep = run_episode(method, controller, scene, i, seed, settings.steps, cfg.horizon * cfg.repeat,
+                                     spec.camera, record)
+                    results[method].append(ep)
+                    wins = sum(e.success for e in results[method])
+                    progress.update(task, advance=1, status=f"success {wins}/{i + 1}")
+                if frames:
+                    videos[method] = write_video(frames, out_dir / f"plan_{method}.mp4", scene.control_rate)
+    finally:
+        torch.set_grad_enabled(True)
+        scene.close()
+    summary = {
+        "methods": {m: summarise(eps) for m, eps in results.items()},
+        "config": {"model": str(model_path), "model_step": ckpt.get("step"), "scene": spec.scene,
+                   "planner": cfg.to_dict(), **{k: v for k, v in asdict(settings).items() if k != "methods"},
+                   "methods": list(methods), "skipped": skipped, "seeds": [seeds[0], seeds[-1]],
+                   "device": str(device), "threads": torch.get_num_threads()},
+    }
+    summary["comparisons"] = comparisons(summary["methods"])
+    write_tables(results, out_dir)
+    (out_dir / "plan.json").write_text(json.dumps(summary, indent=2))
+    write_report(summary, results, videos, out_dir)
+    return summary
+
+
+def write_video(frames: list[np.ndarray], path: Path, fps: float) -> Path:
+    with imageio.get_writer(path, fps=fps, codec="libx264", macro_block_size=1, pixelformat="yuv420p") as writer:
+        for frame in frames:
+            writer.append_data(frame)
+    return path
+
+
+def write_tables(results: dict[str, list[Episode]], out_dir: Path) -> None:
+    """episodes.csv (one row per method and episode) and calibration.csv (one row per model plan)."""
+    with open(out_dir / "episodes.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["method", "episode", "seed", "success", "steps", "final_distance", "return", "plan_ms_mean"])
+        for method, episodes in results.items():
+            for e in episodes:
+                ms = f"{np.mean(e.plan_ms):.3f}" if e.plan_ms else ""
+                w.writerow([method, e.episode, e.seed, int(e.success), e.steps, f"{e.final_distance:.5f}",
+                            f"{e.return_:.5f}", ms])
+    with open(out_dir / "calibration.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["method", "episode", "step", "predicted_return", "spread", "realised_return"])
+        for method, episodes in results.items():
+            for e in episodes:
+                for step, pred, spread, real in e.calibration:
+                    w.writerow([method, e.episode, step, f"{pred:.5f}", f"{spread:.5f}", f"{real:.5f}"])
+

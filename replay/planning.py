@@ -1,0 +1,205 @@
+"""Sampling-based planners over action sequences (CEM, MPPI) and the two things they plan with.
+
+A planner only sees a scoring function: candidate action sequences (N, H, A) -> returns (N, S), S sampled futures
+per candidate. ``ModelScorer`` imagines every candidate from the world model's current posterior in one batched
+call (no pixel decoding) and sums its reward head; ``SimulatorScorer`` (the oracle) steps the true MuJoCo scene from
+its current state once per candidate. Same planner, same budget knobs: the gap between them is the model's.
+
+    each control step:  warm start (last plan shifted)  ->  for each iteration:
+        sample N sequences ~ clip(mean + std * eps)  ->  score (N, S)  ->  mean - penalty * spread
+        CEM: refit mean/std to the top-k    |    MPPI: top-k weighted by exp(score / temperature)
+    -> the plan (mean), executed for `replan` steps, then shifted by as many
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import mujoco
+import numpy as np
+import torch
+
+from teleworld.errors import TeleworldError
+from train.model import WorldModel
+
+PLANNERS = ("cem", "mppi")
+Scorer = Callable[[torch.Tensor], torch.Tensor]  # (N, H, A) -> (N, S) returns
+
+
+def push_reach(proprio: torch.Tensor) -> torch.Tensor:
+    """push: minus the pusher's distance to the box, from concat(qpos, qvel) (..., P) -> (...). The recorded
+    reward (box to goal) is flat until the pusher touches the box; this leads it there."""
+    return -(proprio[..., 0:2] - proprio[..., 2:4]).norm(dim=-1)
+
+
+# Per scene, a shaping term added (times PlannerConfig.shaping) to every step's reward, for model and oracle alike.
+SHAPING: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"push": push_reach}
+
+
+@dataclass
+class PlannerConfig:
+    """Budget and shape of one replanning step."""
+
+    planner: str = "cem"  # cem (refit to elites) or mppi (elites weighted by exp(score / temperature))
+    candidates: int = 256  # action sequences scored per iteration
+    horizon: int = 16  # knots each sequence looks ahead
+    repeat: int = 1  # control steps each knot's action is held: the plan reaches horizon x repeat steps ahead
+    iterations: int = 3  # refits per replanning step (the warm start makes few enough)
+    elites: int = 32  # top candidates the refit uses
+    temperature: float = 0.5  # MPPI: softness of the elite weights, in units of the elites' score std
+    init_std: float = 0.6  # sampling std of a fresh (or newly shifted-in) step, actions in [-1, 1]
+    min_std: float = 0.05  # sampling std never shrinks below this
+    samples: int = 1  # sampled futures per candidate (1: the latent's expected value, deterministic)
+    spread_penalty: float = 0.0  # score = mean return - this x std of the sampled returns
+    shaping: float = 1.0  # weight of the scene's shaping term (SHAPING) in each step's reward (0: the reward alone)
+
+    def __post_init__(self) -> None:
+        if self.planner not in PLANNERS:
+            raise TeleworldError(f"--planner must be one of {', '.join(PLANNERS)}, not {self.planner!r}")
+        for name in ("candidates", "horizon", "repeat", "iterations", "elites", "samples"):
+            if getattr(self, name) < 1:
+                raise TeleworldError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.elites > self.candidates:
+            raise TeleworldError(f"elites ({self.elites}) cannot exceed candidates ({self.candidates})")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Plan:
+    """What one replanning step chose."""
+
+    actions: np.ndarray  # (H x repeat, A) the plan, one row per control step; the first knots are executed
+    predicted_return: float  # mean over sampled futures of the plan's return, as the scorer predicts it
+    spread: float  # std of those returns (0 with one future)
+    ms: float  # wall-clock milliseconds of the replanning step
+
+
+class Planner:
+    """CEM or MPPI over sequences within [low, high], warm-started from the previous plan shifted in time."""
+
+    def __init__(self, cfg: PlannerConfig, low: np.ndarray, high: np.ndarray, seed: int):
+        self.cfg = cfg
+        self.low = torch.as_tensor(np.asarray(low, np.float32))
+        self.high = torch.as_tensor(np.asarray(high, np.float32))
+        self.generator = torch.Generator().manual_seed(seed)
+        self.mean = torch.zeros(cfg.horizon, len(self.low))
+
+    def shift(self, steps: int) -> None:
+        """Drop the first ``steps`` knots of the plan (they were executed) and append zeros: the next warm start."""
+        steps = min(steps, self.cfg.horizon)
+        self.mean = torch.cat([self.mean[steps:], torch.zeros(steps, len(self.low))])
+
+    def _score(self, scorer: Scorer, candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        returns = scorer(candidates.repeat_interleave(self.cfg.repeat, 1)).float()  # (N, S)
+        spread = returns.std(1, unbiased=False) if returns.shape[1] > 1 else torch.zeros(len(returns))
+        return returns.mean(1) - self.cfg.spread_penalty * spread, returns
+
+    def plan(self, scorer: Scorer) -> Plan:
+        """One replanning step: ``iterations`` rounds of sample, score, refit; the last refit mean is the plan."""
+        cfg, start = self.cfg, time.perf_counter()
+        mean = self.mean.clamp(self.low, self.high)
+        std = torch.full_like(mean, cfg.init_std)
+        for _ in range(cfg.iterations):
+            eps = torch.randn(cfg.candidates, *mean.shape, generator=self.generator)
+            candidates = (mean + std * eps).clamp(self.low, self.high)
+            candidates[0] = mean  # the current mean competes too: a good warm start is never lost
+            score, _ = self._score(scorer, candidates)
+            top = score.topk(cfg.elites).indices
+            elites = candidates[top]
+            if cfg.planner == "cem":
+                weight = torch.full((cfg.elites,), 1.0 / cfg.elites)
+            else:
+                s = score[top]
+                weight = torch.softmax((s - s.max()) / (cfg.temperature * (s.std() + 1e-8)), 0)
+            mean = (weight[:, None, None] * elites).sum(0)
+            std = (weight[:, None, None] * (elites - mean).pow(2)).sum(0).sqrt().clamp_min(cfg.min_std)
+        self.mean = mean
+        _, returns = self._score(scorer, mean[None])
+        ms = (time.perf_counter() - start) * 1e3
+        spread = float(returns.std(unbiased=False)) if returns.shape[1] > 1 else 0.0
+        return Plan(mean.repeat_interleave(cfg.repeat, 0).numpy(), float(returns.mean()), spread, ms)
+
+
+class ModelScorer:
+    """Returns of candidates imagined by the world model from one latent state, summed from its reward head (plus
+    the scene's shaping term on the proprio head, its positions anchored on the last observed proprio)."""
+
+    def __init__(self, model: WorldModel, goal: np.ndarray, samples: int, seed: int,
+                 shaping: Callable[[torch.Tensor], torch.Tensor] | None = None, shaping_weight: float = 0.0):
+        if model.reward_head is None:
+            raise TeleworldError("this checkpoint has no reward head (trained before planning existed or with "
+                                 "reward_weight=0): retrain it with `teleworld train` to plan with it")
+        self.model, self.samples = model, samples
+        device = next(model.parameters()).device
+        self.goal = torch.as_tensor(goal, dtype=torch.float32, device=device) if model.cfg.goal_dim else None
+        self.generator = torch.Generator(device).manual_seed(seed) if samples > 1 else None
+        self.state: dict[str, torch.Tensor] | None = None  # the current posterior, (1, ...)
+        self.shaping = shaping if shaping is not None and shaping_weight and model.proprio_head is not None else None
+        self.shaping_weight = shaping_weight
+        self.proprio: torch.Tensor | None = None  # (1, P) the proprio observed with the current posterior
+
+    def anchored(self, feat: torch.Tensor) -> torch.Tensor:
+        """Proprio (rows, H, P) predicted from imagined features, anchored on the observed proprio (as replay)."""
+        model = self.model
+        ref_pred = model.heads(model.rssm.feat(self.state))["proprio"]  # (1, P)
+        pred = model.heads(feat)["proprio"]
+        return model.anchor_proprio(pred, ref_pred.expand(len(pred), -1), self.proprio.expand(len(pred), -1))
+
+    @torch.no_grad()
+    def __call__(self, actions: torch.Tensor) -> torch.Tensor:
+        """actions (N, H, A) -> returns (N, S): one batched imagination of N x S futures from ``state``."""
+        n, horizon = actions.shape[:2]
+        device = self.state["deter"].device
+        rows = n * self.samples
+        state = {k: v.expand(rows, *v.shape[1:]) for k, v in self.state.items()}
+        actions = actions.to(device).repeat_interleave(self.samples, 0)  # rows: candidate-major
+        rssm, feats = self.model.rssm, []
+        for h in range(horizon):
+            state = rssm.img_step(state, actions[:, h], sample=False, generator=self.generator)
+            feats.append(rssm.feat(state))
+        feat = torch.stack(feats, 1)
+        reward = self.model.reward(feat, self.goal)  # (rows, H)
+        if self.shaping is not None:
+            reward = reward + self.shaping_weight * self.shaping(self.anchored(feat).float())
+        return reward.sum(1).view(n, self.samples).cpu()
+
+    @torch.no_grad()
+    def imagine(self, actions: np.ndarray) -> torch.Tensor:
+        """Features (1, H, F) of one plan imagined with the latent's expected value (what the video decodes)."""
+        device = self.state["deter"].device
+        act = torch.as_tensor(actions, dtype=torch.float32, device=device)[None]
+        return self.model.rssm.feat(self.model.rssm.imagine(self.state, act, sample=False))
+
+
+class SimulatorScorer:
+    """The oracle: each candidate is stepped in the true scene from its current state (restored afterwards)."""
+
+    def __init__(self, scene, shaping_weight: float = 0.0):
+        self.scene = scene
+        shaping = SHAPING.get(scene.name) if shaping_weight else None
+        self.shaping = None if shaping is None else (lambda d: shaping_weight * float(
+            shaping(torch.from_numpy(np.concatenate([d.qpos, d.qvel])))))
+
+    def __call__(self, actions: torch.Tensor) -> torch.Tensor:
+        """actions (N, H, A) -> returns (N, 1), the scene's own reward summed over the steps each one reaches."""
+        scene, model, data = self.scene, self.scene.model, self.scene.data
+        saved = scene.get_state()
+        nstep = scene._n_substeps
+        acts = actions.numpy()
+        out = np.zeros((len(acts), 1), np.float32)
+        try:
+            for i, seq in enumerate(acts):
+                mujoco.mj_setState(model, data, saved, mujoco.mjtState.mjSTATE_INTEGRATION)
+                total = 0.0
+                for a in seq:
+                    scene.apply_action(scene.action_spec.clip(a))
+                    mujoco.mj_step(model, data, nstep=nstep)
+                    total += scene.reward() + (self.shaping(data) if self.shaping is not None else 0.0)
+                out[i, 0] = total
+        finally:
+            scene.set_state(saved)
+        return torch.from_numpy(out)
