@@ -177,7 +177,6 @@ steps and contact groups.</p>
 <ul>{notes}</ul>
 {changed}
 {from_step_html(metrics)}
-{positions_html(metrics)}
 {contact_events_html(metrics)}
 <h2>Rollouts</h2>
 <p>Rows: {video_rows}. Model frames are framed <span style="color:#28c83c">green
@@ -187,6 +186,7 @@ the bar at the bottom is time. Also <a href="rollouts.mp4">rollouts.mp4</a>.</p>
 </div>
 <h2>Metrics over the horizon</h2>
 {figures}
+{positions_html(metrics)}
 <h2>Protocol</h2>
 <p>PSNR uses data range 1 on images in [0, 1] and is capped at {metrics["psnr_cap_db"]:g} dB for identical frames.
 SSIM: pytorch-msssim, Gaussian window 11, σ 1.5. PSNR on moved pixels scores only the pixels where the true frame

@@ -75,15 +75,18 @@ def plot_metric(metrics: dict, name: str, path: Path) -> Path:
 
 
 def plot_positions(metrics: dict, path: Path) -> Path:
-    """Position error per imagined step, one panel per tracked body, with the detector's floor dashed."""
-    bodies = metrics["position_error"]["bodies"]
-    fig, axes = plt.subplots(1, len(bodies), figsize=(5 * len(bodies), 3.6), dpi=110, squeeze=False)
-    for ax, body in zip(axes[0], bodies):
+    """Position error per imagined step, one panel for all tracked bodies and one per body, with the detector's
+    floor dashed."""
+    panels = ["all", *metrics["position_error"]["bodies"]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), dpi=110, squeeze=False)
+    for ax, body in zip(axes[0], panels):
         stats = metrics["position_error"]["per_body"][body]
         _draw_methods(ax, stats["per_step"], stats["ci"], stats["mean"])
         ax.set_xlabel(f"imagined step after {metrics['context']} context frames")
         ax.set_ylabel("position error (cm)")
-        ax.set_title(f"{body}: detected vs simulator position (lower is better)", fontsize=10)
+        name = "all tracked bodies" if body == "all" else body
+        ax.set_title(f"{name}: detected vs true position ({metrics['windows']} windows, lower is better)",
+                     fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -170,9 +173,8 @@ def write_report(metrics: dict, video: dict[str, np.ndarray], out_dir: Path) -> 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False))
     write_csv(metrics, out_dir / "metrics.csv")
-    plots = [plot_metric(metrics, name, out_dir / f"{name}.png") for name in metrics["per_step"]]
-    if "position_error" in metrics:
-        plots.append(plot_positions(metrics, out_dir / "position_error_bodies.png"))
+    plots = [plot_positions(metrics, out_dir / f"{name}.png") if name == "position_error" and "position_error" in
+             metrics else plot_metric(metrics, name, out_dir / f"{name}.png") for name in metrics["per_step"]]
     write_videos(video, metrics["context"], out_dir)
     write_html(metrics, plots, out_dir / "rollouts.gif", out_dir / "report.html")
     return metrics

@@ -149,7 +149,7 @@ def test_replay_reports_positions_and_the_unblended_model(blended_run, store, tm
     assert saved["position_error"]["floor"] == pos["floor"]
     page = (tmp_path / "report.html").read_text()
     assert "model_unblended" in page and "Where the objects are" in page
-    assert (tmp_path / "position_error_bodies.png").stat().st_size > 0
+    assert (tmp_path / "position_error.png").stat().st_size > 0
     stamp = (tmp_path / P.CACHE_NAME).stat().st_mtime_ns
     again = evaluate(blended_run, store.path, tmp_path, context=K, horizon=12, windows=4, seed=1, show_progress=False)
     assert (tmp_path / P.CACHE_NAME).stat().st_mtime_ns == stamp  # the second replay reuses the detector
