@@ -5,7 +5,7 @@ import pytest
 
 from replay import metrics as M
 from replay.rollout import shuffle_actions
-from replay.scores import action_sensitivity, overall, per_step
+from replay.scores import FLOOR_METHOD, action_sensitivity, overall, per_step, summarise_positions
 
 
 def frames(value: float, shape=(2, 3, 16, 16)) -> np.ndarray:
@@ -89,3 +89,21 @@ def test_action_verdict_both_ways():
     deaf = action_sensitivity({"psnr": {"model": model, "shuffled_actions": model.copy()}})
     assert deaf["delta_psnr_db"] == 0.0 and deaf["ignores_actions"]
     assert "ignores its actions" in deaf["verdict"]
+
+
+def test_position_error_by_hand_per_body_band_and_floor():
+    assert M.distance_cm(np.array([0.03, 0.04, 0.0]), np.zeros(3)) == pytest.approx(5.0)  # 5 cm
+    steps = np.arange(1, 13, dtype=float)  # H = 12 imagined steps, 4 windows, 2 bodies
+    errors = {"copy_last": np.broadcast_to(np.stack([steps, 2 * steps], -1), (4, 12, 2)).copy(),
+              FLOOR_METHOD: np.full((4, 12, 2), 0.5)}
+    out = summarise_positions(errors, ["box", "pusher"])
+    assert out["bands"]["box"]["1-9"]["copy_last"]["mean"] == pytest.approx(5.0)  # mean of 1..9
+    assert out["bands"]["box"]["10-12"]["copy_last"]["mean"] == pytest.approx(11.0)
+    assert out["bands"]["pusher"]["10-12"]["copy_last"]["mean"] == pytest.approx(22.0)
+    assert out["bands"]["all"]["1-9"]["copy_last"]["mean"] == pytest.approx(7.5)  # (5 + 10) / 2
+    assert out["bands"]["box"]["10-12"]["copy_last"]["ci"] == [pytest.approx(11.0)] * 2  # equal windows
+    assert out["floor"] == {"box": 0.5, "pusher": 0.5, "all": 0.5}
+    assert out["per_body"]["pusher"]["per_step"]["copy_last"] == pytest.approx(list(2 * steps))
+    short = summarise_positions({m: v[:, :6] for m, v in errors.items()}, ["box", "pusher"])
+    assert list(short["bands"]["box"]) == ["1-6"]  # the later band needs steps beyond the horizon
+
