@@ -62,15 +62,21 @@ def project(scene, camera: str, points: np.ndarray) -> np.ndarray:
 def true_positions(store: EpisodeStore, steps: np.ndarray, bodies: tuple[str, ...], camera: str
                    ) -> tuple[np.ndarray, np.ndarray]:
     """At the given store steps, from their recorded states re-simulated in the scene: (*steps.shape, bodies, 3)
-    world centre of mass of each body (m), and (*steps.shape, bodies, 2) where ``camera`` sees it (project)."""
+    world centre of mass of each body (m), and (*steps.shape, bodies, 2) where ``camera`` sees it (project). A
+    randomized store's scene is first reset with each episode's seed, which redraws its camera and sizes."""
     steps = np.asarray(steps, dtype=np.int64)
     info = store.info
-    scene = load(info["scene"], image_size=tuple(info["image_size"]), cameras=(camera,))
+    randomized = "randomization" in info
+    scene = load(info["scene"], image_size=tuple(info["image_size"]), cameras=(camera,),
+                 **({"randomize": True} if randomized else {}))
     flat = np.unique(steps)
     rows = store.read("data/state", flat)
+    episodes = np.searchsorted(store.episode_ends, flat, side="right")
     world, image = np.empty((len(flat), len(bodies), 3)), np.empty((len(flat), len(bodies), 2))
     try:
         for i, state in enumerate(rows):
+            if randomized and (i == 0 or episodes[i] != episodes[i - 1]):
+                scene.reset(store.episode_info(int(episodes[i])).get("seed"))
             scene.set_state(state)
             world[i] = [scene.data.body(b).xipos for b in bodies]
             image[i] = project(scene, camera, world[i])
