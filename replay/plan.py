@@ -31,7 +31,6 @@ from teleop.scenes.push import PushScene
 from teleworld.errors import TeleworldError
 from teleworld.progress import progress_bar
 from train.checkpoint import load_model
-from train.goals import scene_goal
 from train.model import WorldModel
 
 METHODS = ("model", "random", "oracle", "expert")
@@ -136,7 +135,7 @@ class PlanningController:
         if self.model is None:
             self.scorer = SimulatorScorer(self.scene, self.cfg.shaping)
         else:
-            self.scorer = ModelScorer(self.model, scene_goal(self.scene), self.cfg.samples, seed,
+            self.scorer = ModelScorer(self.model, self.scene.goal().astype(np.float32), self.cfg.samples, seed,
                                       SHAPING.get(self.scene.name), self.cfg.shaping)
             self.prev_action = np.zeros(len(self.low), np.float32)
 

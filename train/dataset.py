@@ -79,12 +79,12 @@ class EpisodeArrays:
             raise TeleworldError(f"{store.path} has non-finite actions; run `teleworld data validate`")
 
     def load_goals(self) -> None:
-        """Recover every episode's task goal (train/goals.py) so batches carry "goal" next to "reward"."""
+        """Read every active episode's recorded task goal (train/goals.py) so batches carry "goal" next to "reward"."""
         from train.goals import episode_goals
 
         ends = self.episode_ends
         starts = episode_starts(ends)
-        per_episode = episode_goals(self.store, self.active, self.reward[starts[self.active]])
+        per_episode = episode_goals(self.store, self.active)
         self.goal = np.zeros((len(self.reward), per_episode.shape[1]), np.float32)
         for episode, goal in zip(self.active, per_episode):
             self.goal[starts[episode] : ends[episode]] = goal
