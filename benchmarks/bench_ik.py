@@ -1,6 +1,6 @@
 """IK cost per control step on `arm`, against the scene's own physics measured in the same run; expert success.
 
-    python benchmarks/bench_ik.py [--episodes 4] [--expert-seeds 0] [--randomize]
+    python benchmarks/bench_ik.py [--episodes 4] [--expert-seeds 0] [--randomize] [--teleop 64]
 
 The scripted expert drives `arm` (end-effector control, one front camera at 64x64) so the IK sees real
 pick-and-place targets. Per control step it times the controller (the scene's apply_action: FK, the target update and
@@ -8,7 +8,8 @@ the IK solve with mink: tasks, limits incl. hand-table collision avoidance, one 
 the same states, one mj_step and the scene's physics for one control period (all its substeps). Printed: p50/p99
 of each, by thread CPU time and by wall time, and the IK as a ratio of both baselines.
 Goal (issue 22): IK p99 <= 2 ms. ``--expert-seeds N`` also runs the expert on seeds 0..N-1 (200 steps each) and
-prints its success rate with a 95 % Wilson interval, the steps it needed and the retries it made.
+prints its success rate with a 95 % Wilson interval, the steps it needed and the retries it made. ``--teleop SIZE``
+runs bench_teleop.py's measurement (the real TeleopSession and window at 50 Hz, recording off vs on) on `arm`.
 About 15 s plus about 3 s per expert seed on one core.
 """
 
@@ -19,6 +20,8 @@ import os
 import time
 
 os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
@@ -75,6 +78,41 @@ def expert_success(seeds: int, randomize: bool) -> dict:
     return {"success": np.array(done), "steps": np.array(steps_needed), "retries": np.array(retries)}
 
 
+def teleop_rate(steps: int, blocks: int, size: int) -> None:
+    """bench_teleop's measurement on `arm`: the real TeleopSession at 50 Hz, the expert driving, recording off vs on."""
+    import tempfile
+    from pathlib import Path
+
+    import bench_teleop as bt
+
+    from recorder import EpisodeStore
+    from teleop.session import TeleopSession
+    from teleop.window import Window
+
+    scene = ArmScene(image_size=(size, size), control_rate=bt.RATE)
+    window = Window("bench", view_size=512)
+    window.open()
+    with tempfile.TemporaryDirectory() as tmp, EpisodeStore.create(Path(tmp) / "b.zarr", scene.info()) as store:
+        session = TeleopSession(scene, ArmExpert(scene), store, window)
+        bt.run_block(session, 50, record=False)  # warm-up: renderers, fonts, zarr
+        results = {False: [], True: []}
+        for _ in range(blocks):
+            for record in (False, True):
+                results[record].append(bt.run_block(session, steps, record))
+        session.close()
+    window.close()
+    off, on = bt.summary(results[False]), bt.summary(results[True])
+    period_ms = 1e3 / bt.RATE
+    print(f"teleop loop, arm {size}x{size} x {len(scene.cameras)} cameras, target {bt.RATE:g} Hz "
+          f"({period_ms:g} ms budget), {off['steps']} steps per mode")
+    print(f"{'':24s}{'recording off':>15s}{'recording on':>15s}")
+    print(f"{'work per step / budget':24s}{off['busy_ms'] / period_ms:15.3f}{on['busy_ms'] / period_ms:15.3f}")
+    print(f"{'achieved rate / target':24s}{off['rate_ratio']:15.3f}{on['rate_ratio']:15.3f}")
+    print(f"{'jitter p50 (ms)':24s}{off['p50']:15.3f}{on['p50']:15.3f}")
+    print(f"{'jitter p99 (ms)':24s}{off['p99']:15.3f}{on['p99']:15.3f}")
+    print(f"{'overruns':24s}{off['overruns']:15d}{on['overruns']:15d}")
+
+
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """95 % Wilson score interval of a success rate."""
     p = k / n
@@ -88,6 +126,8 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=4, help="expert episodes timed (200 steps each)")
     parser.add_argument("--expert-seeds", type=int, default=0, help="also measure expert success on this many seeds")
     parser.add_argument("--randomize", action="store_true", help="domain randomization on for the success run")
+    parser.add_argument("--teleop", type=int, default=0, metavar="SIZE",
+                        help="also run bench_teleop's 50 Hz loop on arm at SIZExSIZE (e.g. 64 or 128)")
     args = parser.parse_args()
 
     print(f"arm controller (FK + IK) per control step, {args.episodes} expert episodes; {os.cpu_count()} cores, "
@@ -112,6 +152,8 @@ def main() -> None:
               f"(95% CI {lo:.0%}..{hi:.0%}; goal >= 80%); steps to success p50 {np.median(r['steps']):.0f}, "
               f"max {r['steps'].max() if len(r['steps']) else 0}; episodes with a retry {int((r['retries'] > 0).sum())}"
               f"; failed seeds {np.flatnonzero(~r['success']).tolist()}")
+    if args.teleop:
+        teleop_rate(250, 2, args.teleop)
 
 
 if __name__ == "__main__":

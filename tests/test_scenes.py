@@ -68,7 +68,7 @@ def test_state_roundtrip_resimulates_identically():
 
 
 def test_unknown_scene_is_a_clear_error():
-    with pytest.raises(TeleworldError, match="unknown scene 'nope'; known scenes: arm, cartpole-swingup, gripper, push, reacher-hard"):
+    with pytest.raises(TeleworldError, match="unknown scene 'nope'; known scenes: arm, arm-joint, cartpole-swingup, gripper, push, reacher-hard"):
         load("nope")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from teleworld.errors import TeleworldError
-from teleop.scenes.arm import ArmScene
+from teleop.scenes.arm import ArmJointScene, ArmScene
 from teleop.scenes.base import ActionSpec, Contacts, Observation, Scene
 from teleop.scenes.cartpole import CartpoleSwingupScene
 from teleop.scenes.gripper import GripperScene
@@ -18,6 +18,7 @@ SCENES: dict[str, Callable[..., Scene]] = {
     "cartpole-swingup": CartpoleSwingupScene,
     "reacher-hard": ReacherHardScene,
     "arm": ArmScene,
+    "arm-joint": ArmJointScene,
 }
 TAGS: dict[str, tuple[str, ...]] = {
     "push": ("default", "contact", "tabletop"),
@@ -25,6 +26,7 @@ TAGS: dict[str, tuple[str, ...]] = {
     "cartpole-swingup": ("dm_control", "balance"),
     "reacher-hard": ("dm_control", "reach"),
     "arm": ("contact", "grasp", "tabletop", "ik", "dm_control"),
+    "arm-joint": ("contact", "grasp", "tabletop", "dm_control"),
 }
 
 

@@ -12,7 +12,6 @@ The controller's state lives in MuJoCo's own state (joint targets in ``ctrl``; t
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import mink
@@ -125,7 +124,6 @@ class ArmIK:
             mink.CollisionAvoidanceLimit(self.model, [(hand, ["table"])], minimum_distance_from_collisions=0.005,
                                          collision_detection_distance=0.04),
         ]
-        self.last_solve_s = 0.0  # wall time of the latest solve (benchmarks/bench_ik.py)
 
     def tcp(self, q: np.ndarray) -> np.ndarray:
         """Pinch-site position at joint angles ``q``."""
@@ -133,15 +131,16 @@ class ArmIK:
         return self.configuration.data.site(TCP).xpos.copy()
 
     def solve(self, q: np.ndarray, position: np.ndarray, yaw: float, dt: float) -> np.ndarray:
-        """Joint angles one control period ``dt`` after ``q`` on the way to the target pose."""
-        start = time.perf_counter()
+        """Joint angles one control period ``dt`` after ``q`` on the way to the target pose (``q`` itself when the
+        QP has no solution, e.g. the limits contradict each other: the arm holds still rather than fail)."""
         self.configuration.update(np.asarray(q, dtype=float))
         self.frame.set_target(mink.SE3.from_rotation_and_translation(target_rotation(yaw), position))
-        velocity = mink.solve_ik(self.configuration, [self.frame, self.posture], dt, "daqp", damping=1e-4,
-                                 limits=self.limits)
-        q_next = self.configuration.integrate(velocity, dt)
-        self.last_solve_s = time.perf_counter() - start
-        return q_next
+        try:
+            velocity = mink.solve_ik(self.configuration, [self.frame, self.posture], dt, "daqp", damping=1e-4,
+                                     limits=self.limits)
+        except mink.NoSolutionFound:
+            return np.asarray(q, dtype=float)
+        return self.configuration.integrate(velocity, dt)
 
 
 class ArmScene(Scene):
@@ -188,7 +187,8 @@ class ArmScene(Scene):
         self._finger_qpos = np.array([m.jnt_qposadr[m.joint(j).id] for j in FINGER_JOINTS])
         self._object_qpos = m.jnt_qposadr[m.joint("object").id]
         self._zone_mocap = m.body_mocapid[m.body("zone").id]
-        self._finger_of = {m.body(f"jaco/hand/{link}_{i}").id: i for i in (1, 2, 3) for link in ("b_finger", "b_finger_tip")}
+        self._finger_of = {m.body(f"jaco/hand/{link}_{i}").id: i  # finger links -> finger number
+                           for i in (1, 2, 3) for link in ("b_finger", "b_finger_tip")}
         self._limited = self.ik.model.jnt_limited.astype(bool)
         self._range = self.ik.model.jnt_range.copy()
 
@@ -362,3 +362,12 @@ def _yaw_of(xmat: np.ndarray) -> float:
     """Yaw about the world vertical of a site frame relative to DOWN."""
     rel = np.asarray(xmat).reshape(3, 3) @ target_rotation(0.0).as_matrix().T
     return float(np.arctan2(rel[1, 0], rel[0, 0]))
+
+
+class ArmJointScene(ArmScene):
+    """``arm`` driven joint by joint: the six joints' velocities and the gripper (no IK), for `teleworld teleop`."""
+
+    name = "arm-joint"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, control="joint", **kwargs)
