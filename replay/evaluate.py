@@ -127,6 +127,8 @@ def evaluate(model_path: str | Path, data_path: str | Path, out_dir: str | Path,
         "versus_baselines": versus_baselines(scores, seed),
         "training": training_summary(ckpt),
     }
+    if "model_unblended" in psnr:  # the world model's own frames (docs/replay.md, "The model without help")
+        metrics["model_unblended_minus_copy_last_db"] = psnr["model_unblended"] - psnr["copy_last"]
     if simulator:
         metrics["simulator_scene_changed"] = scene_changed(store)
     if contact_parts and contact_parts[0]:  # per contact group: states, onsets and releases (docs/replay.md)

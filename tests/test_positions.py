@@ -138,6 +138,8 @@ def test_replay_reports_positions_and_the_unblended_model(blended_run, store, tm
     psnr = metrics["per_step"]["psnr"]
     assert psnr["model"] == pytest.approx(psnr["copy_last"], abs=1e-3)  # all blend
     assert np.mean(np.abs(np.subtract(psnr["model_unblended"], psnr["copy_last"]))) > 0.5  # its own frames
+    assert metrics["model_unblended_minus_copy_last_db"] == pytest.approx(
+        metrics["mean"]["psnr"]["model_unblended"] - metrics["mean"]["psnr"]["copy_last"])
     for name in ("psnr", "ssim", "proprio_rmse", "position_error"):
         assert "model_unblended" in metrics["mean"][name]
     pos = metrics["position_error"]
