@@ -160,6 +160,7 @@ class ArmScene(Scene):
     default_cameras = ("front", "wrist")
     contact_groups = (("jaco/hand/b_finger_tip_1", "object"), ("jaco/hand/b_finger_tip_2", "object"),
                       ("jaco/hand/b_finger_tip_3", "object"), ("object", "world"))
+    tracked_bodies = ("object", "jaco/hand/hand")
     randomization = RANDOMIZATION
     episode_steps = 200  # `teleworld generate`'s default episode length here: the expert needs about 90..130
     EE_KEYS = (("ee_vx", "left", "right"), ("ee_vy", "down", "up"), ("ee_vz", "s", "w"), ("ee_yaw", "a", "d"),
