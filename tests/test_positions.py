@@ -14,6 +14,7 @@ from replay import positions as P
 from replay.evaluate import evaluate
 from replay.rollout import WindowBatch, predict
 from replay.scores import FLOOR_METHOD, position_scores, summarise_positions
+from teleop.scenes import SCENES, load
 from train.checkpoint import load_model, save_checkpoint
 from train.configs import make_config
 from train.dataset import DataSpec, EpisodeArrays
@@ -46,6 +47,15 @@ def tracker(store, frames, cache) -> P.Tracker:
     bodies = P.tracked_bodies(store)
     detector = P.load_or_fit(cache, "key-a", store, frames, CAMERA, bodies, TRAIN)
     return P.Tracker(store, CAMERA, bodies, detector)
+
+
+@pytest.mark.parametrize("name", sorted(SCENES))
+def test_every_scene_tracks_bodies_it_has(name):
+    scene = load(name)
+    try:
+        assert scene.tracked_bodies and all(scene.model.body(b).id > 0 for b in scene.tracked_bodies)
+    finally:
+        scene.close()
 
 
 def held_out_steps(store) -> np.ndarray:
