@@ -9,7 +9,8 @@ the same states, one mj_step and the scene's physics for one control period (all
 of each, by thread CPU time and by wall time, and the IK as a ratio of both baselines.
 Goal (issue 22): IK p99 <= 2 ms. ``--expert-seeds N`` also runs the expert on seeds 0..N-1 (200 steps each) and
 prints its success rate with a 95 % Wilson interval, the steps it needed and the retries it made. ``--teleop SIZE``
-runs bench_teleop.py's measurement (the real TeleopSession and window at 50 Hz, recording off vs on) on `arm`.
+runs bench_teleop.py's measurement (the real TeleopSession and window at ``--teleop-rate``, 50 Hz by default,
+recording off vs on) on `arm`.
 About 15 s plus about 3 s per expert seed on one core.
 """
 
@@ -58,6 +59,24 @@ def time_ik(episodes: int, clock) -> dict[str, np.ndarray]:
     return {k: 1e3 * np.asarray(v[STEPS // 10:]) for k, v in times.items()}  # the first steps warm caches up
 
 
+def report_ik(episodes: int) -> None:
+    """Print the controller's p50/p99 against one mj_step and one control period of physics, by both clocks."""
+    print(f"arm controller (FK + IK) per control step, {episodes} expert episodes; {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.1f} (other processes share them: the CPU-time clock leaves their "
+          "preemptions out, wall time does not)")
+    for label, clock in (("thread CPU time", time.thread_time), ("wall time", time.perf_counter)):
+        t = time_ik(episodes, clock)
+        ik, step, physics = t["ik"], t["mj_step"], t["physics"]
+        print(f"{label:30s}{'p50 ms':>10s}{'p99 ms':>10s}")
+        for name, v in (("IK step (mink + daqp)", ik), ("one mj_step", step), ("physics, one control period", physics)):
+            print(f"  {name:28s}{np.percentile(v, 50):10.3f}{np.percentile(v, 99):10.3f}")
+        p50, p99 = np.percentile(ik, 50), np.percentile(ik, 99)
+        print(f"  IK / mj_step: p50 {p50 / np.percentile(step, 50):.1f}x, p99 {p99 / np.percentile(step, 99):.1f}x; "
+              f"IK / physics of a control period: p50 {p50 / np.percentile(physics, 50):.2f}, "
+              f"p99 {p99 / np.percentile(physics, 99):.2f}; IK p99 {p99:.3f} ms (goal <= 2 ms): "
+              f"{'met' if p99 <= 2 else 'MISSED'}")
+
+
 def expert_success(seeds: int, randomize: bool) -> dict:
     """Run the expert on seeds 0..seeds-1; success at the end of each episode."""
     scene = ArmScene(cameras=("front",), randomize=randomize)
@@ -78,12 +97,15 @@ def expert_success(seeds: int, randomize: bool) -> dict:
     return {"success": np.array(done), "steps": np.array(steps_needed), "retries": np.array(retries)}
 
 
-def teleop_rate(steps: int, blocks: int, size: int) -> None:
-    """bench_teleop's measurement on `arm`: the real TeleopSession at 50 Hz, the expert driving, recording off vs on."""
+def teleop_rate(steps: int, blocks: int, size: int, rate: float) -> None:
+    """bench_teleop's measurement on `arm`: the real TeleopSession at ``rate``, the expert driving, recording off vs
+    on."""
     import tempfile
     from pathlib import Path
 
     import bench_teleop as bt
+
+    bt.RATE = rate  # bench_teleop's pacer and ratios read its module-level rate
 
     from recorder import EpisodeStore
     from teleop.session import TeleopSession
@@ -123,27 +145,16 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--episodes", type=int, default=4, help="expert episodes timed (200 steps each)")
+    parser.add_argument("--episodes", type=int, default=4, help="expert episodes timed (200 steps each; 0: skip)")
     parser.add_argument("--expert-seeds", type=int, default=0, help="also measure expert success on this many seeds")
     parser.add_argument("--randomize", action="store_true", help="domain randomization on for the success run")
     parser.add_argument("--teleop", type=int, default=0, metavar="SIZE",
-                        help="also run bench_teleop's 50 Hz loop on arm at SIZExSIZE (e.g. 64 or 128)")
+                        help="also run bench_teleop's loop on arm at SIZExSIZE (e.g. 64 or 128)")
+    parser.add_argument("--teleop-rate", type=float, default=50.0, help="control rate of that loop, Hz")
     args = parser.parse_args()
 
-    print(f"arm controller (FK + IK) per control step, {args.episodes} expert episodes; {os.cpu_count()} cores, "
-          f"load average {os.getloadavg()[0]:.1f} (other processes share them: the CPU-time clock leaves their "
-          "preemptions out, wall time does not)")
-    for label, clock in (("thread CPU time", time.thread_time), ("wall time", time.perf_counter)):
-        t = time_ik(args.episodes, clock)
-        ik, step, physics = t["ik"], t["mj_step"], t["physics"]
-        print(f"{label:30s}{'p50 ms':>10s}{'p99 ms':>10s}")
-        for name, v in (("IK step (mink + daqp)", ik), ("one mj_step", step), ("physics, one control period", physics)):
-            print(f"  {name:28s}{np.percentile(v, 50):10.3f}{np.percentile(v, 99):10.3f}")
-        p50, p99 = np.percentile(ik, 50), np.percentile(ik, 99)
-        print(f"  IK / mj_step: p50 {p50 / np.percentile(step, 50):.1f}x, p99 {p99 / np.percentile(step, 99):.1f}x; "
-              f"IK / physics of a control period: p50 {p50 / np.percentile(physics, 50):.2f}, "
-              f"p99 {p99 / np.percentile(physics, 99):.2f}; IK p99 {p99:.3f} ms (goal <= 2 ms): "
-              f"{'met' if p99 <= 2 else 'MISSED'}")
+    if args.episodes:
+        report_ik(args.episodes)
     if args.expert_seeds:
         r = expert_success(args.expert_seeds, args.randomize)
         k, n = int(r["success"].sum()), len(r["success"])
@@ -153,7 +164,7 @@ def main() -> None:
               f"max {r['steps'].max() if len(r['steps']) else 0}; episodes with a retry {int((r['retries'] > 0).sum())}"
               f"; failed seeds {np.flatnonzero(~r['success']).tolist()}")
     if args.teleop:
-        teleop_rate(250, 2, args.teleop)
+        teleop_rate(250, 2, args.teleop, args.teleop_rate)
 
 
 if __name__ == "__main__":

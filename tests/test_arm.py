@@ -70,6 +70,8 @@ def test_keys_move_the_hand_by_the_commanded_amount_then_grasp_and_lift(tmp_path
     hold(session, pygame.K_e, 14)  # close
     hold(session, pygame.K_w, 12, settle=10)  # up 12 cm
     lifted_to, held, grip = scene.object_position(), scene.held(), scene.grip()
+    hud = session.hud().lines
+    assert f"ee xyz {scene.tcp_position()[0]:+.3f}" in " ".join(hud) and "grip   closed (1.00)  holding" in hud
     hold(session, pygame.K_RETURN, 0, settle=1)  # save
     session.close()
 
