@@ -97,7 +97,7 @@ def expert_success(seeds: int, randomize: bool) -> dict:
     return {"success": np.array(done), "steps": np.array(steps_needed), "retries": np.array(retries)}
 
 
-def teleop_rate(steps: int, blocks: int, size: int, rate: float) -> None:
+def teleop_rate(steps: int, blocks: int, size: int, rate: float, view: int) -> None:
     """bench_teleop's measurement on `arm`: the real TeleopSession at ``rate``, the expert driving, recording off vs
     on."""
     import tempfile
@@ -112,7 +112,7 @@ def teleop_rate(steps: int, blocks: int, size: int, rate: float) -> None:
     from teleop.window import Window
 
     scene = ArmScene(image_size=(size, size), control_rate=bt.RATE)
-    window = Window("bench", view_size=512)
+    window = Window("bench", view_size=view)
     window.open()
     with tempfile.TemporaryDirectory() as tmp, EpisodeStore.create(Path(tmp) / "b.zarr", scene.info()) as store:
         session = TeleopSession(scene, ArmExpert(scene), store, window)
@@ -125,7 +125,7 @@ def teleop_rate(steps: int, blocks: int, size: int, rate: float) -> None:
     window.close()
     off, on = bt.summary(results[False]), bt.summary(results[True])
     period_ms = 1e3 / bt.RATE
-    print(f"teleop loop, arm {size}x{size} x {len(scene.cameras)} cameras, target {bt.RATE:g} Hz "
+    print(f"teleop loop, arm {size}x{size} x {len(scene.cameras)} cameras, {view} px live view, target {bt.RATE:g} Hz "
           f"({period_ms:g} ms budget), {off['steps']} steps per mode")
     print(f"{'':24s}{'recording off':>15s}{'recording on':>15s}")
     print(f"{'work per step / budget':24s}{off['busy_ms'] / period_ms:15.3f}{on['busy_ms'] / period_ms:15.3f}")
@@ -151,6 +151,7 @@ def main() -> None:
     parser.add_argument("--teleop", type=int, default=0, metavar="SIZE",
                         help="also run bench_teleop's loop on arm at SIZExSIZE (e.g. 64 or 128)")
     parser.add_argument("--teleop-rate", type=float, default=50.0, help="control rate of that loop, Hz")
+    parser.add_argument("--teleop-view", type=int, default=512, help="live view side of that loop's window, px")
     args = parser.parse_args()
 
     if args.episodes:
@@ -164,7 +165,7 @@ def main() -> None:
               f"max {r['steps'].max() if len(r['steps']) else 0}; episodes with a retry {int((r['retries'] > 0).sum())}"
               f"; failed seeds {np.flatnonzero(~r['success']).tolist()}")
     if args.teleop:
-        teleop_rate(250, 2, args.teleop, args.teleop_rate)
+        teleop_rate(250, 2, args.teleop, args.teleop_rate, args.teleop_view)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ def test_keys_move_the_hand_by_the_commanded_amount_then_grasp_and_lift(tmp_path
     start, block = scene.tcp_position(), scene.object_position()
     dx, dy = np.round((block[:2] - start[:2]) * 100 / CM_PER_TICK).astype(int)  # the fixed key plan of seed 3
     turn = np.round(_face_offset(scene) / (MAX_YAW / scene.control_rate)).astype(int)
-    assert abs(dx) > 3 and abs(dy) > 3
+    assert abs(dx) >= 5 and abs(dy) >= 5  # held long enough to reach full scale: n ticks move exactly n cm
     hold(session, pygame.K_RIGHT if dx > 0 else pygame.K_LEFT, abs(dx), settle=10)
     moved_x = scene.tcp_position() - start
     hold(session, pygame.K_UP if dy > 0 else pygame.K_DOWN, abs(dy), settle=10)

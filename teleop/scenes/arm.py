@@ -184,7 +184,6 @@ class ArmScene(Scene):
         self.ik = ArmIK()
         m = self.model
         self._arm_qpos = np.array([m.jnt_qposadr[m.joint(j).id] for j in ARM_JOINTS])
-        self._arm_dof = np.array([m.jnt_dofadr[m.joint(j).id] for j in ARM_JOINTS])
         self._finger_qpos = np.array([m.jnt_qposadr[m.joint(j).id] for j in FINGER_JOINTS])
         self._object_qpos = m.jnt_qposadr[m.joint("object").id]
         self._zone_mocap = m.body_mocapid[m.body("zone").id]
