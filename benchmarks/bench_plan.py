@@ -1,0 +1,131 @@
+"""Planning speed, as ratios measured in one run.
+
+1. one replanning step of `teleworld plan` (256 candidates x horizon 16, CEM, 3 iterations, warm start shifted) for
+   a config: p50/p99 ms (goal for `small` on the 2-core CPU: <= 50 ms p50);
+2. imagination throughput: candidate-steps/s when every candidate is imagined in one batched call vs the model's
+   single-sequence step (batch 1, the same latent update) as the baseline, printed as a ratio.
+
+Usage: python benchmarks/bench_plan.py [--config small] [--model RUN] [--repeats 30] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from replay.planning import ModelScorer, Planner, PlannerConfig  # noqa: E402
+from teleop.scenes import load  # noqa: E402
+from train.checkpoint import load_model  # noqa: E402
+from train.configs import make_config  # noqa: E402
+from train.dataset import DataSpec  # noqa: E402
+from train.loop import build_model  # noqa: E402
+
+
+def push_spec() -> DataSpec:
+    """The shapes of a push store, without one."""
+    info = load("push").info()
+    return DataSpec(scene="push", camera="overhead", image_size=64, action_names=info["action_spec"]["names"],
+                    proprio_dim=info["nq"] + info["nv"], contact_dim=len(info["contact_groups"]))
+
+
+def scorer_for(model, device: torch.device) -> ModelScorer:
+    """A scorer whose latent is the posterior of one observed push frame."""
+    scene = load("push")
+    obs = scene.reset(100_000)
+    scorer = ModelScorer(model, scene.goal(), samples=1, seed=0)
+    frame = torch.from_numpy(obs.frames["overhead"]).to(device).permute(2, 0, 1).float().div(255)[None, None]
+    with torch.no_grad():
+        scorer.state, _ = model.rssm.obs_step(model.rssm.initial(1, device), torch.zeros(1, 2, device=device),
+                                              model.encode(frame)[:, 0])
+    scorer.proprio = torch.from_numpy(np.concatenate([obs.qpos, obs.qvel])).float().to(device)[None]
+    scene.close()
+    return scorer
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def replanning_ms(scorer: ModelScorer, cfg: PlannerConfig, repeats: int, device: torch.device) -> np.ndarray:
+    """Milliseconds of each replanning step (after two warm-up steps), warm-started as the episode loop does."""
+    planner = Planner(cfg, np.array([-1.0, -1.0]), np.array([1.0, 1.0]), seed=0)
+    times = []
+    for i in range(repeats + 2):
+        sync(device)
+        start = time.perf_counter()
+        planner.plan(scorer)
+        sync(device)
+        if i >= 2:
+            times.append((time.perf_counter() - start) * 1e3)
+        planner.shift(1)
+    return np.array(times)
+
+
+@torch.no_grad()
+def single_sequence_rate(scorer: ModelScorer, horizon: int, repeats: int, device: torch.device) -> float:
+    """Candidate-steps/s of the baseline: one sequence at a time through the same latent update and reward head."""
+    actions = torch.zeros(1, horizon, 2)
+    for _ in range(2):
+        scorer(actions)
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        scorer(actions)
+    sync(device)
+    return repeats * horizon / (time.perf_counter() - start)
+
+
+@torch.no_grad()
+def batched_rate(scorer: ModelScorer, candidates: int, horizon: int, repeats: int, device: torch.device) -> float:
+    """Candidate-steps/s when ``candidates`` sequences are imagined in one batched call."""
+    actions = torch.rand(candidates, horizon, 2) * 2 - 1
+    for _ in range(2):
+        scorer(actions)
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        scorer(actions)
+    sync(device)
+    return repeats * candidates * horizon / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="small", help="preset of a freshly built model (timing only)")
+    parser.add_argument("--model", default=None, help="a trained run instead (a push model with a reward head)")
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--candidates", type=int, default=256)
+    parser.add_argument("--horizon", type=int, default=16)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if args.model:
+        model, _, _ = load_model(args.model, device)
+        name = args.model
+    else:
+        torch.manual_seed(0)
+        model = build_model(make_config(args.config), push_spec(), goal_dim=2).to(device).eval()
+        name = args.config
+    scorer = scorer_for(model, device)
+    cfg = PlannerConfig(candidates=args.candidates, horizon=args.horizon)
+    print(f"{name} on {device} ({torch.get_num_threads()} threads), {sum(p.numel() for p in model.parameters()):,} "
+          f"parameters; planner {cfg.planner}, {cfg.candidates} candidates x horizon {cfg.horizon}, "
+          f"{cfg.iterations} iterations")
+    ms = replanning_ms(scorer, cfg, args.repeats, device)
+    print(f"one replanning step: p50 {np.percentile(ms, 50):.1f} ms, p99 {np.percentile(ms, 99):.1f} ms "
+          f"({'meets' if np.percentile(ms, 50) <= 50 else 'misses'} the 50 ms p50 goal)")
+    single = single_sequence_rate(scorer, args.horizon, args.repeats, device)
+    batched = batched_rate(scorer, args.candidates, args.horizon, max(3, args.repeats // 3), device)
+    print(f"imagination: {batched:,.0f} candidate-steps/s batched vs {single:,.0f} one sequence at a time "
+          f"({batched / single:.1f}x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""`teleworld plan` on real inputs: real MuJoCo, a tiny model really trained on a real store, the CLI end to end."""
+
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from recorder import EpisodeStore
+from replay.plan import VIDEO_SCALE, PlanSettings, controller_for, run_episode, run_plan, wilson
+from replay.planning import ModelScorer, Planner, PlannerConfig
+from teleop.scenes import load
+from train.checkpoint import load_model, read_checkpoint
+from train.configs import make_config
+from train.dataset import DataSpec, EpisodeArrays
+from train.loop import train
+from train.model import WorldModel, WorldModelConfig
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+TINY_PLAN = ["--candidates", "16", "--horizon", "4", "--iterations", "2", "--elites", "4", "--oracle-candidates", "8",
+             "--oracle-iterations", "1"]
+
+
+def teleworld(*args: str, log=None) -> subprocess.CompletedProcess:
+    """Run the CLI with stdout and stderr piped to files (as a user's nohup would), then read them back."""
+    out, err = log / "stdout.txt", log / "stderr.txt"
+    with open(out, "w") as o, open(err, "w") as e:
+        rc = subprocess.run([sys.executable, "-m", "teleworld", *args], stdout=o, stderr=e, timeout=600,
+                            env={**os.environ, "MUJOCO_GL": "egl"}).returncode
+    return subprocess.CompletedProcess(args, rc, out.read_text(), err.read_text())
+
+
+def fit(store_path, out_dir, **overrides) -> str:
+    store = EpisodeStore.open(store_path)
+    data = EpisodeArrays(store, DataSpec.from_store(store))
+    return train(data, make_config("tiny", **{"steps": 3, **overrides}), out_dir, show_progress=False)["checkpoint"]
+
+
+@pytest.fixture(scope="module")
+def run(push_store, tmp_path_factory) -> str:
+    """A tiny model with a reward head, trained for a few steps on the push fixture."""
+    return fit(push_store, tmp_path_factory.mktemp("run"))
+
+
+@pytest.fixture(scope="module")
+def cli_plan(run, tmp_path_factory):
+    """`teleworld plan` run once through the CLI on the tiny model, output piped to files."""
+    out = tmp_path_factory.mktemp("plan")
+    result = teleworld("plan", "--model", run, "--out", str(out / "plan"), "--episodes", "2", "--steps", "6",
+                       *TINY_PLAN, log=out)
+    return result, out / "plan"
+
+
+def test_reward_head_trains_on_recovered_goals(push_store, run):
+    model, _, _ = load_model(run)
+    assert model.reward_head is not None and model.cfg.goal_dim == 2
+    assert float(model.reward_std) > 0.01  # standardised by the training episodes' rewards
+    store = EpisodeStore.open(push_store)
+    data = EpisodeArrays(store, DataSpec.from_store(store))
+    data.load_goals()
+    scene = load("push")
+    for episode in (0, 3):  # the fixture records seeds 0..5; the goal is drawn from the seed
+        scene.reset(store.episode_info(episode)["seed"])
+        start = 0 if episode == 0 else int(data.episode_ends[episode - 1])
+        np.testing.assert_allclose(data.goal[start], scene.goal(), atol=1e-6)
+    batch = data.batch(data.windows(8)[[0, -1]], 8)
+    assert batch["goal"].shape == (2, 2) and batch["reward"].shape == (2, 8)
+    _, terms = model.loss(batch)
+    assert torch.isfinite(terms["reward"]) and terms["reward"] > 0
+
+
+def test_checkpoint_saved_before_the_reward_head_still_loads(run, tmp_path):
+    """An old checkpoint (no reward keys in its config, no reward weights) loads for replay, without the head."""
+    ckpt = read_checkpoint(run)
+    old = {k: v for k, v in ckpt["config"].items() if k not in ("reward_weight", "goal_dim")}
+    weights = {k: v for k, v in ckpt["model"].items() if not k.startswith(("reward_head", "reward_", "goal_"))}
+    path = tmp_path / "old.pt"
+    torch.save({**ckpt, "config": old, "model": weights}, path)
+    model, _, _ = load_model(path)
+    assert model.reward_head is None
+    with pytest.raises(ValueError, match="no reward head"):
+        model.reward(torch.zeros(1, model.cfg.feat))
+
+
+@pytest.mark.parametrize("planner", ["cem", "mppi"])
+def test_planner_finds_the_best_sequence_of_a_known_return(planner):
+    """Return = -(a - target)^2 summed: the plan must converge to the target sequence, inside the bounds."""
+    target = torch.tensor([[0.5, -0.3], [0.2, 0.9], [-0.7, 0.0]])
+    cfg = PlannerConfig(planner=planner, candidates=128, horizon=3, iterations=8, elites=16)
+    plan = Planner(cfg, np.array([-1.0, -1.0]), np.array([1.0, 1.0]), seed=0).plan(
+        lambda a: -(a - target).pow(2).sum((1, 2))[:, None])
+    np.testing.assert_allclose(plan.actions, target.numpy(), atol=0.08)
+    assert plan.predicted_return > -0.02 and plan.spread == 0.0
+
+
+def test_planner_warm_start_shifts_the_plan():
+    cfg = PlannerConfig(candidates=8, horizon=4, elites=2)
+    planner = Planner(cfg, np.array([-1.0]), np.array([1.0]), seed=0)
+    planner.mean = torch.tensor([[0.1], [0.2], [0.3], [0.4]])
+    planner.shift(1)
+    np.testing.assert_allclose(planner.mean.numpy()[:, 0], [0.2, 0.3, 0.4, 0.0])
+
+
+def test_model_scorer_imagines_every_candidate_in_one_batch(run):
+    """Scores match imagining each candidate alone; sampled futures spread, and repeat with the same seed."""
+    model, _, _ = load_model(run)
+    scene = load("push")
+    obs = scene.reset(100_000)
+    scorer = ModelScorer(model, scene.goal(), samples=1, seed=0)
+    frame = torch.from_numpy(obs.frames["overhead"]).permute(2, 0, 1).float().div(255)[None, None]
+    with torch.no_grad():
+        scorer.state, _ = model.rssm.obs_step(model.rssm.initial(1, "cpu"), torch.zeros(1, 2),
+                                              model.encode(frame)[:, 0])
+    actions = torch.rand(5, 4, 2, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    together = scorer(actions)[:, 0]
+    alone = torch.stack([scorer(actions[i : i + 1])[0, 0] for i in range(5)])
+    torch.testing.assert_close(together, alone, atol=1e-4, rtol=1e-4)
+    assert together.std() > 0  # the actions matter to the imagined return
+    sampled = ModelScorer(model, scene.goal(), samples=4, seed=3)
+    sampled.state = scorer.state
+    first = sampled(actions)
+    assert first.shape == (5, 4) and (first.std(1) > 0).all()
+    again = ModelScorer(model, scene.goal(), samples=4, seed=3)
+    again.state = scorer.state
+    torch.testing.assert_close(again(actions), first)
+
+
+def test_plan_cli_runs_end_to_end_with_the_schema(cli_plan):
+    result, out = cli_plan
+    assert result.returncode == 0, result.stderr
+    assert "plan model" in result.stderr and "report:" in result.stdout  # progress on stderr, results on stdout
+    summary = json.loads((out / "plan.json").read_text())
+    assert set(summary) == {"methods", "config", "comparisons"}
+    assert list(summary["methods"]) == ["model", "random", "oracle", "expert"]
+    for name, stats in summary["methods"].items():
+        for key in ("success_rate", "ci", "final_distance_mean", "plan_ms_p50", "plan_ms_p99", "episodes"):
+            assert key in stats, (name, key)
+        assert stats["episodes"] == 2 and stats["ci"][0] <= stats["success_rate"] <= stats["ci"][1]
+        assert (stats["plan_ms_p50"] is None) == (name in ("random", "expert"))
+    assert 0 < summary["methods"]["model"]["plan_ms_p50"] <= summary["methods"]["model"]["plan_ms_p99"]
+    assert summary["config"]["planner"]["candidates"] == 16 and summary["config"]["seeds"] == [100_000, 100_001]
+    with open(out / "episodes.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 8 and {r["seed"] for r in rows} == {"100000", "100001"}
+    for method in ("model", "random", "oracle", "expert"):
+        frames = list(iio.imiter(out / f"plan_{method}.mp4"))
+        assert len(frames) >= 1 and frames[0].shape[1] == 3 * frames[0].shape[0] + 4 * VIDEO_SCALE  # real | imagined | goal, 2-px gaps
+    with open(out / "calibration.csv") as f:
+        assert sum(1 for r in csv.DictReader(f) if r["method"] == "model") >= 2
+
+
+def test_same_seed_same_result(run, tmp_path):
+    cfg = PlannerConfig(candidates=16, horizon=4, iterations=2, elites=4, samples=2)
+    settings = PlanSettings(episodes=2, steps=6, methods=("model", "random"), video_episodes=0)
+    first = run_plan(run, tmp_path / "a", cfg, settings, show_progress=False)
+    second = run_plan(run, tmp_path / "b", cfg, settings, show_progress=False)
+    other = run_plan(run, tmp_path / "c", cfg, PlanSettings(episodes=2, steps=6, methods=("model", "random"),
+                                                            video_episodes=0, seed=7), show_progress=False)
+
+    def outcome(directory):
+        with open(directory / "episodes.csv") as f:
+            return [(r["method"], r["seed"], r["final_distance"], r["return"]) for r in csv.DictReader(f)]
+
+    assert outcome(tmp_path / "a") == outcome(tmp_path / "b") != outcome(tmp_path / "c")
+    assert first["methods"]["model"]["final_distance_mean"] == second["methods"]["model"]["final_distance_mean"]
+    assert other["config"]["seeds"] == [7, 8]
+
+
+def test_oracle_planner_beats_random_on_push(run):
+    """The planner itself works: with the simulator as its model it pushes the box to the goal; random does not."""
+    scene = load("push")
+    cfg = PlannerConfig(horizon=12, repeat=4)
+    settings = PlanSettings(replan=2, oracle_candidates=24)
+    seed = 100_000
+    oracle = run_episode("oracle", controller_for("oracle", scene, cfg, settings, None, "overhead"), scene, 0, seed,
+                         120, 48, "overhead")
+    random = run_episode("random", controller_for("random", scene, cfg, settings, None, "overhead"), scene, 0, seed,
+                         120, 48, "overhead")
+    assert oracle.success and not random.success
+    assert oracle.final_distance < 0.05 < random.final_distance
+
+
+def test_checkpoint_without_reward_head_is_refused_in_one_line(push_store, tmp_path):
+    path = fit(push_store, tmp_path / "run", reward_weight=0.0)
+    result = teleworld("plan", "--model", path, "--out", str(tmp_path / "plan"), "--episodes", "1", *TINY_PLAN,
+                       log=tmp_path)
+    lines = [ln for ln in result.stderr.strip().splitlines() if ln.strip()]
+    assert result.returncode == 1 and len(lines) == 1 and "no reward head" in lines[0], result.stderr
+    assert not (tmp_path / "plan" / "plan.json").exists()
+
+
+def test_bad_methods_are_refused_in_one_line(run, tmp_path):
+    result = teleworld("plan", "--model", run, "--out", str(tmp_path / "plan"), "--methods", "model,psychic",
+                       log=tmp_path)
+    lines = [ln for ln in result.stderr.strip().splitlines() if ln.strip()]
+    assert result.returncode == 1 and len(lines) == 1 and "--methods" in lines[0], result.stderr
+
+
+def test_wilson_interval_matches_known_values():
+    np.testing.assert_allclose(wilson(5, 10), [0.2366, 0.7634], atol=1e-4)
+    np.testing.assert_allclose(wilson(0, 50), [0.0, 0.0713], atol=1e-4)
+
+
+def screenshot(page, out) -> np.ndarray:
+    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    "--window-size=1200,2400", f"--screenshot={out}", page.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    return iio.imread(out)[..., :3].astype(int)
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium (apt-get install chromium)")
+def test_plan_report_shows_its_images_in_headless_chromium(cli_plan, tmp_path):
+    _, out = cli_plan
+    html = (out / "report.html").read_text()
+    assert html.count("src='data:image/png;base64,") == 2  # success rates and calibration
+    assert html.count("src='data:image/gif;base64,") == 4 and "file://" not in html
+    shown = screenshot(out / "report.html", tmp_path / "shown.png")
+    broken = tmp_path / "broken.html"
+    broken.write_text(re.sub(r"base64,[A-Za-z0-9+/=]+", "base64,AAAA", html))
+    blank = screenshot(broken, tmp_path / "blank.png")
+    assert (np.abs(shown - blank).max(-1) > 30).sum() > 50_000  # the plots and clips are drawn
+
+
+def test_world_model_config_without_reward_keys_has_no_head():
+    model = WorldModel(WorldModelConfig.from_dict({"image_size": 64, "action_dim": 2}))
+    assert model.reward_head is None and "reward_mean" not in dict(model.named_buffers())
