@@ -11,7 +11,7 @@ from recorder import EpisodeStore
 from replay.metrics import MOVED_THRESHOLD, PSNR_CAP
 from replay.positions import CACHE_NAME, tracker
 from replay.report import write_report
-from replay.rollout import median_frame, pick_windows, rollouts
+from replay.rollout import CALIBRATION_WINDOWS, contact_thresholds, median_frame, pick_windows, rollouts
 from replay.scores import action_sensitivity, concat_scores, score_batch, summarise, versus_baselines
 from replay.scores import contact_scores, position_scores, summarise_contacts, summarise_positions
 from replay.simulate import scene_changed, simulate
@@ -84,12 +84,14 @@ def evaluate(model_path: str | Path, data_path: str | Path, out_dir: str | Path,
     positions = tracker(store, data.frames, data.spec.camera, train_episodes,
                         {"model": str(Path(model_path).resolve()), "step": int(ckpt["step"])},
                         Path(out_dir) / CACHE_NAME)
+    calibration = pick_windows(data, train_episodes, context + horizon, CALIBRATION_WINDOWS, seed + 1)
+    thresholds = contact_thresholds(model, data, calibration, context, horizon, device)
     parts, contact_parts, position_parts = [], [], []
     video: dict[str, list] = {"truth": [], "model": [], "simulator": []}
     with progress_bar(show_progress) as progress:
         task = progress.add_task("replay windows", total=len(starts), status="", unit="windows")
         for b in rollouts(model, data, starts, context, horizon, device, seed, int(store.info["nq"]),
-                          background=background):
+                          background=background, thresholds=thresholds):
             if simulator:
                 b.preds["simulator"] = simulate(store, data.spec.camera, b.starts, context, horizon)
             if positions is not None:
@@ -134,6 +136,8 @@ def evaluate(model_path: str | Path, data_path: str | Path, out_dir: str | Path,
     if contact_parts and contact_parts[0]:  # per contact group: states, onsets and releases (docs/replay.md)
         groups = ["/".join(pair) for pair in store.info.get("contact_groups", [])]
         metrics["contact_events"] = summarise_contacts(concat_scores(contact_parts), groups, seed)
+        if thresholds is not None:  # chosen on training windows (replay.rollout.contact_thresholds)
+            metrics["contact_events"]["thresholds"] = dict(zip(groups, thresholds.tolist()))
     if positions is not None:  # per tracked body, with the detector's floor (docs/replay.md)
         errors = concat_scores([{"position": p} for p in position_parts])["position"]
         metrics["position_error"] = summarise_positions(errors, list(positions.bodies), seed)

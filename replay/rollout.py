@@ -25,10 +25,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from replay.metrics import contact_counts_per_group
 from teleworld.errors import TeleworldError
 from train.dataset import EpisodeArrays
 from train.windows import episode_starts
 from train.model import WorldModel
+
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)  # contact probabilities tried by contact_thresholds
+CALIBRATION_WINDOWS = 64  # training windows on which they are tried
 
 @dataclass
 class WindowBatch:
@@ -64,17 +68,51 @@ def shuffle_actions(actions: np.ndarray, context: int, seed: int) -> np.ndarray:
 
 
 def _decode(model: WorldModel, states: dict, reference: torch.Tensor, imagined: bool = False,
-            anchor: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, np.ndarray]:
+            anchor: tuple[torch.Tensor, torch.Tensor] | None = None, thresholds: torch.Tensor | None = None
+            ) -> dict[str, np.ndarray]:
     """Decoded states as numpy; ``anchor``: (the proprio head on the last context posterior, the proprio observed
-    there), each (B, P), on which the model's positions are anchored (WorldModel.anchor_proprio)."""
+    there), each (B, P), on which the model's positions are anchored (WorldModel.anchor_proprio). ``thresholds``
+    (G,): the contact probability above which a group is called touching (0.5 when not given)."""
     feat = model.rssm.feat(states)
     out = model.decode(feat, reference, torch.arange(1, feat.shape[1] + 1) if imagined else None)
     pred = {"image": out["image"].clamp(0, 1)}
     if "proprio" in out:
         pred["proprio"] = out["proprio"] if anchor is None else model.anchor_proprio(out["proprio"], *anchor)
     if "contact_logits" in out:
-        pred["contact"] = out["contact_logits"] > 0
+        probability = torch.sigmoid(out["contact_logits"].float())
+        pred["contact"] = probability > (0.5 if thresholds is None else thresholds.to(probability.device))
     return {k: v.float().cpu().numpy() for k, v in pred.items()}
+
+
+@torch.no_grad()
+def contact_thresholds(model: WorldModel, data: EpisodeArrays, starts: np.ndarray, context: int, horizon: int,
+                       device: torch.device | str = "cpu", batch_size: int = 32) -> np.ndarray | None:
+    """Per contact group, the probability above which imagined contact is called: the one of THRESHOLD_GRID with
+    the best F1 on the imagined steps of ``starts`` (windows of training episodes, real actions, open loop). The
+    head is trained on a rare event (the pusher touches the box on a few % of steps), so 0.5 calls it too seldom.
+    None for a model without a contact head."""
+    if model.contact_head is None:
+        return None
+    probabilities, truths = [], []
+    for i in range(0, len(starts), batch_size):
+        batch = data.batch(starts[i : i + batch_size], context + horizon, device)
+        posts, _ = model.observe(batch["image"][:, :context], batch["action"][:, :context])
+        last = {k: v[:, -1] for k, v in posts.items()}
+        dreamed = model.imagine(last, batch["action"][:, context - 1 : context - 1 + horizon])
+        logits = model.heads(model.rssm.feat(dreamed))["contact_logits"]
+        probabilities.append(torch.sigmoid(logits.float()).cpu().numpy())
+        truths.append(batch["contact"][:, context:].cpu().numpy() > 0.5)
+    return best_thresholds(np.concatenate(probabilities), np.concatenate(truths))
+
+
+def best_thresholds(probability: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Per group (last axis), the lowest value of THRESHOLD_GRID whose calls ``probability > threshold`` have the
+    best F1 against ``truth`` over all other axes; (G,) float32."""
+    counts = np.stack([contact_counts_per_group(probability > t, truth).reshape(-1, truth.shape[-1], 3).sum(0)
+                       for t in THRESHOLD_GRID])  # (thresholds, G, 3)
+    tp, fp, fn = counts[..., 0], counts[..., 1], counts[..., 2]
+    f1 = 2 * tp / np.maximum(2 * tp + fp + fn, 1)
+    return THRESHOLD_GRID[f1.argmax(0)].astype(np.float32)
 
 
 def median_frame(data: EpisodeArrays, episodes: list[int], max_frames: int = 2000) -> np.ndarray:
@@ -88,32 +126,34 @@ def median_frame(data: EpisodeArrays, episodes: list[int], max_frames: int = 200
 
 @torch.no_grad()
 def predict(model: WorldModel, batch: dict[str, torch.Tensor], shuffled: torch.Tensor, context: int,
-            position_dims: int | None = None, background: np.ndarray | None = None
+            position_dims: int | None = None, background: np.ndarray | None = None,
+            thresholds: np.ndarray | None = None
             ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]], np.ndarray]:
     """(truth, predictions of every method for the imagined steps, context reconstructions) of one batch.
 
     ``position_dims``: how many leading proprio entries are positions (nq); without it there is no
     constant-velocity baseline. ``background``: the median frame (3, S, S); without it there is no
-    median-frame baseline."""
+    median-frame baseline. ``thresholds``: per contact group (contact_thresholds), 0.5 when not given."""
+    cut = None if thresholds is None else torch.from_numpy(np.asarray(thresholds, np.float32))
     images, actions = batch["image"], batch["action"]
     horizon = images.shape[1] - context
     posts, _ = model.observe(images, actions)  # causal: the first K posteriors saw only the context
     last = {k: v[:, context - 1] for k, v in posts.items()}
     heads = model.heads(model.rssm.feat(last))
     anchor = (heads["proprio"], batch["proprio"][:, context - 1]) if "proprio" in heads and "proprio" in batch else None
-    recon = _decode(model, posts, images[:, 0], anchor=anchor)
+    recon = _decode(model, posts, images[:, 0], anchor=anchor, thresholds=cut)
     imagined = slice(context - 1, context - 1 + horizon)
     truth = {k: v.float().cpu().numpy() for k, v in batch.items() if k != "action"}
     dreamed = model.imagine(last, actions[:, imagined])
     preds = {
-        "model": _decode(model, dreamed, images[:, context - 1], True, anchor),
+        "model": _decode(model, dreamed, images[:, context - 1], True, anchor, cut),
         "copy_last": {k: np.repeat(v[:, context - 1 : context], horizon, 1) for k, v in truth.items()},
         "shuffled_actions": _decode(model, model.imagine(last, shuffled[:, imagined]), images[:, context - 1], True,
-                                    anchor),
+                                    anchor, cut),
         "reconstruction": {k: v[:, context:] for k, v in recon.items()},
     }
     if model.blend is not None:  # the world model's own frames, without the blend toward the last context frame
-        preds["model_unblended"] = _decode(model, dreamed, images[:, context - 1], False, anchor)
+        preds["model_unblended"] = _decode(model, dreamed, images[:, context - 1], False, anchor, cut)
     if background is not None:
         shape = truth["image"][:, context:].shape
         preds["median_frame"] = {"image": np.broadcast_to(background, shape)}
@@ -128,7 +168,7 @@ def predict(model: WorldModel, batch: dict[str, torch.Tensor], shuffled: torch.T
 
 def rollouts(model: WorldModel, data: EpisodeArrays, starts: np.ndarray, context: int, horizon: int,
              device: torch.device | str = "cpu", seed: int = 0, position_dims: int | None = None,
-             batch_size: int = 16, background: np.ndarray | None = None):
+             batch_size: int = 16, background: np.ndarray | None = None, thresholds: np.ndarray | None = None):
     """Yield a WindowBatch per ``batch_size`` windows; shuffled actions are drawn once over all windows."""
     length = context + horizon
     all_actions = data.action[np.asarray(starts)[:, None] + np.arange(length)[None]]
@@ -137,5 +177,5 @@ def rollouts(model: WorldModel, data: EpisodeArrays, starts: np.ndarray, context
         chunk = starts[i : i + batch_size]
         batch = data.batch(chunk, length, device)
         truth, preds, recon = predict(model, batch, shuffled[i : i + batch_size].to(device), context,
-                                     position_dims, background)
+                                     position_dims, background, thresholds)
         yield WindowBatch(np.asarray(chunk), context, truth, preds, recon)

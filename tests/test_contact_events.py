@@ -138,6 +138,8 @@ def test_replay_reports_contact_events_per_group_and_from_step_five(run, push_st
     saved = json.loads((tmp_path / "metrics.json").read_text())
     events = saved["contact_events"]
     assert events["groups"] == ["pusher/box", "box/world"] and events["tolerance_steps"] == 2
+    assert set(events["thresholds"]) == set(events["groups"])  # chosen on training windows, one per group
+    assert all(0.05 <= t <= 0.95 for t in events["thresholds"].values())
     for span in ("horizon", "from_step"):
         for kind in ("contact", "onset", "release"):
             for group in events["groups"]:
@@ -199,3 +201,16 @@ def test_dream_shows_real_and_predicted_contact_lights_side_by_side(run):
         keyboard.disconnect()
         dream.scene.close()
         pygame.quit()
+
+
+def test_contact_thresholds_are_those_with_the_best_f1():
+    from replay.rollout import best_thresholds
+
+    rng = np.random.default_rng(0)
+    truth = rng.random((8, 20, 2)) < 0.1  # rare contact, as the pusher touching the box
+    probability = np.where(truth, 0.3, 0.12)  # the head is right but never confident
+    probability[..., 1] = np.where(truth[..., 1], 0.9, 0.6)
+    chosen = best_thresholds(probability, truth)
+    assert chosen[0] == pytest.approx(0.15) and chosen[1] == pytest.approx(0.6)  # a cut between the two levels
+    assert np.array_equal(probability[..., 0] > chosen[0], truth[..., 0])
+    assert not (probability[..., 0] > 0.5).any()  # 0.5 would call no contact at all
