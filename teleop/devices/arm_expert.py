@@ -22,7 +22,8 @@ class ArmExpert(Device):
 
     A grasp that did not lift the object is retried from above (up to MAX_RETRIES). Waypoints are tracked with a
     proportional velocity command; Gaussian noise with persistence (Ornstein-Uhlenbeck) is added to the linear
-    command, ``noise`` sets its scale, and each episode draws small offsets of the hover and place points.
+    command while moving freely (fading out within 5 cm of the waypoint), ``noise`` sets its scale, and each episode
+    draws a small offset of the place point.
     """
 
     name = "scripted-arm-expert"
@@ -92,10 +93,13 @@ class ArmExpert(Device):
         else:  # "up" and "done": clear of the object, hands open
             goal = np.array([tcp[0], tcp[1], CARRY])
         linear = np.clip(self.gain * (goal - tcp) / MAX_LINEAR, -1.0, 1.0)
-        yaw = np.clip(4.0 * _wrap(self._yaw - s.tcp_yaw()) / MAX_YAW, -1.0, 1.0)
+        # yaw is steered on the controller's target yaw (the hand lags it; steering on the measured yaw oscillates)
+        yaw = np.clip(4.0 * _wrap(self._yaw - s.target_yaw()) / MAX_YAW, -1.0, 1.0)
         self._ou = 0.8 * self._ou + self.rng.normal(0.0, self.noise, size=3)
-        moving = self.phase in ("above", "carry", "up")  # no noise where millimetres matter
-        return self.action_spec.clip(np.array([*(linear + (self._ou if moving else 0.0)), yaw, grip]))
+        # noise while moving freely, fading out near the waypoint; none where millimetres matter
+        moving = self.phase in ("above", "carry", "up")
+        fade = min(1.0, float(np.linalg.norm(goal - tcp)) / 0.05) if moving else 0.0
+        return self.action_spec.clip(np.array([*(linear + fade * self._ou), yaw, grip]))
 
     def _near(self, tcp: np.ndarray, goal: np.ndarray, tol: float = REACHED) -> bool:
         return bool(np.linalg.norm(tcp - goal) < tol)

@@ -292,6 +292,10 @@ class ArmScene(Scene):
         """The pinch site's yaw about the vertical, relative to DOWN, rad."""
         return _yaw_of(self.data.site(TCP).xmat)
 
+    def target_yaw(self) -> float:
+        """The controller's target yaw (the hand follows it with a lag), rad."""
+        return float(self.data.userdata[USER["yaw"]])
+
     def grip(self) -> float:
         """Commanded gripper closure: 0 open .. 1 closed."""
         return float(self.data.userdata[USER["grip"]])
