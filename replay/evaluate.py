@@ -28,7 +28,10 @@ def load_for_replay(model_path: str | Path, data_path: str | Path, device: torch
     model, spec, ckpt = load_model(model_path, device)
     store = EpisodeStore.open(data_path)
     spec.check_compatible(DataSpec.from_store(store, spec.camera))
-    return model, EpisodeArrays(store, spec), ckpt, store
+    data = EpisodeArrays(store, spec)
+    if model.reward_head is not None and model.cfg.goal_dim:  # the reward head's goal input (train/goals.py)
+        data.load_goals()
+    return model, data, ckpt, store
 
 
 def training_summary(ckpt: dict) -> dict:

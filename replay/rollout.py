@@ -143,7 +143,7 @@ def predict(model: WorldModel, batch: dict[str, torch.Tensor], shuffled: torch.T
     anchor = (heads["proprio"], batch["proprio"][:, context - 1]) if "proprio" in heads and "proprio" in batch else None
     recon = _decode(model, posts, images[:, 0], anchor=anchor, thresholds=cut)
     imagined = slice(context - 1, context - 1 + horizon)
-    truth = {k: v.float().cpu().numpy() for k, v in batch.items() if k != "action"}
+    truth = {k: v.float().cpu().numpy() for k, v in batch.items() if k not in ("action", "goal")}
     dreamed = model.imagine(last, actions[:, imagined])
     preds = {
         "model": _decode(model, dreamed, images[:, context - 1], True, anchor, cut),
@@ -152,6 +152,9 @@ def predict(model: WorldModel, batch: dict[str, torch.Tensor], shuffled: torch.T
                                     anchor, cut),
         "reconstruction": {k: v[:, context:] for k, v in recon.items()},
     }
+    if model.reward_head is not None and "reward" in batch and ("goal" in batch or not model.cfg.goal_dim):
+        goal = batch["goal"][:, None] if model.cfg.goal_dim else None  # copy_last holds the reward: the constant
+        preds["model"]["reward"] = model.reward(model.rssm.feat(dreamed), goal).float().cpu().numpy()
     if model.blend is not None:  # the world model's own frames, without the blend toward the last context frame
         preds["model_unblended"] = _decode(model, dreamed, images[:, context - 1], False, anchor, cut)
     if background is not None:

@@ -35,6 +35,7 @@ METRICS: dict[str, Metric] = {
     "contact_onset_f1": Metric(f"contact onset F1 (±{M.EVENT_TOLERANCE} steps)", "", True, pooled=True),
     "contact_release_f1": Metric(f"contact release F1 (±{M.EVENT_TOLERANCE} steps)", "", True, pooled=True),
     "position_error": Metric("position error (tracked bodies)", "cm", False),
+    "reward_error": Metric("reward |error| (reward head)", "recorded units", False),
 }
 
 # per contact group: what is scored (contact states, onsets, releases) -> the metric that pools it over groups
@@ -77,6 +78,8 @@ def score_batch(b: WindowBatch, contacts: dict | None = None) -> dict[str, dict[
             out["moved_psnr"][method] = M.masked_psnr(pred["image"], truth_img, mask)
         if "proprio" in pred:
             out["proprio_rmse"][method] = M.rmse(pred["proprio"], b.truth["proprio"][:, k:])
+        if "reward" in pred and "reward" in b.preds.get("model", {}):  # copy_last: the constant-reward baseline
+            out["reward_error"][method] = np.abs(pred["reward"] - b.truth["reward"][:, k:])
     for method, errors in position_scores(b).items():
         out["position_error"][method] = errors.mean(-1)
     for kind, by_method in (contact_scores(b) if contacts is None else contacts).items():
