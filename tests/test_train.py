@@ -237,3 +237,25 @@ def test_training_skips_deleted_episodes_and_follows_a_stored_split(tmp_path, pu
           tmp_path / "b", show_progress=False)
     ckpt = read_checkpoint(tmp_path / "b")
     assert ckpt["train_episodes"] == [0, 2, 3] and ckpt["val_episodes"] == [4, 5]
+
+
+def test_frames_larger_than_the_ram_cache_train_identically(push_store, tmp_path):
+    """A RAM budget far below the frames' size: they are read by chunk through the LRU cache, and the run is the
+    one that had them all in RAM, weight for weight."""
+    from recorder.loader import ChunkedRows
+
+    store = EpisodeStore.open(push_store)
+    spec = DataSpec.from_store(store)
+    in_ram = EpisodeArrays(store, spec, cache="ram")
+    budget = 64 * 64 * 3 * 16 * 3  # three 16-frame chunks of the 180 frames
+    chunked = EpisodeArrays(store, spec, max_cache_bytes=budget)  # auto: they do not fit
+    assert isinstance(chunked.frames, ChunkedRows) and isinstance(in_ram.frames, np.ndarray)
+    cfg = make_config("tiny", steps=3, seed=4)
+    a = train(in_ram, cfg, tmp_path / "ram", show_progress=False)
+    b = train(chunked, cfg, tmp_path / "chunks", show_progress=False)
+    assert chunked.frames.reads > len(chunked.frames) / chunked.frames.chunk  # chunks were evicted and read again
+    weights_a = read_checkpoint(a["checkpoint"])["model"]
+    weights_b = read_checkpoint(b["checkpoint"])["model"]
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+    idx = np.array([[0, 17, 179], [33, 34, 2]])
+    assert np.array_equal(chunked.frames[idx], in_ram.frames[idx])

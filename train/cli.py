@@ -23,6 +23,9 @@ def train_command(
     overrides: list[str] = typer.Option([], "--set", help="Any config key, e.g. --set lr=3e-4 --set compile=true."),
     camera: str = typer.Option(None, help="Camera to learn from (default: the store's first)."),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint and saved config."),
+    cache: str = typer.Option("auto", help="Frames in RAM (ram), read by chunk with an LRU cache (chunks), or ram "
+                              "when they fit in --cache-gb (auto): stores larger than RAM train with chunks."),
+    cache_gb: float = typer.Option(None, min=0.01, help="RAM for frames (default: half the machine's memory)."),
 ) -> None:
     """Fit an action-conditioned world model on the episodes of a store."""
     from recorder import EpisodeStore
@@ -38,7 +41,8 @@ def train_command(
         cfg = make_config(config or "small", **options)
     dev = resolve_device(device)
     store = EpisodeStore.open(data)
-    arrays = EpisodeArrays(store, DataSpec.from_store(store, camera))
+    budget = int(cache_gb * 2**30) if cache_gb else None
+    arrays = EpisodeArrays(store, DataSpec.from_store(store, camera), cache=cache, max_cache_bytes=budget)
     result = train(arrays, cfg, out, dev, resume=resume)
     if result["rank"] == 0:
         summary = (f"checkpoint: {result['checkpoint']} ({result['steps']} steps, {result['seconds']:.0f} s on {dev}, "

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from recorder import EpisodeStore
+from recorder.loader import step_rows
 from recorder.schema import image_key, proprio
 from teleworld.errors import TeleworldError
 from train.windows import episode_starts, make_windows
@@ -51,9 +52,11 @@ class DataSpec:
 
 
 class EpisodeArrays:
-    """The arrays a world model needs, loaded once into RAM, with episode boundaries."""
+    """The arrays a world model needs, with episode boundaries: the per-step vectors in RAM, the frames in RAM when
+    they fit in ``max_cache_bytes`` (default half the machine's memory) or read by chunk through an LRU cache
+    (``cache``: auto, ram or chunks)."""
 
-    def __init__(self, store: EpisodeStore, spec: DataSpec):
+    def __init__(self, store: EpisodeStore, spec: DataSpec, cache: str = "auto", max_cache_bytes: int | None = None):
         n = store.num_steps
         if n == 0:
             raise TeleworldError(f"{store.path} holds no committed episodes")
@@ -67,7 +70,8 @@ class EpisodeArrays:
         self.stored_split = (
             {name: np.intersect1d(self.active, split[name]) for name in ("train", "val")} if split else None
         )
-        self.frames = store.array(image_key(spec.camera))[:n]  # (N, H, W, 3) uint8
+        # (N, H, W, 3) uint8: in RAM when they fit, else read by chunk (recorder.loader.step_rows)
+        self.frames = step_rows(store, image_key(spec.camera), cache, max_cache_bytes)
         self.action = store.array("action")[:n].astype(np.float32)
         self.proprio = proprio(store.array("qpos")[:n], store.array("qvel")[:n])
         self.position_dims = int(store.info["nq"])  # the leading proprio entries are positions (qpos)
