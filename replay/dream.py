@@ -33,8 +33,10 @@ class Dream:
     """The scene and the model stepped together; ``state`` is the model's latent for the current step."""
 
     def __init__(self, model: WorldModel, spec: DataSpec, scene: Scene, seed: int = 0,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", contact_thresholds: list[float] | None = None):
         self.model, self.spec, self.scene, self.device = model, spec, scene, torch.device(device)
+        # the probability above which a group is lit: the run's own cut (train/calibration.py), else 0.5
+        self.contact_cut = torch.tensor(contact_thresholds if contact_thresholds is not None else 0.5)
         self.reset(seed)
 
     def reset(self, seed: int) -> None:
@@ -70,7 +72,10 @@ class Dream:
         ahead = torch.tensor([self.since_resync]) if self.since_resync else None  # imagined: steps since the real frame
         out = self.model.decode(feat, self.reference, ahead)
         logits = out.get("contact_logits")
-        self.pred_contact = None if logits is None else (logits[0, 0] > 0).cpu().numpy()
+        if logits is None:
+            self.pred_contact = None
+        else:
+            self.pred_contact = (logits[0, 0].float().sigmoid().cpu() > self.contact_cut).numpy()
         return out["image"][0, 0].clamp(0, 1).float().cpu().numpy()
 
     def contact_lights(self) -> tuple[list[str], np.ndarray, np.ndarray | None]:
@@ -167,7 +172,7 @@ def open_dream(model_path: str | Path, scene_name: str | None = None, seed: int 
     """Load the model and its scene (``scene_name`` defaults to the model's); refuse a scene it does not know."""
     from train.checkpoint import load_model
 
-    model, spec, _ = load_model(model_path, device)
+    model, spec, ckpt = load_model(model_path, device)
     scene_name = scene_name or spec.scene
     if spec.scene != scene_name:
         raise TeleworldError(f"model was trained on scene {spec.scene!r}, not {scene_name!r}")
@@ -179,7 +184,7 @@ def open_dream(model_path: str | Path, scene_name: str | None = None, seed: int 
         scene.close()
         raise TeleworldError(f"model was trained on actions {spec.action_names} but scene {scene_name!r} has "
                              f"{list(scene.action_spec.names)}")
-    return Dream(model, spec, scene, seed, device)
+    return Dream(model, spec, scene, seed, device, ckpt.get("contact_thresholds"))
 
 
 def run_dream(model_path: str | Path, scene_name: str | None = None, seed: int = 0, scale: int = 4,

@@ -11,12 +11,13 @@ from recorder import EpisodeStore
 from replay.metrics import MOVED_THRESHOLD, PSNR_CAP
 from replay.positions import CACHE_NAME, tracker
 from replay.report import write_report
-from replay.rollout import CALIBRATION_WINDOWS, contact_thresholds, median_frame, pick_windows, rollouts
+from replay.rollout import median_frame, pick_windows, rollouts
 from replay.scores import action_sensitivity, concat_scores, score_batch, summarise, versus_baselines
 from replay.scores import contact_scores, position_scores, summarise_contacts, summarise_positions
 from replay.simulate import scene_changed, simulate
 from teleworld.errors import TeleworldError
 from teleworld.progress import progress_bar
+from train.calibration import calibrate
 from train.checkpoint import load_model
 from train.dataset import DataSpec, EpisodeArrays
 from train.model import WorldModel
@@ -54,6 +55,21 @@ def training_episodes(ckpt: dict, data: EpisodeArrays, evaluated: list[int]) -> 
     return train or [e for e in active if e not in held_out] or active
 
 
+def contact_cuts(model: WorldModel, data: EpisodeArrays, ckpt: dict, train_episodes: list[int],
+                 evaluated: list[int], seed: int) -> np.ndarray | None:
+    """Per contact group, the probability above which the model's contact is called: the run's own (saved with
+    the checkpoint), else chosen now on the training episodes, else (no training episode apart from the evaluated
+    ones: a store the run never saw) 0.5; None without a contact head."""
+    if model.contact_head is None:
+        return None
+    if ckpt.get("contact_thresholds") is not None:
+        return np.asarray(ckpt["contact_thresholds"], np.float32)
+    if set(train_episodes) & set(evaluated):
+        return np.full(model.cfg.contact_dim, 0.5, np.float32)
+    chosen = calibrate(model, data, np.asarray(train_episodes, np.int64), seed)
+    return None if chosen is None else np.asarray(chosen, np.float32)
+
+
 def chosen_episodes(episodes: list[int] | str | None, ckpt: dict, data: EpisodeArrays) -> list[int]:
     """None: the run's held-out episodes; "all": every active one; a list: those, refusing deleted or unknown ones."""
     if episodes is None:
@@ -87,8 +103,7 @@ def evaluate(model_path: str | Path, data_path: str | Path, out_dir: str | Path,
     positions = tracker(store, data.frames, data.spec.camera, train_episodes,
                         {"model": str(Path(model_path).resolve()), "step": int(ckpt["step"])},
                         Path(out_dir) / CACHE_NAME)
-    calibration = pick_windows(data, train_episodes, context + horizon, CALIBRATION_WINDOWS, seed + 1)
-    thresholds = contact_thresholds(model, data, calibration, context, horizon, device)
+    thresholds = contact_cuts(model, data, ckpt, train_episodes, episodes, seed)
     parts, contact_parts, position_parts = [], [], []
     video: dict[str, list] = {"truth": [], "model": [], "simulator": []}
     with progress_bar(show_progress) as progress:
@@ -139,7 +154,7 @@ def evaluate(model_path: str | Path, data_path: str | Path, out_dir: str | Path,
     if contact_parts and contact_parts[0]:  # per contact group: states, onsets and releases (docs/replay.md)
         groups = ["/".join(pair) for pair in store.info.get("contact_groups", [])]
         metrics["contact_events"] = summarise_contacts(concat_scores(contact_parts), groups, seed)
-        if thresholds is not None:  # chosen on training windows (replay.rollout.contact_thresholds)
+        if thresholds is not None:  # chosen on training windows (train/calibration.py)
             metrics["contact_events"]["thresholds"] = dict(zip(groups, thresholds.tolist()))
     if positions is not None:  # per tracked body, with the detector's floor (docs/replay.md)
         errors = concat_scores([{"position": p} for p in position_parts])["position"]

@@ -25,14 +25,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from replay.metrics import contact_counts_per_group
 from teleworld.errors import TeleworldError
 from train.dataset import EpisodeArrays
 from train.windows import episode_starts
 from train.model import WorldModel
 
-THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)  # contact probabilities tried by contact_thresholds
-CALIBRATION_WINDOWS = 64  # training windows on which they are tried
 
 @dataclass
 class WindowBatch:
@@ -84,37 +81,6 @@ def _decode(model: WorldModel, states: dict, reference: torch.Tensor, imagined: 
     return {k: v.float().cpu().numpy() for k, v in pred.items()}
 
 
-@torch.no_grad()
-def contact_thresholds(model: WorldModel, data: EpisodeArrays, starts: np.ndarray, context: int, horizon: int,
-                       device: torch.device | str = "cpu", batch_size: int = 32) -> np.ndarray | None:
-    """Per contact group, the probability above which imagined contact is called: the one of THRESHOLD_GRID with
-    the best F1 on the imagined steps of ``starts`` (windows of training episodes, real actions, open loop). The
-    head is trained on a rare event (the pusher touches the box on a few % of steps), so 0.5 calls it too seldom.
-    None for a model without a contact head."""
-    if model.contact_head is None:
-        return None
-    probabilities, truths = [], []
-    for i in range(0, len(starts), batch_size):
-        batch = data.batch(starts[i : i + batch_size], context + horizon, device)
-        posts, _ = model.observe(batch["image"][:, :context], batch["action"][:, :context])
-        last = {k: v[:, -1] for k, v in posts.items()}
-        dreamed = model.imagine(last, batch["action"][:, context - 1 : context - 1 + horizon])
-        logits = model.heads(model.rssm.feat(dreamed))["contact_logits"]
-        probabilities.append(torch.sigmoid(logits.float()).cpu().numpy())
-        truths.append(batch["contact"][:, context:].cpu().numpy() > 0.5)
-    return best_thresholds(np.concatenate(probabilities), np.concatenate(truths))
-
-
-def best_thresholds(probability: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Per group (last axis), the lowest value of THRESHOLD_GRID whose calls ``probability > threshold`` have the
-    best F1 against ``truth`` over all other axes; (G,) float32."""
-    counts = np.stack([contact_counts_per_group(probability > t, truth).reshape(-1, truth.shape[-1], 3).sum(0)
-                       for t in THRESHOLD_GRID])  # (thresholds, G, 3)
-    tp, fp, fn = counts[..., 0], counts[..., 1], counts[..., 2]
-    f1 = 2 * tp / np.maximum(2 * tp + fp + fn, 1)
-    return THRESHOLD_GRID[f1.argmax(0)].astype(np.float32)
-
-
 def median_frame(data: EpisodeArrays, episodes: list[int], max_frames: int = 2000) -> np.ndarray:
     """Per-pixel median of (at most ``max_frames`` evenly spaced) frames of ``episodes``, (3, S, S) in [0, 1]."""
     ends = data.episode_ends
@@ -133,7 +99,7 @@ def predict(model: WorldModel, batch: dict[str, torch.Tensor], shuffled: torch.T
 
     ``position_dims``: how many leading proprio entries are positions (nq); without it there is no
     constant-velocity baseline. ``background``: the median frame (3, S, S); without it there is no
-    median-frame baseline. ``thresholds``: per contact group (contact_thresholds), 0.5 when not given."""
+    median-frame baseline. ``thresholds``: per contact group (train/calibration.py), 0.5 when not given."""
     cut = None if thresholds is None else torch.from_numpy(np.asarray(thresholds, np.float32))
     images, actions = batch["image"], batch["action"]
     horizon = images.shape[1] - context

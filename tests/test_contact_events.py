@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pygame
 import pytest
+import torch
 
 from recorder import EpisodeStore
 from replay import metrics as M
@@ -138,8 +139,9 @@ def test_replay_reports_contact_events_per_group_and_from_step_five(run, push_st
     saved = json.loads((tmp_path / "metrics.json").read_text())
     events = saved["contact_events"]
     assert events["groups"] == ["pusher/box", "box/world"] and events["tolerance_steps"] == 2
-    assert set(events["thresholds"]) == set(events["groups"])  # chosen on training windows, one per group
-    assert all(0.05 <= t <= 0.95 for t in events["thresholds"].values())
+    saved_cuts = torch.load(run, weights_only=True)["contact_thresholds"]  # chosen at the end of training
+    assert list(events["thresholds"].values()) == pytest.approx(saved_cuts) and len(saved_cuts) == 2
+    assert all(0.05 <= t <= 0.95 for t in saved_cuts)
     for span in ("horizon", "from_step"):
         for kind in ("contact", "onset", "release"):
             for group in events["groups"]:
@@ -204,7 +206,7 @@ def test_dream_shows_real_and_predicted_contact_lights_side_by_side(run):
 
 
 def test_contact_thresholds_are_those_with_the_best_f1():
-    from replay.rollout import best_thresholds
+    from train.calibration import best_thresholds
 
     rng = np.random.default_rng(0)
     truth = rng.random((8, 20, 2)) < 0.1  # rare contact, as the pusher touching the box

@@ -154,7 +154,7 @@ def test_model_ignoring_actions_gets_zero_delta_and_the_report_says_so(deaf_run,
 
 def screenshot(page, out) -> np.ndarray:
     subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    "--window-size=1200,3000", f"--screenshot={out}", page.as_uri()],
+                    "--window-size=1200,6000", f"--screenshot={out}", page.as_uri()],
                    capture_output=True, timeout=120, check=True)
     return iio.imread(out)[..., :3].astype(int)
 
@@ -170,7 +170,7 @@ def test_html_report_shows_its_images_in_headless_chromium(report, tmp_path):
     broken = tmp_path / "broken.html"
     broken.write_text(re.sub(r"base64,[A-Za-z0-9+/=]+", "base64,AAAA", html))
     blank = screenshot(broken, tmp_path / "blank.png")
-    assert (np.abs(shown - blank).max(-1) > 30).sum() > 200_000  # the plots and the video are drawn
+    assert (np.abs(shown - blank).max(-1) > 30).sum() > 200_000  # the plots and the video are drawn (whole page)
 
     def count(rgb, tol=12):
         return int((np.abs(shown - np.array(rgb)).max(-1) <= tol).sum())

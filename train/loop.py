@@ -21,6 +21,7 @@ import torch.distributed as dist
 from teleworld.cpu import cpu_threads
 from teleworld.errors import TeleworldError
 from teleworld.progress import progress_bar
+from train.calibration import calibrate
 from train.checkpoint import CHECKPOINT_NAME, read_checkpoint, save_checkpoint
 from train.configs import TrainConfig, check_resume
 from train.dataset import DataSpec, EpisodeArrays, to_model_inputs
@@ -207,7 +208,7 @@ def train(
 
     extra = {"train_config": cfg.to_dict(), "val_episodes": val_eps.tolist(), "train_episodes": train_eps.tolist()}
 
-    def checkpoint(step: int) -> Path:
+    def checkpoint(step: int, final: bool = False) -> Path:
         rng = [torch.get_rng_state()]
         if world > 1:
             rng = [torch.empty_like(rng[0]) for _ in range(world)]
@@ -216,6 +217,8 @@ def train(
             return out_dir / CHECKPOINT_NAME
         state = {**extra, "optimizer": optimizer.state_dict(), "torch_rng": rng,
                  "train_seconds": seconds_before + time.time() - start}
+        if final:  # the contact head's operating point, chosen on training windows (train/calibration.py)
+            state["contact_thresholds"] = calibrate(model, data, train_eps, cfg.seed, device)
         return save_checkpoint(out_dir / CHECKPOINT_NAME, model, data.spec, step, state)
 
     validator = Validator(data, val_eps, device) if main_process else None
@@ -265,7 +268,7 @@ def train(
             progress.update(task, total=done)  # where it stopped: at the last step or when the clock ran out
         if validator is not None and cfg.eval_every and start_step < done < cfg.steps:  # stopped by the clock
             validator.log(model, logger, done)
-        path = checkpoint(done)
+        path = checkpoint(done, final=True)
     finally:
         prefetch.close()
         if logger is not None:
