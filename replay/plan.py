@@ -253,6 +253,7 @@ def summarise(episodes: list[Episode]) -> dict:
     n, wins = len(episodes), sum(e.success for e in episodes)
     distance = np.array([e.final_distance for e in episodes])
     out = {"episodes": n, "successes": wins, "success_rate": wins / n, "ci": wilson(wins, n),
+           "solved_at_reset": sum(e.success and e.steps == 0 for e in episodes),  # the seed's start already succeeds
            "final_distance_mean": float(np.mean(distance)), "final_distance_median": float(np.median(distance)),
            "return_mean": float(np.mean([e.return_ for e in episodes])),
            "steps_mean": float(np.mean([e.steps for e in episodes])),

@@ -140,7 +140,8 @@ def test_plan_cli_runs_end_to_end_with_the_schema(cli_plan):
     assert set(summary) == {"methods", "config", "comparisons"}
     assert list(summary["methods"]) == ["model", "random", "oracle", "expert"]
     for name, stats in summary["methods"].items():
-        for key in ("success_rate", "ci", "final_distance_mean", "plan_ms_p50", "plan_ms_p99", "episodes"):
+        for key in ("success_rate", "ci", "final_distance_mean", "plan_ms_p50", "plan_ms_p99", "episodes",
+                    "solved_at_reset"):
             assert key in stats, (name, key)
         assert stats["episodes"] == 2 and stats["ci"][0] <= stats["success_rate"] <= stats["ci"][1]
         assert (stats["plan_ms_p50"] is None) == (name in ("random", "expert"))
