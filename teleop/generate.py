@@ -295,7 +295,7 @@ def _open_store(out: Path, sim: Scene, job: Job, append: bool, resume: bool) -> 
         return EpisodeStore.create(out, sim.info())
     store = EpisodeStore.open(out, mode="a")
     theirs, ours = store.info, sim.info()
-    for key in ("scene", "image_size", "cameras", "action_spec"):
+    for key in ("scene", "image_size", "cameras", "action_spec", "step_extras"):
         if theirs.get(key) != ours.get(key):
             store.close()
             raise TeleworldError(f"{out} holds {key}={theirs.get(key)}, this run makes {key}={ours.get(key)}")
