@@ -210,11 +210,15 @@ def run_episode(method: str, controller, scene: Scene, episode: int, seed: int, 
         controller.draw = frames is not None and controller.model is not None
     goal = goal_frame(scene, camera) if frames is not None else None
     rewards: list[float] = []
+    scored: list[float] = []  # what a planner scores: the reward plus its shaping term, as the simulator gives them
+    shaping = SHAPING.get(scene.name) if isinstance(controller, PlanningController) and controller.cfg.shaping else None
     done = is_success(scene)
     while not done and len(rewards) < steps:
         action = controller.act(obs)
         obs = scene.step(action)
         rewards.append(obs.reward)
+        proprio = torch.from_numpy(np.concatenate([obs.qpos, obs.qvel]))
+        scored.append(obs.reward + (0.0 if shaping is None else controller.cfg.shaping * float(shaping(proprio))))
         done = is_success(scene)
         if frames is not None:
             imagined = getattr(controller, "imagined", None)
@@ -222,8 +226,8 @@ def run_episode(method: str, controller, scene: Scene, episode: int, seed: int, 
     result = Episode(method, episode, seed, done, len(rewards), goal_distance(scene), float(sum(rewards)))
     if isinstance(controller, PlanningController):
         result.plan_ms = [p[3] for p in controller.plans]
-        if rewards:  # the return the simulator then gave over the plan's horizon (past the end: the last reward)
-            padded = np.concatenate([rewards, np.full(horizon, rewards[-1])])
+        if scored:  # the return the simulator then gave over the plan's horizon (past the end: the last step's)
+            padded = np.concatenate([scored, np.full(horizon, scored[-1])])
             result.calibration = [(t, pred, spread, float(padded[t : t + horizon].sum()))
                                   for t, pred, spread, _ in controller.plans]
     return result

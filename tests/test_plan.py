@@ -188,6 +188,19 @@ def test_oracle_planner_beats_random_on_push(run):
     assert oracle.final_distance < 0.05 < random.final_distance
 
 
+def test_oracle_plan_executed_whole_yields_exactly_its_predicted_return():
+    """Calibration bookkeeping and the oracle's state restore: a plan executed to its end, open loop, in the
+    deterministic simulator gives back exactly the (shaped) return the oracle predicted for it."""
+    scene = load("push")
+    cfg = PlannerConfig(horizon=4, repeat=2, candidates=8, elites=4)
+    settings = PlanSettings(replan=4, oracle_candidates=8, oracle_iterations=1)
+    ep = run_episode("oracle", controller_for("oracle", scene, cfg, settings, None, "overhead"), scene, 0, 100_000,
+                     16, 8, "overhead")
+    assert [row[0] for row in ep.calibration] == [0, 8]
+    for _, predicted, spread, realised in ep.calibration:
+        assert spread == 0.0 and predicted == pytest.approx(realised, abs=1e-4)
+
+
 def test_checkpoint_without_reward_head_is_refused_in_one_line(push_store, tmp_path):
     path = fit(push_store, tmp_path / "run", reward_weight=0.0)
     result = teleworld("plan", "--model", path, "--out", str(tmp_path / "plan"), "--episodes", "1", *TINY_PLAN,
