@@ -62,12 +62,21 @@ def dream_command(
     bindings: Path = typer.Option(None, help="TOML file overriding the scene's default bindings (docs/teleop.md)."),
     scale: int = typer.Option(4, min=1, help="Screen pixels per image pixel."),
     device: str = typer.Option("cpu", help="Torch device of the model: cpu, cuda or auto."),
+    plan: bool = typer.Option(False, "--plan", help="The planner drives (model with a reward head); the operator's "
+                                                    "keys or stick move the goal."),
+    candidates: int = typer.Option(64, help="With --plan: candidates per iteration."),
+    horizon: int = typer.Option(12, help="With --plan: knots each candidate looks ahead."),
+    repeat: int = typer.Option(4, help="With --plan: control steps per knot."),
+    iterations: int = typer.Option(2, help="With --plan: refits per replanning step."),
 ) -> None:
     """Drive the simulator and the world model side by side with the keyboard or a gamepad; R resyncs."""
     from replay.dream import run_dream
+    from replay.planning import PlannerConfig
     from train.loop import resolve_device
 
-    run_dream(model, scene, seed, scale, resolve_device(device), operator, bindings)
+    cfg = PlannerConfig(candidates=candidates, horizon=horizon, repeat=repeat, iterations=iterations,
+                        elites=max(4, candidates // 8)) if plan else None
+    run_dream(model, scene, seed, scale, resolve_device(device), operator, bindings, cfg)
 
 
 def plan_command(

@@ -4,6 +4,8 @@ Each control step the operator's action (teleop's keyboard or gamepad device, wi
 to the scene and to the model's latent state (one imagination step + decode, timed). The model runs open loop from
 its last resync. The device's commands mean: record (R / pad A) resync the model to the real state by observing the
 last K real frames (as in replay's protocol), reset (tab / pad back) a new episode, quit (escape / pad guide).
+With ``--plan`` the planner of `teleworld plan` drives instead, its imagined plan end in the model's panel, and the
+operator's device moves the goal.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pygame
 import torch
 
 from replay.metrics import psnr
+from replay.planning import PlannerConfig
 from replay.screen import BACKGROUND, draw_contact_lights, draw_lines, draw_panels, init_display, panels_size
 from teleop.bindings import Bindings, Command
 from teleop.devices.base import Device
@@ -27,6 +30,7 @@ from train.dataset import DataSpec
 from train.model import WorldModel
 
 RESYNC_CONTEXT = 5  # real frames observed on a resync
+GOAL_SPEED = 0.004  # m per control step at full deflection: how fast `dream --plan`'s operator moves the goal
 
 
 class Dream:
@@ -118,6 +122,53 @@ class Dream:
                 "quit (escape)"]
 
 
+class PlanDriver(Device):
+    """`dream --plan`: the planner (replay/plan.py) drives the simulator; the operator's device moves the goal.
+
+    Each step it plans from the model's own posterior of the real frames; ``imagined`` is the frame the model
+    imagines at the end of the chosen plan, shown in the model's panel."""
+
+    name = "planner"
+
+    def __init__(self, dream: Dream, cfg: PlannerConfig, goal_device: Device, replan: int = 1):
+        from replay.plan import PlanningController
+
+        super().__init__(dream.scene.action_spec)
+        if dream.model.reward_head is None:
+            raise TeleworldError("this checkpoint has no reward head, so it cannot plan; retrain it with "
+                                 "`teleworld train` (reward_weight > 0)")
+        self.controller = PlanningController(dream.scene, cfg, replan, dream.model, dream.spec.camera, draw=True)
+        self.goal_device = goal_device
+
+    def connect(self) -> None:
+        self.goal_device.connect()
+        super().connect()
+
+    def disconnect(self) -> None:
+        self.goal_device.disconnect()
+        super().disconnect()
+
+    def on_reset(self, observation, rng: np.random.Generator) -> None:
+        self.goal_device.on_reset(observation, rng)
+        self.controller.reset(observation, int(rng.integers(2**31)))
+
+    def handle_event(self, event) -> Command | None:
+        return self.goal_device.handle_event(event)
+
+    @property
+    def imagined(self) -> np.ndarray | None:
+        return self.controller.imagined
+
+    def get_action(self, observation) -> np.ndarray:
+        from replay.plan import move_goal
+
+        move = np.asarray(self.goal_device.get_action(observation), np.float64)[:2]
+        if np.any(move):
+            move_goal(self.controller.scene, move * GOAL_SPEED)
+            self.controller.retarget()
+        return self.controller.act(observation)
+
+
 def dream_loop(dream: Dream, screen: pygame.Surface, scale: int, operator: Device,
                helpers: tuple[Device, ...] = (), paced: bool = True, max_steps: int | None = None) -> int:
     """Run at the scene's control rate until quit (or ``max_steps``); returns the steps taken.
@@ -141,7 +192,10 @@ def dream_loop(dream: Dream, screen: pygame.Surface, scale: int, operator: Devic
         dream.step(action)
         steps += 1
         screen.fill(BACKGROUND)
-        y = draw_panels(screen, dream.real_frame(), dream.pred, scale, ("real simulator", "world model"),
+        plan = getattr(operator, "imagined", None)  # `--plan`: the end of the planner's chosen plan
+        shown = dream.pred if plan is None else np.moveaxis(plan, -1, 0).astype(np.float32) / 255.0
+        y = draw_panels(screen, dream.real_frame(), shown, scale,
+                        ("real simulator", "world model" if plan is None else "imagined end of the plan"),
                         imagined=dream.since_resync > 0)
         names, real, predicted = dream.contact_lights()
         draw_contact_lights(screen, names, real, 0, dream.spec.image_size, scale)  # on the real panel
@@ -188,14 +242,18 @@ def open_dream(model_path: str | Path, scene_name: str | None = None, seed: int 
 
 
 def run_dream(model_path: str | Path, scene_name: str | None = None, seed: int = 0, scale: int = 4,
-              device: torch.device | str = "cpu", operator: str = "keyboard", bindings: Path | None = None) -> None:
-    """Load, open the window and the operator's devices, loop, close."""
+              device: torch.device | str = "cpu", operator: str = "keyboard", bindings: Path | None = None,
+              plan: PlannerConfig | None = None) -> None:
+    """Load, open the window and the operator's devices, loop, close. ``plan`` (a PlannerConfig): the planner
+    drives and the operator's device moves the goal."""
     from teleop.bindings import load_bindings
 
     dream = open_dream(model_path, scene_name, seed, device)
     devices: tuple[Device, ...] = ()
     try:
         driver, helpers = operator_devices(operator, dream.scene, load_bindings(bindings, dream.scene))
+        if plan is not None:
+            driver = PlanDriver(dream, plan, driver)
         screen = init_display(panels_size(dream.spec.image_size, scale, 3), "teleworld dream")
         devices = (driver, *helpers)
         for d in devices:

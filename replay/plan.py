@@ -27,7 +27,7 @@ from replay.planning import SHAPING, ModelScorer, Planner, PlannerConfig, Simula
 from teleop.devices.scripted import PushExpert, RandomPersistent
 from teleop.scenes import load
 from teleop.scenes.base import Observation, Scene
-from teleop.scenes.push import PushScene
+from teleop.scenes.push import ARENA, PushScene
 from teleworld.errors import TeleworldError
 from teleworld.progress import progress_bar
 from train.checkpoint import load_model
@@ -103,6 +103,18 @@ def goal_frame(scene: Scene, camera: str) -> np.ndarray:
     return frame
 
 
+def move_goal(scene: Scene, delta: np.ndarray) -> np.ndarray:
+    """Shift the episode's goal by ``delta`` (x, y, m) within the arena (push) or the reach (reacher); returns it."""
+    if isinstance(scene, PushScene):
+        scene.goal_xy = np.clip(scene.goal_xy + delta, -ARENA + 0.05, ARENA - 0.05)
+    elif scene.name == "reacher-hard":
+        target = scene.env.physics.named.model.geom_pos["target", :2]
+        scene.env.physics.named.model.geom_pos["target", :2] = np.clip(target + delta, -0.2, 0.2)
+    else:
+        raise TeleworldError(f"scene {scene.name!r} has no goal to move")
+    return np.asarray(scene.goal())
+
+
 # ----- controllers: one per method, the same reset/act interface -----
 class ScriptedController:
     """A scripted operator (random exploration or the goal-aware expert) through the Device interface."""
@@ -158,6 +170,11 @@ class PlanningController:
         ahead = torch.tensor([len(actions)])
         image = self.model.decode(feat, self.frame, ahead)["image"][0, 0]
         return (image.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+
+    def retarget(self) -> None:
+        """Plan toward the scene's goal as it is now (after the operator moved it)."""
+        if self.model is not None and self.scorer.goal is not None:
+            self.scorer.goal = torch.as_tensor(self.scene.goal(), dtype=torch.float32, device=self.scorer.goal.device)
 
     def act(self, obs: Observation) -> np.ndarray:
         if self.model is not None:

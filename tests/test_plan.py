@@ -58,7 +58,7 @@ def cli_plan(run, tmp_path_factory):
     return result, out / "plan"
 
 
-def test_reward_head_trains_on_recovered_goals(push_store, run):
+def test_reward_head_trains_on_recorded_goals(push_store, run):
     model, _, _ = load_model(run)
     assert model.reward_head is not None and model.cfg.goal_dim == 2
     assert float(model.reward_std) > 0.01  # standardised by the training episodes' rewards
@@ -245,3 +245,32 @@ def test_plan_report_shows_its_images_in_headless_chromium(cli_plan, tmp_path):
 def test_world_model_config_without_reward_keys_has_no_head():
     model = WorldModel(WorldModelConfig.from_dict({"image_size": 64, "action_dim": 2}))
     assert model.reward_head is None and "reward_mean" not in dict(model.named_buffers())
+
+
+def test_dream_plan_drives_the_scene_and_the_keys_move_the_goal(run):
+    """`dream --plan`: the planner acts in the live loop, its imagined plan end is shown, the arrows move the goal."""
+    import pygame
+
+    from replay.dream import PlanDriver, dream_loop, open_dream
+    from replay.screen import init_display, panels_size
+    from teleop.bindings import default_bindings
+    from teleop.devices.keyboard import KeyboardDevice
+
+    dream = open_dream(run, "push", seed=100_000)
+    screen = init_display(panels_size(64, 2, 3), "test dream plan")
+    keyboard = KeyboardDevice(dream.scene.action_spec, default_bindings(dream.scene), dream.scene.control_rate)
+    driver = PlanDriver(dream, PlannerConfig(candidates=16, horizon=4, iterations=1, elites=4), keyboard)
+    try:
+        driver.connect()
+        driver.on_reset(dream.obs, np.random.default_rng(0))
+        goal, pusher = dream.scene.goal().copy(), dream.scene.pusher_xy()
+        pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_RIGHT))
+        assert dream_loop(dream, screen, 2, driver, paced=False, max_steps=6) == 6
+        assert dream.scene.goal()[0] > goal[0] + 0.01 and dream.scene.goal()[1] == goal[1]  # right arrow: goal +x
+        assert not np.allclose(dream.scene.pusher_xy(), pusher)  # the planner, not the arrows, drove the pusher
+        np.testing.assert_allclose(driver.controller.scorer.goal.numpy(), dream.scene.goal(), atol=1e-6)
+        assert driver.imagined is not None and driver.imagined.shape == (64, 64, 3)
+        assert len(driver.controller.plans) == 6
+    finally:
+        driver.disconnect()
+        dream.scene.close()
