@@ -62,7 +62,7 @@ PAD_COMMANDS = {
     Command.RESET: "back",
     Command.PAUSE: "start",
     Command.QUIT: "guide",
-    Command.HELP: "leftshoulder",
+    Command.HELP: "dpad_up",
 }
 PAD_AXES = ("leftx", "lefty", "rightx", "righty", "triggerleft", "triggerright")
 PAD_BUTTONS = (
@@ -76,7 +76,8 @@ RAMP_TIME = 0.25  # s
 
 @dataclass(frozen=True)
 class AxisBinding:
-    """An action driven by a gamepad axis: ``axis`` ("-lefty" inverts; "a-b" is the difference of two axes)."""
+    """An action driven by a gamepad axis: ``axis`` ("-lefty" inverts; "a-b" is the difference of two axes). A
+    button may stand for an axis (0 released, 1 pressed): "rightshoulder-leftshoulder" is +1, -1 or 0."""
 
     axis: str
     deadzone: float = DEADZONE
@@ -118,7 +119,9 @@ def default_bindings(scene: Scene) -> Bindings:
     for name in names:
         if name not in keys and spare:
             keys[name] = spare.pop(0)
-    return Bindings(keys=keys, pad_axes={a: AxisBinding(axis) for a, axis in scene.pad_bindings})
+    bindings = Bindings(keys=keys, pad_axes={a: AxisBinding(axis) for a, axis in scene.pad_bindings})
+    _check_pad_buttons(bindings.pad_axes, bindings.pad_commands)
+    return bindings
 
 
 def load_bindings(path: str | Path | None, scene: Scene) -> Bindings:
@@ -163,12 +166,13 @@ def _apply(doc: dict, bindings: Bindings, scene: Scene) -> Bindings:
                                        float(spec.get("scale", 1.0)))
     for binding in pad_axes.values():
         for _sign, axis in binding.terms:
-            _only({axis}, set(PAD_AXES), "gamepad axis")
+            _only({axis}, set(PAD_AXES) | set(PAD_BUTTONS), "gamepad axis or button")
         if not 0 <= binding.deadzone < 1:
             raise ValueError(f"gamepad deadzone must be in [0, 1), got {binding.deadzone}")
     pad_commands = {**bindings.pad_commands, **_commands(gamepad.get("commands", {}), "gamepad")}
     for button in pad_commands.values():
         _only({button}, set(PAD_BUTTONS), "gamepad button")
+    _check_pad_buttons(pad_axes, pad_commands)
     return Bindings(
         keys=keys,
         key_commands={**bindings.key_commands, **_commands(keyboard.get("commands", {}), "keyboard")},
@@ -176,6 +180,15 @@ def _apply(doc: dict, bindings: Bindings, scene: Scene) -> Bindings:
         pad_axes=pad_axes,
         pad_commands=pad_commands,
     )
+
+
+def _check_pad_buttons(pad_axes: dict[str, AxisBinding], pad_commands: dict[Command, str]) -> None:
+    """A button drives an action or issues a command, never both."""
+    for action, binding in pad_axes.items():
+        for _sign, name in binding.terms:
+            clash = [c.value for c, button in pad_commands.items() if button == name]
+            if clash:
+                raise ValueError(f"gamepad button {name!r} drives {action} and issues {clash[0]}; bind one elsewhere")
 
 
 def _commands(table: dict, section: str) -> dict[Command, str]:

@@ -42,7 +42,7 @@ def test_toml_overrides_keys_ramp_and_commands(tmp_path):
     ('[keyboard.axes]\nflying = ["a", "b"]\n', "unknown action of scene 'push' 'flying'"),
     ('[keyboard.axes]\npusher_vx = "a"\n', "must be two key names"),
     ('[keyboard.commands]\nexplode = "x"\n', "unknown keyboard.commands name 'explode'"),
-    ('[gamepad.axes]\npusher_vx = "leftz"\n', "unknown gamepad axis 'leftz'"),
+    ('[gamepad.axes]\npusher_vx = "leftz"\n', "unknown gamepad axis or button 'leftz'"),
     ('[gamepad.commands]\nrecord = "turbo"\n', "unknown gamepad button 'turbo'"),
     ("[gamepad]\ndeadzone = 1.5\n", "deadzone must be in [0, 1)"),
     ("[mouse]\n", "unknown top-level table 'mouse'"),

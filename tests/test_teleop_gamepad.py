@@ -20,7 +20,7 @@ from teleworld.errors import TeleworldError
 
 GAMECONTROLLER, AXES, BUTTONS, HATS = 1, 6, 15, 1  # SDL_JOYSTICK_TYPE_GAMECONTROLLER and its layout
 LEFTX, LEFTY, TRIGGERRIGHT = 0, 1, 5
-BUTTON_A = 0
+BUTTON_A, LEFTSHOULDER, RIGHTSHOULDER = 0, 9, 10
 
 
 class VirtualPad:
@@ -142,3 +142,29 @@ def test_deadzone_rescales_to_full_range():
     assert apply_deadzone(0.05, 0.1) == 0.0
     assert apply_deadzone(1.0, 0.1) == 1.0 and apply_deadzone(-1.0, 0.1) == -1.0
     assert apply_deadzone(0.55, 0.1) == pytest.approx(0.5)
+
+
+def test_bumpers_drive_the_arm_gripper_and_a_button_is_never_an_action_and_a_command(window, pad, tmp_path):
+    from teleop.bindings import AxisBinding, Bindings, _check_pad_buttons
+    from teleop.bindings import Command
+
+    pad.plug()
+    scene = load("arm", image_size=(32, 32))
+    device = GamepadDevice(scene.action_spec, load_bindings(None, scene))
+    device.connect()
+    gripper = scene.action_spec.names.index("gripper")
+    levels = []
+    for right, left in ((True, False), (False, False), (False, True)):
+        pad.button(RIGHTSHOULDER, right)
+        pad.button(LEFTSHOULDER, left)
+        window.poll()
+        levels.append(device.get_action(scene.reset(0))[gripper])
+    device.disconnect()
+    assert levels == [1.0, 0.0, -1.0]  # right closes, none holds, left opens
+    with pytest.raises(ValueError, match="gamepad button 'a' drives gripper and issues record"):
+        _check_pad_buttons({"gripper": AxisBinding("a-b")}, Bindings().pad_commands)
+    bad = tmp_path / "pad.toml"
+    bad.write_text('[gamepad.commands]\nhelp = "rightshoulder"\n')
+    with pytest.raises(TeleworldError, match="'rightshoulder' drives gripper and issues help"):
+        load_bindings(bad, scene)
+    assert Bindings().pad_commands[Command.HELP] == "dpad_up"

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from teleop.bindings import Bindings, Command
+from teleop.bindings import PAD_AXES, PAD_BUTTONS, Bindings, Command
 from teleop.devices.base import Device
 from teleop.scenes.base import ActionSpec, Observation
 from teleworld.errors import TeleworldError
@@ -48,8 +48,8 @@ class GamepadDevice(Device):
         pygame.init()
         controller.init()
         self._pygame, self._controller = pygame, controller
-        self._axis_ids = {name: getattr(pygame, f"CONTROLLER_AXIS_{name.upper()}") for name in
-                          ("leftx", "lefty", "rightx", "righty", "triggerleft", "triggerright")}
+        self._axis_ids = {name: getattr(pygame, f"CONTROLLER_AXIS_{name.upper()}") for name in PAD_AXES}
+        self._button_ids = {name: getattr(pygame, f"CONTROLLER_BUTTON_{name.upper()}") for name in PAD_BUTTONS}
         self._buttons = {getattr(pygame, f"CONTROLLER_BUTTON_{b.upper()}"): c
                          for c, b in self.bindings.pad_commands.items()}
         index = next((i for i in range(controller.get_count()) if controller.is_controller(i)), None)
@@ -82,11 +82,17 @@ class GamepadDevice(Device):
             return action
         index = {name: i for i, name in enumerate(self.action_spec.names)}
         for name, binding in self.bindings.pad_axes.items():
-            raw = sum(sign * self._pad.get_axis(self._axis_ids[axis]) / AXIS_FULL for sign, axis in binding.terms)
+            raw = sum(sign * self._level(name) for sign, name in binding.terms)
             level = apply_deadzone(float(np.clip(raw, -1.0, 1.0)), binding.deadzone) * binding.scale
             low, high = self.action_spec.low[index[name]], self.action_spec.high[index[name]]
             action[index[name]] = level * high if level >= 0 else -level * low
         return self.action_spec.clip(action)
+
+    def _level(self, name: str) -> float:
+        """An axis in [-1, 1] (triggers [0, 1]), or a button as 0 / 1."""
+        if name in self._axis_ids:
+            return self._pad.get_axis(self._axis_ids[name]) / AXIS_FULL
+        return float(self._pad.get_button(self._button_ids[name]))
 
     def _attached(self) -> bool:
         return self._pad is not None and bool(self._pad.attached())

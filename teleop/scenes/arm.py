@@ -166,7 +166,7 @@ class ArmScene(Scene):
     EE_KEYS = (("ee_vx", "left", "right"), ("ee_vy", "down", "up"), ("ee_vz", "s", "w"), ("ee_yaw", "a", "d"),
                ("gripper", "q", "e"))
     EE_PAD = (("ee_vx", "leftx"), ("ee_vy", "-lefty"), ("ee_vz", "triggerright-triggerleft"), ("ee_yaw", "rightx"),
-              ("gripper", "-righty"))
+              ("gripper", "rightshoulder-leftshoulder"))
     JOINT_KEYS = (("joint_1", "a", "d"), ("joint_2", "s", "w"), ("joint_3", "down", "up"), ("joint_4", "j", "l"),
                   ("joint_5", "k", "i"), ("joint_6", "left", "right"), ("gripper", "q", "e"))
     JOINT_PAD = (("joint_1", "leftx"), ("joint_2", "-lefty"), ("joint_3", "-righty"), ("joint_4", "rightx"),
