@@ -114,6 +114,31 @@ def test_teleop_records_the_keys_held_on_a_real_display(display, tmp_path):
     assert check.returncode == 0, check.stdout + check.stderr
 
 
+def test_the_arm_is_driven_in_cartesian_space_on_a_real_display(display, tmp_path):
+    """arm: `w` lifts the hand through the IK, `e` closes the gripper; the store holds both and the hand's pose."""
+    store_path = tmp_path / "arm.zarr"
+    app = launch(display, "teleop", "--scene", "arm", "--out", str(store_path))
+    wid = window(display, app)
+    xdotool(display, "key", "r")
+    xdotool(display, "keydown", "w", "keydown", "e")
+    time.sleep(1.5)
+    xdotool(display, "keyup", "w", "keyup", "e")
+    time.sleep(0.3)
+    view = screenshot(display, wid)
+    xdotool(display, "key", "Escape")
+    time.sleep(0.5)
+    xdotool(display, "key", "Return")
+    finish(app)
+
+    assert view.std() > 10
+    episode = EpisodeStore.open(store_path).episode(0)
+    names = ["ee_vx", "ee_vy", "ee_vz", "ee_yaw", "gripper"]
+    up, grip = episode["action"][:, names.index("ee_vz")], episode["action"][:, names.index("gripper")]
+    assert (up == 1.0).sum() >= 10 and (grip == 1.0).sum() >= 10 and np.all(episode["action"][:, :2] == 0)
+    z = episode["ee_pose"][:, 2]  # the pinch site's height, m
+    assert z[-1] - z[0] > 0.05  # at least 1 s at full scale, 0.2 m/s
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
     """A tiny trained model and the store it trained on."""
