@@ -24,7 +24,7 @@ from replay.screen import BACKGROUND, draw_contact_lights, draw_lines, draw_pane
 from teleop.bindings import Bindings, Command
 from teleop.devices.base import Device
 from teleop.scenes import load
-from teleop.scenes.base import Scene
+from teleop.scenes.base import Observation, Scene
 from teleworld.errors import TeleworldError
 from train.dataset import DataSpec
 from train.model import WorldModel
@@ -148,7 +148,7 @@ class PlanDriver(Device):
         self.goal_device.disconnect()
         super().disconnect()
 
-    def on_reset(self, observation, rng: np.random.Generator) -> None:
+    def on_reset(self, observation: Observation, rng: np.random.Generator) -> None:
         self.goal_device.on_reset(observation, rng)
         self.controller.reset(observation, int(rng.integers(2**31)))
 
@@ -159,7 +159,7 @@ class PlanDriver(Device):
     def imagined(self) -> np.ndarray | None:
         return self.controller.imagined
 
-    def get_action(self, observation) -> np.ndarray:
+    def get_action(self, observation: Observation) -> np.ndarray:
         from replay.plan import move_goal
 
         move = np.asarray(self.goal_device.get_action(observation), np.float64)[:2]

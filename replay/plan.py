@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from replay.planning import SHAPING, ModelScorer, Planner, PlannerConfig, SimulatorScorer
+from teleop.devices.base import Device
 from teleop.devices.scripted import PushExpert, RandomPersistent
 from teleop.scenes import load
 from teleop.scenes.base import Observation, Scene
@@ -119,7 +120,7 @@ def move_goal(scene: Scene, delta: np.ndarray) -> np.ndarray:
 class ScriptedController:
     """A scripted operator (random exploration or the goal-aware expert) through the Device interface."""
 
-    def __init__(self, device):
+    def __init__(self, device: Device):
         self.device = device
 
     def reset(self, obs: Observation, seed: int) -> None:
@@ -194,7 +195,8 @@ class PlanningController:
 
 
 def controller_for(method: str, scene: Scene, cfg: PlannerConfig, settings: PlanSettings,
-                   model: WorldModel | None, camera: str):
+                   model: WorldModel | None, camera: str) -> PlanningController | ScriptedController:
+    """The controller of one method on ``scene``."""
     if method == "model":
         return PlanningController(scene, cfg, settings.replan, model, camera)
     if method == "oracle":
@@ -218,7 +220,7 @@ def has_expert(scene: Scene) -> bool:
 
 
 # ----- one episode, one method -----
-def run_episode(method: str, controller, scene: Scene, episode: int, seed: int, steps: int, horizon: int,
+def run_episode(method: str, controller: PlanningController | ScriptedController, scene: Scene, episode: int, seed: int, steps: int, horizon: int,
                 camera: str, frames: list | None = None) -> Episode:
     """Reset with ``seed`` and let ``controller`` act until success or ``steps``; ``frames`` collects the video."""
     obs = scene.reset(seed)
