@@ -127,12 +127,7 @@ def teleop_rate(steps: int, blocks: int, size: int, rate: float, view: int) -> N
     period_ms = 1e3 / bt.RATE
     print(f"teleop loop, arm {size}x{size} x {len(scene.cameras)} cameras, {view} px live view, target {bt.RATE:g} Hz "
           f"({period_ms:g} ms budget), {off['steps']} steps per mode")
-    print(f"{'':24s}{'recording off':>15s}{'recording on':>15s}")
-    print(f"{'work per step / budget':24s}{off['busy_ms'] / period_ms:15.3f}{on['busy_ms'] / period_ms:15.3f}")
-    print(f"{'achieved rate / target':24s}{off['rate_ratio']:15.3f}{on['rate_ratio']:15.3f}")
-    print(f"{'jitter p50 (ms)':24s}{off['p50']:15.3f}{on['p50']:15.3f}")
-    print(f"{'jitter p99 (ms)':24s}{off['p99']:15.3f}{on['p99']:15.3f}")
-    print(f"{'overruns':24s}{off['overruns']:15d}{on['overruns']:15d}")
+    bt.print_modes(off, on, period_ms)
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:

@@ -61,6 +61,16 @@ def enqueue_cost_ms(session: TeleopSession, steps: int = 300) -> float:
     return 1e3 * cost
 
 
+def print_modes(off: dict, on: dict, period_ms: float) -> None:
+    """The loop's figures with recording off and on, side by side."""
+    print(f"{'':24s}{'recording off':>15s}{'recording on':>15s}")
+    print(f"{'work per step / budget':24s}{off['busy_ms'] / period_ms:15.3f}{on['busy_ms'] / period_ms:15.3f}")
+    print(f"{'achieved rate / target':24s}{off['rate_ratio']:15.3f}{on['rate_ratio']:15.3f}")
+    print(f"{'jitter p50 (ms)':24s}{off['p50']:15.3f}{on['p50']:15.3f}")
+    print(f"{'jitter p99 (ms)':24s}{off['p99']:15.3f}{on['p99']:15.3f}")
+    print(f"{'overruns':24s}{off['overruns']:15d}{on['overruns']:15d}")
+
+
 def summary(blocks: list[dict]) -> dict:
     lateness = [x for b in blocks for x in b["lateness"]]
     p50, p99 = jitter_ms(lateness)
@@ -103,12 +113,7 @@ def main() -> None:
     print(f"teleop loop, push {SIZE}x{SIZE}, target {RATE:g} Hz ({period_ms:g} ms budget), "
           f"{off['steps']} steps per mode, {episodes} episodes recorded; "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (other processes share them)")
-    print(f"{'':24s}{'recording off':>15s}{'recording on':>15s}")
-    print(f"{'work per step / budget':24s}{off['busy_ms'] / period_ms:15.3f}{on['busy_ms'] / period_ms:15.3f}")
-    print(f"{'achieved rate / target':24s}{off['rate_ratio']:15.3f}{on['rate_ratio']:15.3f}")
-    print(f"{'jitter p50 (ms)':24s}{off['p50']:15.3f}{on['p50']:15.3f}")
-    print(f"{'jitter p99 (ms)':24s}{off['p99']:15.3f}{on['p99']:15.3f}")
-    print(f"{'overruns':24s}{off['overruns']:15d}{on['overruns']:15d}")
+    print_modes(off, on, period_ms)
     overhead = (on["busy_ms"] - off["busy_ms"]) / period_ms
     print(f"recording overhead in the loop / step budget: {overhead:.3f} (goal <= 0.05); "
           f"work on / off: {on['busy_ms'] / off['busy_ms']:.3f}")

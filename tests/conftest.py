@@ -29,3 +29,17 @@ def record(path, episodes: int = EPISODES, steps: int = STEPS, seed: int = 0, im
 def push_store(tmp_path_factory) -> str:
     """A read-only store of 6 scripted push episodes of 30 steps (do not write to it)."""
     return record(tmp_path_factory.mktemp("data") / "push.zarr")
+
+
+@pytest.fixture
+def window():
+    """A real 128-px teleop window (SDL's dummy driver unless a test sets a display), its event queue empty."""
+    import pygame
+
+    from teleop.window import Window
+
+    win = Window("test", view_size=128)
+    win.open()
+    pygame.event.clear()
+    yield win
+    win.close()

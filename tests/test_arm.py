@@ -23,19 +23,9 @@ from teleop.loop import run_episode, step_record
 from teleop.scenes import load
 from teleop.scenes.arm import FINGER_JOINTS, JOINT_SPEED, MAX_LINEAR, MAX_YAW, ArmScene
 from teleop.session import TeleopSession
-from teleop.window import Window
 
 ENV = {**os.environ, "MUJOCO_GL": "egl", "OMP_NUM_THREADS": "1"}
 CM_PER_TICK = MAX_LINEAR / ArmScene.control_rate * 100  # a key held n ticks (ramp up and down) moves n of these
-
-
-@pytest.fixture
-def window():
-    win = Window("test", view_size=128)
-    win.open()
-    pygame.event.clear()
-    yield win
-    win.close()
 
 
 def hold(session: TeleopSession, key: int, ticks: int, settle: int = 6) -> None:

@@ -15,7 +15,6 @@ from teleop.devices.gamepad import GamepadDevice, apply_deadzone
 from teleop.devices.keyboard import KeyboardDevice
 from teleop.scenes import load
 from teleop.session import TeleopSession
-from teleop.window import Window
 from teleworld.errors import TeleworldError
 
 GAMECONTROLLER, AXES, BUTTONS, HATS = 1, 6, 15, 1  # SDL_JOYSTICK_TYPE_GAMECONTROLLER and its layout
@@ -51,14 +50,6 @@ class VirtualPad:
 
     def button(self, button: int, pressed: bool) -> None:
         assert self.sdl.SDL_JoystickSetVirtualButton(self._handle(), button, int(pressed)) == 0
-
-
-@pytest.fixture
-def window():
-    win = Window("test", view_size=128)
-    win.open()
-    yield win
-    win.close()
 
 
 @pytest.fixture

@@ -10,19 +10,9 @@ from teleop.devices.keyboard import KeyboardDevice
 from teleop.devices.replay import ReplayDevice
 from teleop.scenes import load
 from teleop.session import TeleopSession
-from teleop.window import Window
 from teleworld.errors import TeleworldError
 
 RATE = 50.0  # Hz: fast enough to keep the tests short, slow enough for this machine
-
-
-@pytest.fixture
-def window():
-    win = Window("test", view_size=128)
-    win.open()
-    pygame.event.clear()
-    yield win
-    win.close()
 
 
 def keyboard_session(path, window, **kwargs) -> TeleopSession:
