@@ -1,6 +1,6 @@
 """Index maths for training windows, kept apart from data access (pure functions, tested alone).
 
-train/windows.py re-exports these, so the trainer and recorder.loader cut windows the same way.
+The trainer (train.dataset), replay and recorder.loader all import them from here, so windows are cut one way.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ import torch
 
 from teleworld.errors import TeleworldError
 from train.dataset import EpisodeArrays
-from train.windows import episode_starts
+from recorder.windows import episode_starts
 from train.model import WorldModel
 
 

@@ -19,7 +19,7 @@ from replay.screen import BACKGROUND, draw_lines, draw_panels, init_display, pan
 from teleworld.errors import TeleworldError
 from train.dataset import EpisodeArrays
 from train.model import WorldModel
-from train.windows import episode_starts
+from recorder.windows import episode_starts
 
 SHOWN = ("model", "shuffled_actions", "copy_last", "reconstruction")
 HELP = "up/down episode  ,/. start  left/right scrub  space play  [ ] K  - = H  b baseline  q quit"

@@ -12,7 +12,7 @@ from train.configs import make_config
 from train.dataset import DataSpec, EpisodeArrays
 from train.loop import train
 from train.model import PROPRIO_STD_FLOOR, WorldModel, WorldModelConfig, symexp
-from train.windows import episode_starts
+from recorder.windows import episode_starts
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,14 @@ from recorder import EpisodeStore
 from recorder.edit import mark_deleted, store_split
 from recorder.loader import WindowLoader
 from teleworld.errors import TeleworldError
-from train.windows import make_windows as trainer_windows
+from recorder.windows import make_windows
 
 
 def test_windows_stay_inside_episodes_and_match_the_trainer(push_store):
     loader = WindowLoader(push_store, length=8, batch_size=32, seed=0)
     assert loader.cached  # 180 small steps fit in RAM
     ends = EpisodeStore.open(push_store).episode_ends
-    assert np.array_equal(loader.windows, trainer_windows(ends, 8))
+    assert np.array_equal(loader.windows, make_windows(ends, 8))
     batch = loader.sample()
     sim_time = batch["sim_time"]
     assert sim_time.shape == (32, 8)

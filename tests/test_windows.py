@@ -1,6 +1,6 @@
 import numpy as np
 
-from train.windows import make_windows, split_episodes
+from recorder.windows import make_windows, split_episodes
 
 
 def test_windows_never_cross_episodes():

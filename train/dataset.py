@@ -11,7 +11,7 @@ from recorder import EpisodeStore
 from recorder.loader import step_rows
 from recorder.schema import image_key, proprio
 from teleworld.errors import TeleworldError
-from train.windows import episode_starts, make_windows
+from recorder.windows import episode_starts, make_windows
 
 
 @dataclass

@@ -27,7 +27,7 @@ from train.configs import TrainConfig, check_resume
 from train.dataset import DataSpec, EpisodeArrays, to_model_inputs
 from train.model import WorldModel, WorldModelConfig
 from train.validation import Validator
-from train.windows import split_episodes
+from recorder.windows import split_episodes
 
 
 def resolve_device(name: str = "auto") -> torch.device:
