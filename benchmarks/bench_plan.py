@@ -69,22 +69,9 @@ def replanning_ms(scorer: ModelScorer, cfg: PlannerConfig, repeats: int, device:
 
 
 @torch.no_grad()
-def single_sequence_rate(scorer: ModelScorer, horizon: int, repeats: int, device: torch.device) -> float:
-    """Candidate-steps/s of the baseline: one sequence at a time through the same latent update and reward head."""
-    actions = torch.zeros(1, horizon, 2)
-    for _ in range(2):
-        scorer(actions)
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        scorer(actions)
-    sync(device)
-    return repeats * horizon / (time.perf_counter() - start)
-
-
-@torch.no_grad()
-def batched_rate(scorer: ModelScorer, candidates: int, horizon: int, repeats: int, device: torch.device) -> float:
-    """Candidate-steps/s when ``candidates`` sequences are imagined in one batched call."""
+def imagination_rate(scorer: ModelScorer, candidates: int, horizon: int, repeats: int, device: torch.device) -> float:
+    """Candidate-steps/s when ``candidates`` sequences are imagined in one call (1: the single-sequence baseline,
+    through the same latent update and reward head)."""
     actions = torch.rand(candidates, horizon, 2) * 2 - 1
     for _ in range(2):
         scorer(actions)
@@ -121,8 +108,8 @@ def main() -> None:
     ms = replanning_ms(scorer, cfg, args.repeats, device)
     print(f"one replanning step: p50 {np.percentile(ms, 50):.1f} ms, p99 {np.percentile(ms, 99):.1f} ms "
           f"({'meets' if np.percentile(ms, 50) <= 50 else 'misses'} the 50 ms p50 goal)")
-    single = single_sequence_rate(scorer, args.horizon, args.repeats, device)
-    batched = batched_rate(scorer, args.candidates, args.horizon, max(3, args.repeats // 3), device)
+    single = imagination_rate(scorer, 1, args.horizon, args.repeats, device)
+    batched = imagination_rate(scorer, args.candidates, args.horizon, max(3, args.repeats // 3), device)
     print(f"imagination: {batched:,.0f} candidate-steps/s batched vs {single:,.0f} one sequence at a time "
           f"({batched / single:.1f}x)")
 

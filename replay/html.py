@@ -24,6 +24,16 @@ METHOD_NOTE = {
 }
 
 
+def page_head(title: str) -> str:
+    """The opening of a teleworld report page up to its open <style> (the shared rules); the page adds its own."""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px solid #ccc; padding: 4px 8px; }}
+td {{ text-align: right; }} small {{ color: #666; }}"""
+
+
 def _data_uri(path: Path, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
 
@@ -149,12 +159,7 @@ def write_html(metrics: dict, plots: list[Path], gif: Path, path: Path) -> Path:
                "not the recorded one.</p>") if metrics.get("simulator_scene_changed") else ""
     video_rows = "truth | model | error (mean absolute error, x3)"
     video_rows += " | simulator" if "simulator" in metrics["mean"]["psnr"] else ""
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>teleworld replay report</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
-table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px solid #ccc; padding: 4px 8px; }}
-td {{ text-align: right; }} small {{ color: #666; }}
+    page = page_head("teleworld replay report") + f"""
 .verdict {{ padding: 0.8em 1em; border-radius: 6px; font-weight: bold; }}
 .bad {{ background: #fde2e1; border: 1px solid #d33; }} .good {{ background: #e3f6e5; border: 1px solid #3a3; }}
 figure {{ display: inline-block; margin: 0.5em; }} figure img {{ width: 520px; }} img {{ max-width: 100%; }}

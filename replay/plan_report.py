@@ -14,6 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from replay.html import page_head  # noqa: E402
+
 METHOD_NOTE = {
     "model": "the planner scoring candidates by the world model's imagined reward, from its posterior of the real frames",
     "random": "the scene's exploration operator: random actions held for a random number of steps",
@@ -118,12 +120,7 @@ def write_report(summary: dict, results: dict, videos: dict[str, Path], out_dir:
                     f"<img class='video' alt='{m} video' src='{_gif(p)}'></figure>" for m, p in videos.items())
     planner = cfg["planner"]
     skipped = f" Skipped: {', '.join(cfg['skipped'])} (no such operator for this scene)." if cfg["skipped"] else ""
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>teleworld plan report</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
-table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px solid #ccc; padding: 4px 8px; }}
-td {{ text-align: right; }} small {{ color: #666; }}
+    page = page_head("teleworld plan report") + f"""
 .bad {{ background: #fde2e1; }} .good {{ background: #e3f6e5; }} li {{ padding: 2px 6px; }}
 figure {{ display: inline-block; margin: 0.5em; }} .video {{ image-rendering: pixelated; border: 1px solid #888; }}
 </style></head><body>
