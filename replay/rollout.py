@@ -27,7 +27,6 @@ import torch
 
 from teleworld.errors import TeleworldError
 from train.dataset import EpisodeArrays
-from recorder.windows import episode_starts
 from train.model import WorldModel
 
 
@@ -46,8 +45,8 @@ def pick_windows(data: EpisodeArrays, episodes: list[int], length: int, count: i
     """``count`` window starts drawn with ``seed`` from the given episodes (all of them when fewer exist)."""
     candidates = data.windows(length, np.asarray(episodes, dtype=np.int64))
     if len(candidates) == 0:
-        ends = data.episode_ends
-        lengths = np.diff(np.concatenate([[0], ends]))[np.asarray(episodes, dtype=np.int64)]
+        chosen = np.asarray(episodes, dtype=np.int64)
+        lengths = data.episode_ends[chosen] - data.episode_begins[chosen]
         raise TeleworldError(f"a rollout needs context + horizon = {length} steps but the evaluated episodes hold at "
                              f"most {int(lengths.max(initial=0))}; lower --horizon or --context")
     rng = np.random.default_rng(seed)
@@ -83,9 +82,7 @@ def _decode(model: WorldModel, states: dict, reference: torch.Tensor, imagined: 
 
 def median_frame(data: EpisodeArrays, episodes: list[int], max_frames: int = 2000) -> np.ndarray:
     """Per-pixel median of (at most ``max_frames`` evenly spaced) frames of ``episodes``, (3, S, S) in [0, 1]."""
-    ends = data.episode_ends
-    starts = episode_starts(ends)
-    steps = np.concatenate([np.arange(starts[e], ends[e]) for e in episodes])
+    steps = data.steps_of(episodes)
     steps = steps[np.linspace(0, len(steps) - 1, min(max_frames, len(steps))).astype(int)]
     return np.moveaxis(np.median(data.frames[steps], 0), -1, 0).astype(np.float32) / 255.0
 

@@ -19,7 +19,6 @@ from replay.screen import BACKGROUND, draw_lines, draw_panels, init_display, pan
 from teleworld.errors import TeleworldError
 from train.dataset import EpisodeArrays
 from train.model import WorldModel
-from recorder.windows import episode_starts
 
 SHOWN = ("model", "shuffled_actions", "copy_last", "reconstruction")
 HELP = "up/down episode  ,/. start  left/right scrub  space play  [ ] K  - = H  b baseline  q quit"
@@ -46,8 +45,7 @@ class Viewer:
                  device: torch.device | str = "cpu"):
         self.model, self.data, self.scale, self.device = model, data, scale, device
         self.state = ViewState(context=max(1, context), horizon=max(1, horizon))
-        ends = np.asarray(data.episode_ends)
-        starts = episode_starts(ends)
+        ends, starts = np.asarray(data.episode_ends), data.episode_begins
         self.episodes = [int(e) for e in data.active if ends[e] - starts[e] >= 2]  # deleted ones never shown
         self.bounds = [(int(starts[e]), int(ends[e])) for e in self.episodes]
         if not self.bounds:

@@ -25,7 +25,7 @@ def calibrate(model: WorldModel, data: EpisodeArrays, episodes: np.ndarray, seed
     episodes); None without a contact head or without a window that fits."""
     if model.contact_head is None:
         return None
-    lengths = data.episode_ends[episodes] - np.concatenate([[0], data.episode_ends])[episodes]
+    lengths = data.episode_ends[episodes] - data.episode_begins[episodes]
     horizon = int(min(HORIZON, lengths.max() - CONTEXT)) if len(lengths) else 0
     windows = data.windows(CONTEXT + horizon, episodes) if horizon >= 1 else np.zeros(0, np.int64)
     if len(windows) == 0:

@@ -62,6 +62,7 @@ class EpisodeArrays:
             raise TeleworldError(f"{store.path} holds no committed episodes")
         self.spec = spec
         self.episode_ends = store.episode_ends
+        self.episode_begins = episode_starts(self.episode_ends)  # first step of each episode
         self.active = store.active_episodes()  # committed and not marked deleted: the only episodes used
         if len(self.active) == 0:
             raise TeleworldError(f"every episode of {store.path} is marked deleted; "
@@ -86,12 +87,10 @@ class EpisodeArrays:
         """Read every active episode's recorded task goal (train/goals.py) so batches carry "goal" next to "reward"."""
         from train.goals import episode_goals
 
-        ends = self.episode_ends
-        starts = episode_starts(ends)
         per_episode = episode_goals(self.store, self.active)
         self.goal = np.zeros((len(self.reward), per_episode.shape[1]), np.float32)
         for episode, goal in zip(self.active, per_episode):
-            self.goal[starts[episode] : ends[episode]] = goal
+            self.goal[self.episode_begins[episode] : self.episode_ends[episode]] = goal
 
     def windows(self, length: int, episodes: np.ndarray | None = None) -> np.ndarray:
         """Starts of every window of ``length`` steps inside one active episode (of ``episodes`` when given).
@@ -135,25 +134,26 @@ class EpisodeArrays:
     def proprio_stats(self, episodes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per-dimension mean and std (P,) of the proprio over every step of ``episodes`` (the training split), and
         which entries are positions (P,) bool: those a model predicts as changes since an observed step."""
-        ends, episodes = self.episode_ends, np.asarray(episodes, dtype=np.int64)
-        steps = np.concatenate([np.arange(s, e) for s, e in zip(episode_starts(ends)[episodes], ends[episodes])])
-        values = self.proprio[steps].astype(np.float64)
+        values = self.proprio[self.steps_of(episodes)].astype(np.float64)
         positions = np.arange(values.shape[1]) < self.position_dims
         return values.mean(0).astype(np.float32), values.std(0).astype(np.float32), positions
 
     def reward_stats(self, episodes: np.ndarray) -> tuple[float, float, np.ndarray, np.ndarray]:
         """Mean and std of the reward over every step of ``episodes``, and of their goals (D,) (after load_goals)."""
-        ends, episodes = self.episode_ends, np.asarray(episodes, dtype=np.int64)
-        steps = np.concatenate([np.arange(s, e) for s, e in zip(episode_starts(ends)[episodes], ends[episodes])])
+        steps = self.steps_of(episodes)
         reward = self.reward[steps].astype(np.float64)
         goal = (self.goal if self.goal is not None else np.zeros((len(self.reward), 0)))[steps].astype(np.float64)
         return float(reward.mean()), float(reward.std()), goal.mean(0).astype(np.float32), goal.std(0).astype(np.float32)
 
+    def steps_of(self, episodes: np.ndarray | list[int]) -> np.ndarray:
+        """Every step index of ``episodes``, in order."""
+        episodes = np.asarray(episodes, dtype=np.int64)
+        return np.concatenate([np.arange(self.episode_begins[e], self.episode_ends[e]) for e in episodes])
+
     def random_steps_of_episodes(self, steps: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """For each step, a uniformly drawn step of the same episode."""
-        ends = self.episode_ends
-        episode = np.searchsorted(ends, steps, side="right")
-        return rng.integers(episode_starts(ends)[episode], ends[episode])
+        episode = np.searchsorted(self.episode_ends, steps, side="right")
+        return rng.integers(self.episode_begins[episode], self.episode_ends[episode])
 
     def batch(self, starts: np.ndarray, length: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         """Gather windows and move them to ``device`` as model inputs (images float in [0, 1], (B, T, 3, H, W))."""

@@ -22,7 +22,8 @@ class Validator:
 
     def __init__(self, data: EpisodeArrays, episodes: np.ndarray, device: torch.device):
         self.data, self.device, self.last = data, device, None
-        lengths = np.diff(np.concatenate([[0], data.episode_ends]))[episodes] if len(episodes) else np.zeros(0)
+        chosen = np.asarray(episodes, dtype=np.int64)
+        lengths = data.episode_ends[chosen] - data.episode_begins[chosen]
         self.horizon = int(min(HORIZON, lengths.max() - CONTEXT)) if len(lengths) else 0
         self.starts = np.zeros(0, dtype=np.int64)
         if self.horizon >= 1:
