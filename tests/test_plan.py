@@ -4,7 +4,6 @@ import csv
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from browser import CHROMIUM, screenshot
 from recorder import EpisodeStore
 from replay.plan import VIDEO_SCALE, PlanSettings, controller_for, run_episode, run_plan, wilson
 from replay.planning import ModelScorer, Planner, PlannerConfig
@@ -23,7 +23,6 @@ from train.dataset import DataSpec, EpisodeArrays
 from train.loop import train
 from train.model import WorldModel, WorldModelConfig
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 TINY_PLAN = ["--candidates", "16", "--horizon", "4", "--iterations", "2", "--elites", "4", "--oracle-candidates", "8",
              "--oracle-iterations", "1"]
 
@@ -222,23 +221,16 @@ def test_wilson_interval_matches_known_values():
     np.testing.assert_allclose(wilson(0, 50), [0.0, 0.0713], atol=1e-4)
 
 
-def screenshot(page, out) -> np.ndarray:
-    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    "--window-size=1200,2400", f"--screenshot={out}", page.as_uri()],
-                   capture_output=True, timeout=120, check=True)
-    return iio.imread(out)[..., :3].astype(int)
-
-
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium (apt-get install chromium)")
 def test_plan_report_shows_its_images_in_headless_chromium(cli_plan, tmp_path):
     _, out = cli_plan
     html = (out / "report.html").read_text()
     assert html.count("src='data:image/png;base64,") == 2  # success rates and calibration
     assert html.count("src='data:image/gif;base64,") == 4 and "file://" not in html
-    shown = screenshot(out / "report.html", tmp_path / "shown.png")
+    shown = screenshot(out / "report.html", tmp_path / "shown.png", 2400)
     broken = tmp_path / "broken.html"
     broken.write_text(re.sub(r"base64,[A-Za-z0-9+/=]+", "base64,AAAA", html))
-    blank = screenshot(broken, tmp_path / "blank.png")
+    blank = screenshot(broken, tmp_path / "blank.png", 2400)
     assert (np.abs(shown - blank).max(-1) > 30).sum() > 50_000  # the plots and clips are drawn
 
 

@@ -5,7 +5,6 @@ import csv
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 
@@ -15,6 +14,7 @@ import pygame
 import pytest
 import torch
 
+from browser import CHROMIUM, screenshot
 from recorder import EpisodeStore
 from replay.dream import dream_loop, open_dream
 from replay.evaluate import evaluate
@@ -33,7 +33,6 @@ from train.dataset import DataSpec, EpisodeArrays
 from train.loop import train
 
 K, H = 3, 8
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 def teleworld(*args: str) -> subprocess.CompletedProcess:
@@ -152,24 +151,17 @@ def test_model_ignoring_actions_gets_zero_delta_and_the_report_says_so(deaf_run,
     assert "The model ignores its actions" in (tmp_path / "report.html").read_text()
 
 
-def screenshot(page, out) -> np.ndarray:
-    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    "--window-size=1200,6000", f"--screenshot={out}", page.as_uri()],
-                   capture_output=True, timeout=120, check=True)
-    return iio.imread(out)[..., :3].astype(int)
-
-
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium (apt-get install chromium)")
 def test_html_report_shows_its_images_in_headless_chromium(report, tmp_path):
     _, out = report
     html = (out / "report.html").read_text()
     assert html.count("src='data:image/png;base64,") == len(METRICS) and 'src="data:image/gif;base64,' in html
     assert "<td>" in html and "file://" not in html  # self-contained: every image is inlined
-    shown = screenshot(out / "report.html", tmp_path / "shown.png")
+    shown = screenshot(out / "report.html", tmp_path / "shown.png", 6000)
     # the same page with every image's data cut off: what a reader would see if the images failed to load
     broken = tmp_path / "broken.html"
     broken.write_text(re.sub(r"base64,[A-Za-z0-9+/=]+", "base64,AAAA", html))
-    blank = screenshot(broken, tmp_path / "blank.png")
+    blank = screenshot(broken, tmp_path / "blank.png", 6000)
     assert (np.abs(shown - blank).max(-1) > 30).sum() > 200_000  # the plots and the video are drawn (whole page)
 
     def count(rgb, tol=12):
