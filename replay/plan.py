@@ -28,7 +28,7 @@ from teleop.devices.base import Device
 from teleop.devices.scripted import PushExpert, RandomPersistent
 from teleop.scenes import load
 from teleop.scenes.base import Observation, Scene
-from teleop.scenes.push import ARENA, PushScene
+from teleop.scenes.push import PushScene
 from teleworld.errors import TeleworldError
 from teleworld.progress import progress_bar
 from train.checkpoint import load_model
@@ -82,16 +82,6 @@ def is_success(scene: Scene) -> bool:
     return bool(scene.success())
 
 
-def goal_distance(scene: Scene) -> float:
-    """Box to goal (push), fingertip to target (dm_control reacher), else NaN."""
-    if hasattr(scene, "goal_distance"):
-        return scene.goal_distance()
-    physics = getattr(getattr(scene, "env", None), "physics", None)
-    if physics is not None and hasattr(physics, "finger_to_target_dist"):
-        return float(physics.finger_to_target_dist())
-    return float("nan")
-
-
 def goal_frame(scene: Scene, camera: str) -> np.ndarray:
     """What success looks like: push's box moved onto its (undrawn) goal; other scenes draw their target already."""
     if not isinstance(scene, PushScene):
@@ -105,15 +95,9 @@ def goal_frame(scene: Scene, camera: str) -> np.ndarray:
 
 
 def move_goal(scene: Scene, delta: np.ndarray) -> np.ndarray:
-    """Shift the episode's goal by ``delta`` (x, y, m) within the arena (push) or the reach (reacher); returns it."""
-    if isinstance(scene, PushScene):
-        scene.goal_xy = np.clip(scene.goal_xy + delta, -ARENA + 0.05, ARENA - 0.05)
-    elif scene.name == "reacher-hard":
-        target = scene.env.physics.named.model.geom_pos["target", :2]
-        scene.env.physics.named.model.geom_pos["target", :2] = np.clip(target + delta, -0.2, 0.2)
-    else:
-        raise TeleworldError(f"scene {scene.name!r} has no goal to move")
-    return np.asarray(scene.goal())
+    """Shift the episode's goal by ``delta`` (x, y, m), where the scene's task lets it go; returns the goal."""
+    goal = scene.goal()
+    return scene.task.set_goal(scene, goal + np.asarray(delta)[: len(goal)])
 
 
 # ----- controllers: one per method, the same reset/act interface -----
@@ -220,8 +204,8 @@ def has_expert(scene: Scene) -> bool:
 
 
 # ----- one episode, one method -----
-def run_episode(method: str, controller: PlanningController | ScriptedController, scene: Scene, episode: int, seed: int, steps: int, horizon: int,
-                camera: str, frames: list | None = None) -> Episode:
+def run_episode(method: str, controller: PlanningController | ScriptedController, scene: Scene, episode: int,
+                seed: int, steps: int, horizon: int, camera: str, frames: list | None = None) -> Episode:
     """Reset with ``seed`` and let ``controller`` act until success or ``steps``; ``frames`` collects the video."""
     obs = scene.reset(seed)
     controller.reset(obs, seed)
@@ -242,7 +226,7 @@ def run_episode(method: str, controller: PlanningController | ScriptedController
         if frames is not None:
             imagined = getattr(controller, "imagined", None)
             frames.append(video_frame(obs.frames[camera], imagined, goal))
-    result = Episode(method, episode, seed, done, len(rewards), goal_distance(scene), float(sum(rewards)))
+    result = Episode(method, episode, seed, done, len(rewards), scene.task.goal_distance(scene), float(sum(rewards)))
     if isinstance(controller, PlanningController):
         result.plan_ms = [p[3] for p in controller.plans]
         if scored:  # the return the simulator then gave over the plan's horizon (past the end: the last step's)

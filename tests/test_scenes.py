@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
+from replay.plan import move_goal
 from teleop.scenes import SCENES, load
+from teleop.scenes.push import PushScene, PushTask
 from teleworld.errors import TeleworldError
 
 
@@ -104,3 +106,46 @@ def test_reacher_succeeds_exactly_when_the_fingertip_reaches_the_target():
 
 def test_a_task_without_a_label_says_none():
     assert load("cartpole-swingup").success() is None
+
+
+class ReachTheBox(PushTask):
+    """The same physics, another task: reward = minus the pusher's distance to the box."""
+
+    def reward(self, physics):
+        return -float(np.linalg.norm(physics.pusher_xy() - physics.box_xy()))
+
+
+class ReachScene(PushScene):
+    task_class = ReachTheBox
+
+
+def test_the_task_not_the_physics_decides_reward_and_the_states_are_the_same():
+    push, reach = PushScene(image_size=(16, 16)), ReachScene(image_size=(16, 16))
+    a, b = push.reset(3), reach.reset(3)
+    np.testing.assert_array_equal(a.qpos, b.qpos)  # the task's draws are the same: same initial state
+    assert a.reward == pytest.approx(-push.task.goal_distance(push))
+    assert b.reward == pytest.approx(-np.linalg.norm(a.qpos[0:2] - a.qpos[2:4]))
+    assert a.reward != pytest.approx(b.reward)
+
+
+@pytest.mark.parametrize("name", ["push", "reacher-hard", "arm"])
+def test_moving_the_goal_moves_what_the_task_scores_and_stays_where_goals_are_drawn(name):
+    scene = load(name, image_size=(16, 16))
+    scene.reset(0)
+    before, distance = scene.goal(), scene.task.goal_distance(scene)
+    delta = -np.sign(before) * [0.03, 0.02]  # toward the middle: no clipping
+    moved = move_goal(scene, delta)
+    np.testing.assert_allclose(moved, before + delta)
+    np.testing.assert_allclose(scene.goal(), moved)
+    if name != "reacher-hard":  # reacher's distance reads the target's body, updated by the next step
+        assert scene.task.goal_distance(scene) != pytest.approx(distance)
+    far = move_goal(scene, np.array([5.0, 5.0]))
+    assert np.all(far < 0.3)  # clipped to the area the task draws goals in
+
+
+def test_a_task_without_a_goal_refuses_to_move_it_with_one_line():
+    scene = load("cartpole-swingup")
+    scene.reset(0)
+    with pytest.raises(TeleworldError, match="has no goal to move"):
+        move_goal(scene, np.array([0.1, 0.0]))
+    assert np.isnan(scene.task.goal_distance(scene))

@@ -21,6 +21,7 @@ from dm_control.entities.manipulators.kinova import assets_path
 
 from teleop.randomization import Randomization, set_box_half_sizes, set_solid_box_mass, uniform
 from teleop.scenes.base import ActionSpec, Scene
+from teleop.scenes.task import Task
 from teleworld.errors import TeleworldError
 
 XML = Path(__file__).with_suffix(".xml")
@@ -143,14 +144,53 @@ class ArmIK:
         return self.configuration.integrate(velocity, dt)
 
 
+class PickPlaceTask(Task):
+    """Pick the object up and put it in the zone. Reward: 1 on success, else a staged 0..0.9 (hand near the
+    object, object lifted, object near the zone). Success: the object rests in the zone (centre within 6 cm, back
+    on the table) and the gripper is open."""
+
+    def initialize(self, physics: ArmScene, rng: np.random.Generator) -> None:
+        xy = rng.uniform(-OBJECT_AREA, OBJECT_AREA, size=2)
+        yaw = rng.uniform(-np.pi, np.pi)
+        while True:
+            zone = rng.uniform(-ZONE_AREA, ZONE_AREA, size=2)
+            if np.linalg.norm(zone - xy) > MIN_ZONE_DISTANCE:
+                break
+        physics.home()
+        physics.place_object(xy, yaw)
+        physics.place_zone(zone)
+
+    def goal(self, physics: ArmScene) -> np.ndarray:
+        """The zone's centre (x, y), m."""
+        return physics.zone_xy()
+
+    def goal_distance(self, physics: ArmScene) -> float:
+        """Horizontal distance from the object's centre to the zone's, m."""
+        return physics.zone_distance()
+
+    def set_goal(self, physics: ArmScene, goal: np.ndarray) -> np.ndarray:
+        """Move the zone, kept within the area where zones are drawn."""
+        physics.place_zone(np.clip(np.asarray(goal, dtype=np.float64), -ZONE_AREA, ZONE_AREA))
+        return self.goal(physics)
+
+    def success(self, physics: ArmScene) -> bool:
+        resting = physics.object_position()[2] < physics.object_half() + 0.01
+        return physics.zone_distance() < ZONE_RADIUS and resting and physics.grip() < 0.5
+
+    def reward(self, physics: ArmScene) -> float:
+        if self.success(physics):
+            return 1.0
+        reach = 1.0 - np.tanh(10.0 * np.linalg.norm(physics.tcp_position() - physics.object_position()))
+        place = 1.0 - np.tanh(10.0 * physics.zone_distance())
+        return float(0.2 * reach + 0.3 * physics.lifted() + 0.4 * place)
+
+
 class ArmScene(Scene):
     """Action (``control="ee"``, default): end-effector velocity ``ee_vx, ee_vy, ee_vz`` (±0.2 m/s, world frame:
     +x right and +y away as seen from the front camera, +z up), ``ee_yaw`` (±1 rad/s) and ``gripper`` (+1 closes,
     -1 opens, full travel in 0.5 s; 0 holds). ``control="joint"``: the six joints' velocities (Jaco's speed limits
-    at ±1) and ``gripper``.
+    at ±1) and ``gripper``. The task is PickPlaceTask.
 
-    Reward: 1 on success, else a staged 0..0.9 (hand near the object, object lifted, object near the zone).
-    Success: the object rests in the zone (centre within 6 cm, back on the table) and the gripper is open.
     ``randomize=True`` draws ``RANDOMIZATION`` (object size, mass, friction, colour; the lights) at every reset,
     from a child stream of the seed, and keeps it in ``randomized``.
     """
@@ -162,6 +202,7 @@ class ArmScene(Scene):
                       ("jaco/hand/b_finger_tip_3", "object"), ("object", "world"))
     tracked_bodies = ("object", "jaco/hand/hand")
     randomization = RANDOMIZATION
+    task_class = PickPlaceTask
     episode_steps = 200  # `teleworld generate`'s default episode length here: the expert needs about 90..130
     EE_KEYS = (("ee_vx", "left", "right"), ("ee_vy", "down", "up"), ("ee_vz", "s", "w"), ("ee_yaw", "a", "d"),
                ("gripper", "q", "e"))
@@ -218,27 +259,30 @@ class ArmScene(Scene):
         return ActionSpec(names=names, low=(-1.0,) * len(names), high=(1.0,) * len(names))
 
     # ----- episode start -----
-    def initialize(self, rng: np.random.Generator) -> None:
-        if self.randomize:  # a child stream: the draws below stay those of the unrandomized scene
+    def vary(self, rng: np.random.Generator) -> None:
+        if self.randomize:  # a child stream: the task's draws stay those of the unrandomized scene
             self.randomized = self.randomization.sample(rng.spawn(1)[0])
             self._apply(self.randomized)
+
+    def home(self) -> None:
+        """The arm at HOME, fingers open, and the controller's targets where that puts the hand."""
         d = self.data
-        half = self.object_half()
-        xy = rng.uniform(-OBJECT_AREA, OBJECT_AREA, size=2)
-        yaw = rng.uniform(-np.pi, np.pi)
-        while True:
-            zone = rng.uniform(-ZONE_AREA, ZONE_AREA, size=2)
-            if np.linalg.norm(zone - xy) > MIN_ZONE_DISTANCE:
-                break
         d.qpos[self._arm_qpos] = HOME
         d.qpos[self._finger_qpos] = FINGER_OPEN
-        d.qpos[self._object_qpos:self._object_qpos + 7] = [xy[0], xy[1], half, np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)]
-        d.mocap_pos[self._zone_mocap, :2] = zone
         d.ctrl[:6] = HOME
         d.ctrl[6:9] = FINGER_OPEN
         d.userdata[USER["target"]] = self.ik.tcp(np.array(HOME))
         d.userdata[USER["yaw"]] = 0.0
         d.userdata[USER["grip"]] = 0.0
+
+    def place_object(self, xy: np.ndarray, yaw: float) -> None:
+        """The object resting on the table at ``xy`` turned by ``yaw``."""
+        half, i = self.object_half(), self._object_qpos
+        self.data.qpos[i:i + 7] = [xy[0], xy[1], half, np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)]
+
+    def place_zone(self, xy: np.ndarray) -> None:
+        """The zone's centre (its mocap body) at ``xy``."""
+        self.data.mocap_pos[self._zone_mocap, :2] = xy
 
     def _apply(self, p: dict) -> None:
         """Write one draw of RANDOMIZATION into the model (every parameter is set, none is left over)."""
@@ -326,24 +370,11 @@ class ArmScene(Scene):
 
     def zone_distance(self) -> float:
         """Horizontal distance from the object's centre to the zone's centre, m."""
-        return float(np.linalg.norm(self.object_position()[:2] - self.goal()))
+        return float(np.linalg.norm(self.object_position()[:2] - self.zone_xy()))
 
-    # ----- what the episode means -----
-    def goal(self) -> np.ndarray:
-        """The zone's centre (x, y), m (also in the state, as the zone's mocap position)."""
+    def zone_xy(self) -> np.ndarray:
+        """The zone's centre (x, y), m (in the state, as the zone's mocap position)."""
         return self.data.mocap_pos[self._zone_mocap, :2].copy()
-
-    def success(self) -> bool:
-        """The object rests in the zone and the hand has let go."""
-        resting = self.object_position()[2] < self.object_half() + 0.01
-        return self.zone_distance() < ZONE_RADIUS and resting and self.grip() < 0.5
-
-    def reward(self) -> float:
-        if self.success():
-            return 1.0
-        reach = 1.0 - np.tanh(10.0 * np.linalg.norm(self.tcp_position() - self.object_position()))
-        place = 1.0 - np.tanh(10.0 * self.zone_distance())
-        return float(0.2 * reach + 0.3 * self.lifted() + 0.4 * place)
 
     def extras(self) -> dict[str, np.ndarray]:
         return {"ee_pose": self.tcp_pose(),

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import mujoco
 import numpy as np
 
+from teleop.scenes.task import Task
 from teleworld.errors import TeleworldError
 
 
@@ -80,7 +81,9 @@ def _close_renderers() -> None:
 
 
 class Scene(ABC):
-    """A MuJoCo scene driven at a fixed control rate. Subclasses build the model and define the task."""
+    """A MuJoCo scene driven at a fixed control rate: the physics (model, data, actions, rendering, contacts,
+    state). What an episode on it means is its ``task`` (teleop/scenes/task.py), an instance of ``task_class``;
+    ``reward``/``success``/``goal`` ask it about the current state."""
 
     name: str = ""
     control_rate: float = 20.0  # Hz
@@ -93,6 +96,7 @@ class Scene(ABC):
     key_bindings: tuple[tuple[str, str, str], ...] = ()
     # ... and (action, gamepad axis spec such as "leftx", "-lefty" or "triggerright-triggerleft")
     pad_bindings: tuple[tuple[str, str], ...] = ()
+    task_class: type[Task]
 
     def __init__(
         self,
@@ -123,15 +127,12 @@ class Scene(ABC):
         self._group_bodies = [
             (self._body_ids(a), self._body_ids(b)) for a, b in self.contact_groups
         ]
+        self.task = self.task_class()
 
     # ----- what subclasses define -----
     @abstractmethod
     def build(self) -> tuple[mujoco.MjModel, mujoco.MjData]:
         """Return the model and a fresh data for this scene."""
-
-    @abstractmethod
-    def initialize(self, rng: np.random.Generator) -> None:
-        """Randomise the initial state in self.data (called by reset before mj_forward)."""
 
     @abstractmethod
     def apply_action(self, action: np.ndarray) -> None:
@@ -146,18 +147,22 @@ class Scene(ABC):
     def mjcf(self) -> str:
         """The scene's MJCF text, stored with every dataset."""
 
+    def vary(self, rng: np.random.Generator) -> None:
+        """Domain randomization: redraw the model's own parameters (sizes, masses, colours) at reset, before the
+        task draws the initial state; nothing by default."""
+
+    # ----- what the task says about the current state -----
     def reward(self) -> float:
-        """Task reward for the current state (0 by default)."""
-        return 0.0
+        """The task's reward for the current state."""
+        return self.task.reward(self)
 
     def success(self) -> bool | None:
-        """Whether the task is done in the current state; None for a task without a success label (the default)."""
-        return None
+        """Whether the task is done (None for a task without a success label)."""
+        return self.task.success(self)
 
     def goal(self) -> np.ndarray:
-        """The task's goal, drawn at reset, that the reward depends on but the state may not hold (push's goal
-        point, which no camera shows); (D,) float64, empty for a task without one. Recorded in episode info."""
-        return np.zeros(0)
+        """The episode's goal (Task.goal): (D,) float64, empty for a task without one."""
+        return self.task.goal(self)
 
     def extras(self) -> dict[str, np.ndarray]:
         """Scene-specific arrays recorded with every step, one per name declared in ``info()["step_extras"]``
@@ -173,7 +178,8 @@ class Scene(ABC):
         """Start a new episode from a state drawn with ``seed``."""
         mujoco.mj_resetData(self.model, self.data)
         self.rng = np.random.default_rng(seed)
-        self.initialize(self.rng)
+        self.vary(self.rng)
+        self.task.initialize(self, self.rng)
         mujoco.mj_forward(self.model, self.data)
         return self.observe()
 

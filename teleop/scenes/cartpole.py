@@ -9,7 +9,7 @@ class CartpoleSwingupScene(SuiteScene):
     """Action: force on the cart in [-1, 1]. Reward: dm_control's smooth upright-and-centred reward in [0, 1]."""
 
     name = "cartpole-swingup"
-    domain, task = "cartpole", "swingup"
+    domain, suite_task = "cartpole", "swingup"
     control_rate = 20.0
     default_cameras = ("fixed",)
     tracked_bodies = ("cart", "pole_1")  # the pole's centre of mass: half way to its tip

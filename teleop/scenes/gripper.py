@@ -15,7 +15,7 @@ class GripperScene(SuiteScene):
     """
 
     name = "gripper"
-    domain, task = "manipulator", "bring_ball"
+    domain, suite_task = "manipulator", "bring_ball"
     control_rate = 20.0
     default_cameras = ("fixed",)
     contact_groups = (("fingertip", "ball"), ("thumbtip", "ball"), ("ball", "world"))

@@ -9,6 +9,7 @@ import numpy as np
 
 from teleop.randomization import Randomization, move_camera, set_box_half_sizes, set_solid_box_mass, uniform
 from teleop.scenes.base import ActionSpec, Scene
+from teleop.scenes.task import Task
 
 XML = Path(__file__).with_suffix(".xml")
 MAX_SPEED = 0.3  # m/s at |action| = 1
@@ -30,12 +31,52 @@ RANDOMIZATION = Randomization(
 )
 
 
-class PushScene(Scene):
-    """Action: pusher velocity (vx, vy) in [-1, 1], scaled to ±0.3 m/s. Reward: -distance of box to goal.
+class PushTask(Task):
+    """Push the box to a goal point drawn at reset. Reward: minus the box's distance to it; success: within
+    SUCCESS_RADIUS. The goal is the task's own draw: no camera shows it and the state does not hold it."""
 
-    Success: the box ends within 5 cm of the goal. ``randomize=True`` draws the parameters of
-    ``RANDOMIZATION`` at every reset (from a stream of the seed separate from the initial state, so the
-    layout of a seed does not change) and keeps the draw in ``randomized``; off, the model is never touched.
+    goal_xy = np.zeros(2)
+
+    def initialize(self, physics: PushScene, rng: np.random.Generator) -> None:
+        box_xy = rng.uniform(-ARENA + 0.05, ARENA - 0.05, size=2)
+        while True:  # start the pusher clear of the box
+            pusher_xy = rng.uniform(-ARENA, ARENA, size=2)
+            if np.linalg.norm(pusher_xy - box_xy) > 0.14:
+                break
+        yaw = rng.uniform(-np.pi, np.pi)
+        qpos = physics.data.qpos
+        qpos[0:2] = pusher_xy
+        qpos[2:5] = [box_xy[0], box_xy[1], 0.031]
+        qpos[5:9] = [np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
+        self.goal_xy = rng.uniform(-ARENA + 0.05, ARENA - 0.05, size=2)
+
+    def reward(self, physics: PushScene) -> float:
+        return -self.goal_distance(physics)
+
+    def success(self, physics: PushScene) -> bool:
+        """The box's centre is within SUCCESS_RADIUS of the goal."""
+        return self.goal_distance(physics) < SUCCESS_RADIUS
+
+    def goal(self, physics: PushScene) -> np.ndarray:
+        """The goal point (x, y), m."""
+        return np.array(self.goal_xy, dtype=np.float64)
+
+    def goal_distance(self, physics: PushScene) -> float:
+        """Distance from the box's centre to the goal, m."""
+        return float(np.linalg.norm(physics.box_xy() - self.goal_xy))
+
+    def set_goal(self, physics: PushScene, goal: np.ndarray) -> np.ndarray:
+        """Move the goal, kept within the area where goals are drawn."""
+        self.goal_xy = np.clip(np.asarray(goal, dtype=np.float64), -ARENA + 0.05, ARENA - 0.05)
+        return self.goal(physics)
+
+
+class PushScene(Scene):
+    """Action: pusher velocity (vx, vy) in [-1, 1], scaled to ±0.3 m/s; the task is PushTask.
+
+    ``randomize=True`` draws the parameters of ``RANDOMIZATION`` at every reset (from a stream of the seed
+    separate from the task's, so the layout of a seed does not change) and keeps the draw in ``randomized``; off,
+    the model is never touched.
     """
 
     name = "push"
@@ -46,6 +87,7 @@ class PushScene(Scene):
     key_bindings = (("pusher_vx", "left", "right"), ("pusher_vy", "down", "up"))
     pad_bindings = (("pusher_vx", "leftx"), ("pusher_vy", "-lefty"))
     randomization = RANDOMIZATION
+    task_class = PushTask
 
     def __init__(self, *args, randomize: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
@@ -71,20 +113,10 @@ class PushScene(Scene):
     def action_spec(self) -> ActionSpec:
         return ActionSpec(names=("pusher_vx", "pusher_vy"), low=(-1.0, -1.0), high=(1.0, 1.0))
 
-    def initialize(self, rng: np.random.Generator) -> None:
-        if self.randomize:  # a child stream: the draws below stay those of the unrandomized scene
+    def vary(self, rng: np.random.Generator) -> None:
+        if self.randomize:  # a child stream: the task's draws stay those of the unrandomized scene
             self.randomized = self.randomization.sample(rng.spawn(1)[0])
             self._apply(self.randomized)
-        box_xy = rng.uniform(-ARENA + 0.05, ARENA - 0.05, size=2)
-        while True:  # start the pusher clear of the box
-            pusher_xy = rng.uniform(-ARENA, ARENA, size=2)
-            if np.linalg.norm(pusher_xy - box_xy) > 0.14:
-                break
-        yaw = rng.uniform(-np.pi, np.pi)
-        self.data.qpos[0:2] = pusher_xy
-        self.data.qpos[2:5] = [box_xy[0], box_xy[1], 0.031]
-        self.data.qpos[5:9] = [np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
-        self.goal_xy = rng.uniform(-ARENA + 0.05, ARENA - 0.05, size=2)
 
     def _apply(self, p: dict) -> None:
         """Write one draw of RANDOMIZATION into the model (every parameter is set, none is left over)."""
@@ -108,21 +140,6 @@ class PushScene(Scene):
 
     def apply_action(self, action: np.ndarray) -> None:
         self.data.ctrl[:] = action * MAX_SPEED
-
-    def reward(self) -> float:
-        return -self.goal_distance()
-
-    def goal(self) -> np.ndarray:
-        """The goal point (x, y), m: drawn at reset, shown by no camera."""
-        return np.array(self.goal_xy, dtype=np.float64)
-
-    def goal_distance(self) -> float:
-        """Distance from the box's centre to the goal, m."""
-        return float(np.linalg.norm(self.box_xy() - self.goal_xy))
-
-    def success(self) -> bool:
-        """The task is done: the box's centre is within SUCCESS_RADIUS of the goal."""
-        return self.goal_distance() < SUCCESS_RADIUS
 
     def pusher_xy(self) -> np.ndarray:
         return self.data.qpos[0:2].copy()
