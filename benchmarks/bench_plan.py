@@ -1,8 +1,13 @@
 """Planning speed, as ratios measured in one run.
 
-1. one replanning step of `teleworld plan` (256 candidates x horizon 16, CEM, 3 iterations, warm start shifted) for
-   a config: p50/p99 ms (goal for `small` on the 2-core CPU: <= 50 ms p50);
-2. imagination throughput: candidate-steps/s when every candidate is imagined in one batched call vs the model's
+1. one replanning step of `teleworld plan` on push (256 candidates x horizon 16, CEM, warm start shifted, the
+   reward head plus push's shaping term on the proprio head, as `plan` scores): p50/p99 ms with its 3 iterations
+   on one thread (the baseline), then with 1 iteration (classical MPPI-style replanning: one sampling round per
+   control step, the warm start carrying the rest) and on every thread this process may use, each as a ratio of
+   the baseline's p50 (goal for `small` on the 2-core CPU: <= 50 ms p50);
+2. the arithmetic: floating-point operations of one batched imagination (torch's FLOP counter) and the rate the
+   CPU achieved on them, which says how far a faster implementation could go on this machine;
+3. imagination throughput: candidate-steps/s when every candidate is imagined in one batched call vs the model's
    single-sequence step (batch 1, the same latent update) as the baseline, printed as a ratio.
 
 Usage: python benchmarks/bench_plan.py [--config small] [--model RUN] [--repeats 30] [--device cpu|cuda]
@@ -18,12 +23,14 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from replay.planning import ModelScorer, Planner, PlannerConfig  # noqa: E402
+from replay.planning import SHAPING, ModelScorer, Planner, PlannerConfig  # noqa: E402
 from teleop.scenes import load  # noqa: E402
 from train.checkpoint import load_model  # noqa: E402
 from train.configs import make_config  # noqa: E402
 from train.dataset import DataSpec  # noqa: E402
+from teleworld.cpu import cpu_threads  # noqa: E402
 from train.loop import build_model  # noqa: E402
 
 
@@ -35,10 +42,11 @@ def push_spec() -> DataSpec:
 
 
 def scorer_for(model, device: torch.device) -> ModelScorer:
-    """A scorer whose latent is the posterior of one observed push frame."""
+    """A scorer whose latent is the posterior of one observed push frame, scoring as `teleworld plan` does."""
     scene = load("push")
     obs = scene.reset(100_000)
-    scorer = ModelScorer(model, scene.goal(), samples=1, seed=0)
+    scorer = ModelScorer(model, scene.goal(), samples=1, seed=0, shaping=SHAPING["push"],
+                         shaping_weight=PlannerConfig().shaping)
     frame = torch.from_numpy(obs.frames["overhead"]).to(device).permute(2, 0, 1).float().div(255)[None, None]
     with torch.no_grad():
         scorer.state, _ = model.rssm.obs_step(model.rssm.initial(1, device), torch.zeros(1, 2, device=device),
@@ -51,6 +59,15 @@ def scorer_for(model, device: torch.device) -> ModelScorer:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def timed_ms(fn, device: torch.device) -> float:
+    """Milliseconds of one call of ``fn``."""
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return (time.perf_counter() - start) * 1e3
 
 
 def replanning_ms(scorer: ModelScorer, cfg: PlannerConfig, repeats: int, device: torch.device) -> np.ndarray:
@@ -101,13 +118,29 @@ def main() -> None:
         model = build_model(make_config(args.config), push_spec(), goal_dim=2).to(device).eval()
         name = args.config
     scorer = scorer_for(model, device)
-    cfg = PlannerConfig(candidates=args.candidates, horizon=args.horizon)
-    print(f"{name} on {device} ({torch.get_num_threads()} threads), {sum(p.numel() for p in model.parameters()):,} "
-          f"parameters; planner {cfg.planner}, {cfg.candidates} candidates x horizon {cfg.horizon}, "
-          f"{cfg.iterations} iterations")
-    ms = replanning_ms(scorer, cfg, args.repeats, device)
-    print(f"one replanning step: p50 {np.percentile(ms, 50):.1f} ms, p99 {np.percentile(ms, 99):.1f} ms "
-          f"({'meets' if np.percentile(ms, 50) <= 50 else 'misses'} the 50 ms p50 goal)")
+    base = PlannerConfig(candidates=args.candidates, horizon=args.horizon)
+    print(f"{name} on {device}, {sum(p.numel() for p in model.parameters()):,} parameters; planner "
+          f"{base.planner}, {base.candidates} candidates x horizon {base.horizon}")
+    threads = sorted({1, cpu_threads()}) if device.type == "cpu" else [torch.get_num_threads()]
+    baseline = None
+    for iterations in (base.iterations, 1):
+        for n in threads:
+            torch.set_num_threads(n)
+            cfg = PlannerConfig(**{**base.to_dict(), "iterations": iterations})
+            ms = replanning_ms(scorer, cfg, args.repeats, device)
+            p50 = float(np.percentile(ms, 50))
+            baseline = baseline or p50
+            print(f"one replanning step, {iterations} iteration(s), {n} thread(s): p50 {p50:.1f} ms, "
+                  f"p99 {np.percentile(ms, 99):.1f} ms, {baseline / p50:.2f}x the baseline's speed "
+                  f"({'meets' if p50 <= 50 else 'misses'} the 50 ms p50 goal)")
+    torch.set_num_threads(threads[0])
+    actions = torch.rand(base.candidates, base.horizon, 2) * 2 - 1
+    with FlopCounterMode(display=False) as counter:
+        scorer(actions)
+    call_ms = float(np.median([timed_ms(lambda: scorer(actions), device) for _ in range(5)]))
+    flops = counter.get_total_flops()
+    print(f"one batched imagination ({base.candidates} x {base.horizon}, 1 thread): {flops / 1e9:.2f} GFLOP in "
+          f"{call_ms:.1f} ms = {flops / call_ms / 1e6:.1f} GFLOP/s; a replanning step does {base.iterations} of them")
     single = imagination_rate(scorer, 1, args.horizon, args.repeats, device)
     batched = imagination_rate(scorer, args.candidates, args.horizon, max(3, args.repeats // 3), device)
     print(f"imagination: {batched:,.0f} candidate-steps/s batched vs {single:,.0f} one sequence at a time "
