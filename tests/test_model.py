@@ -275,3 +275,16 @@ def test_replay_blends_imagined_frames_but_not_reconstructions():
     out = model.open_loop(images, actions, context=3)
     assert torch.allclose(out["image"], images[:, 2:3].expand(2, 6, 3, 16, 16))
     assert not torch.allclose(out["recon"], images[:, :1].expand(2, 3, 3, 16, 16), atol=1e-3)
+
+
+def test_a_model_config_saved_with_the_loss_settings_in_it_loads_with_its_parts():
+    """Before train/objectives.py a checkpoint's model config held the loss settings: the blend's horizon was
+    rollout_steps and the reward head existed where reward_weight > 0."""
+    from train.model import WorldModelConfig
+
+    old = {"image_size": 16, "depth": 4, "deter": 8, "hidden": 8, "groups": 2, "classes": 2, "heads": "standard",
+           "blend": True, "rollout_steps": 7, "reward_weight": 10.0, "kl_dyn": 1.0, "head_weight": 10.0}
+    cfg = WorldModelConfig.from_dict(old)
+    assert (cfg.blend, cfg.blend_horizon, cfg.reward, cfg.heads) == (True, 7, True, "standard")
+    assert not WorldModelConfig.from_dict({**old, "reward_weight": 0.0}).reward
+    assert WorldModelConfig.from_dict({"image_size": 16}).heads == "legacy"  # before issue 27: legacy heads
