@@ -29,7 +29,7 @@ class ObjectiveConfig:
     free_nats: float = 1.0  # KL below this many nats is not penalised
     foreground_weight: float = 1.0  # loss weight of pixels that move within a training window (1: plain MSE)
     head_weight: float = 10.0  # weight of the proprio (standardised) and contact heads' terms next to the image error
-    reward_weight: float = 10.0  # weight of the reward head's term (standardised reward; 0: no reward head, no planning)
+    reward_weight: float = 10.0  # weight of the reward head's terms (standardised reward; 0: no reward head)
     openloop_steps: int = 3  # imagination steps trained against the truth (0: off)
     openloop_weight: float = 0.5  # weight of that open-loop image term
     openloop_stride: int = 4  # imagine from every n-th posterior of a window
@@ -91,19 +91,22 @@ class Pass:
         return torch.where(moving, self.cfg.foreground_weight**0.5, 1.0)
 
     @cached_property
-    def rollout(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def rollout(self) -> torch.Tensor:
         """The long rollout as replay runs it: from the posterior of frame ``rollout_context - 1``, imagine
-        ``rollout_steps`` steps with the real actions and the latent's expected value. Returns the features of every
-        imagined step (B, R, F; step j predicts window frame rollout_context + j) and those of the steps whose frames
-        the loader brought along (batch["rollout_step"]), (B, F, F)."""
+        ``rollout_steps`` steps with the real actions and the latent's expected value. The features of every
+        imagined step (B, R, F); step j predicts window frame rollout_context + j."""
         cfg = self.cfg
         start = cfg.rollout_context - 1
         state = {k: v[:, start] for k, v in self.posts.items()}
         priors = self.model.rssm.imagine(state, self.batch["action"][:, start : start + cfg.rollout_steps],
                                          sample=False)
-        feat = self.model.rssm.feat(priors)
-        index = (self.batch["rollout_step"] - cfg.rollout_context)[..., None].expand(-1, -1, feat.shape[-1])
-        return feat, torch.gather(feat, 1, index)
+        return self.model.rssm.feat(priors)
+
+    @cached_property
+    def scored(self) -> torch.Tensor:
+        """The rollout's features at the steps whose frames the loader brought along (batch["rollout_step"])."""
+        steps = self.batch["rollout_step"] - self.cfg.rollout_context
+        return torch.gather(self.rollout, 1, steps[..., None].expand(-1, -1, self.rollout.shape[-1]))
 
 
 class Term:
@@ -257,7 +260,7 @@ class Rollout(Term):
         if "rollout_image" not in p.batch:
             return {}
         truth = p.batch["rollout_image"]
-        pred = self.model.decode(p.rollout[1], p.reference)["image"]
+        pred = self.model.decode(p.scored, p.reference)["image"]
         weight = p.pixel_weight(truth)
         return {"rollout": sum_sq(pred * weight, truth * weight, 3)}
 
@@ -281,7 +284,7 @@ class BlendError(Rollout):
         start, truth = self.cfg.rollout_context - 1, p.batch["rollout_image"]
         with torch.no_grad():  # the frames replay shows: painted over the last context frame
             last = p.images[:, start]
-            shown = self.model.decode(p.rollout[1].detach(), last)["image"]
+            shown = self.model.decode(p.scored.detach(), last)["image"]
         ahead = (p.batch["rollout_step"] - start).flatten()
         blended = self.model.blend(shown.flatten(0, 1), last[:, None].expand_as(shown).flatten(0, 1), ahead)
         return {"blend": F.mse_loss(blended.float(), truth.flatten(0, 1).float())}
@@ -307,7 +310,7 @@ class RolloutHeads(Term):
         seen = slice(start + 1, start + 1 + self.cfg.rollout_steps)
         span_proprio, span_contact = p.batch.get("span_proprio"), p.batch.get("span_contact")
         anchor = (p.decoded["proprio"][:, start], span_proprio[:, start]) if "proprio" in p.decoded else None
-        ahead = head_terms(self.model, self.model.heads(p.rollout[0]),
+        ahead = head_terms(self.model, self.model.heads(p.rollout),
                            None if span_proprio is None else span_proprio[:, seen],
                            None if span_contact is None else span_contact[:, seen], anchor)
         return {f"rollout_{k}": v for k, v in ahead.items()}
@@ -330,7 +333,7 @@ class RolloutReward(Term):
             return {}
         start = self.cfg.rollout_context
         reward = p.batch["span_reward"][:, start : start + self.cfg.rollout_steps]
-        return {"rollout_reward": reward_term(self.model, p.rollout[0], p.batch.get("goal"), reward)}
+        return {"rollout_reward": reward_term(self.model, p.rollout, p.batch.get("goal"), reward)}
 
 
 TERMS: tuple[type[Term], ...] = (Image, Heads, KLDyn, KLRep, Reward, OpenLoop, Rollout, BlendError, RolloutHeads,
@@ -364,7 +367,9 @@ class Objective(nn.Module):
 
 
 def _head_keys(model: WorldModel, proprio: str, contact: str) -> tuple[str, ...]:
-    return ((proprio,) if model.proprio_head is not None else ()) + ((contact,) if model.contact_head is not None else ())
+    """The keys of the heads' targets, for the heads the model has."""
+    heads = ((proprio, model.proprio_head), (contact, model.contact_head))
+    return tuple(key for key, head in heads if head is not None)
 
 
 def head_terms(model: WorldModel, out: dict[str, torch.Tensor], proprio: torch.Tensor | None,
