@@ -24,9 +24,10 @@ from recorder import EpisodeStore  # noqa: E402
 from train.configs import make_config  # noqa: E402
 from train.dataset import DataSpec, EpisodeArrays, to_model_inputs  # noqa: E402
 from train.loop import Prefetcher, build_model, window_length  # noqa: E402
+from train.objectives import Objective  # noqa: E402
 
 
-def steps_per_second(model, optimizer, next_batch, steps: int, autocast) -> float:
+def steps_per_second(objective, optimizer, next_batch, steps: int, autocast) -> float:
     """Time ``steps`` optimiser steps after two warm-up steps."""
     for i in range(steps + 2):
         if i == 2:
@@ -35,7 +36,7 @@ def steps_per_second(model, optimizer, next_batch, steps: int, autocast) -> floa
             start = time.perf_counter()
         batch = next_batch(i)
         with autocast():
-            loss, _ = model(batch)
+            loss, _ = objective(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -53,10 +54,11 @@ def measure(data: EpisodeArrays, config: str, device: torch.device, steps: int, 
         model.encoder.compile()
         model.decoder.compile()
         model.rssm.img_step = torch.compile(model.rssm.img_step)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.run.lr)
     windows = data.windows(window_length(cfg))
-    cfg.steps = steps + 2
-    prefetch = Prefetcher(data, windows, cfg, rank=0, pin=device.type == "cuda")
+    cfg.run.steps = steps + 2
+    objective = Objective(model, cfg.objective)
+    prefetch = Prefetcher(data, windows, cfg, rank=0, pin=device.type == "cuda", needs=objective.needs)
     fixed = to_model_inputs(prefetch.get(0), device)
 
     def next_batch(i: int):
@@ -66,7 +68,7 @@ def measure(data: EpisodeArrays, config: str, device: torch.device, steps: int, 
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
     try:
-        return steps_per_second(model, optimizer, next_batch, steps, autocast)
+        return steps_per_second(objective, optimizer, next_batch, steps, autocast)
     finally:
         prefetch.close()
 
@@ -89,9 +91,9 @@ def bench_cpu(data: EpisodeArrays, steps: int) -> None:
     print(f"[cpu] small: real loader {real:.2f} steps/s, resident batch {resident:.2f} steps/s, "
           f"ratio {real / resident:.2f}x (goal >= 0.9x)")
     for config in ("tiny", "small", "medium"):
-        cfg = make_config(config)
+        cfg = make_config(config).run
         rate = measure(data, config, cpu, steps if config != "medium" else max(2, steps // 4))
-        n = sum(p.numel() for p in build_model(cfg, data.spec).parameters())
+        n = sum(p.numel() for p in build_model(make_config(config), data.spec).parameters())
         print(f"[cpu] {config:6s} {n / 1e6:5.2f} M params: {rate:6.2f} steps/s, "
               f"{rate * cfg.batch_size * cfg.seq_len:8.0f} samples/s (batch {cfg.batch_size}x{cfg.seq_len})")
 
@@ -100,7 +102,7 @@ def bench_gpu(data: EpisodeArrays, steps: int) -> None:
     gpu = torch.device("cuda")
     print(f"[gpu] {torch.cuda.get_device_name()}")
     for config in ("small", "medium", "large"):
-        cfg = make_config(config)
+        cfg = make_config(config).run
         fp32 = measure(data, config, gpu, steps)
         bf16 = measure(data, config, gpu, steps, bf16=True)
         comp = measure(data, config, gpu, steps, bf16=True, compiled=True)

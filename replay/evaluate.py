@@ -41,6 +41,7 @@ def load_for_replay(model_path: str | Path, data_path: str | Path, device: torch
 def training_summary(ckpt: dict) -> dict:
     """What training bought: steps, wall-clock seconds and the budget asked (minutes, 0 for none)."""
     cfg = ckpt.get("train_config", {})
+    cfg = cfg.get("run", cfg)  # its run section (a config saved before the sections: flat)
     return {"steps": int(ckpt["step"]), "seconds": ckpt.get("train_seconds"), "budget_minutes": cfg.get("minutes", 0),
             "config_steps": cfg.get("steps")}
 

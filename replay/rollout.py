@@ -63,13 +63,12 @@ def shuffle_actions(actions: np.ndarray, context: int, seed: int) -> np.ndarray:
     return out
 
 
-def _decode(model: WorldModel, states: dict, reference: torch.Tensor, imagined: bool = False,
+def _decode(model: WorldModel, feat: torch.Tensor, reference: torch.Tensor, imagined: bool = False,
             anchor: tuple[torch.Tensor, torch.Tensor] | None = None, thresholds: torch.Tensor | None = None
             ) -> dict[str, np.ndarray]:
-    """Decoded states as numpy; ``anchor``: (the proprio head on the last context posterior, the proprio observed
-    there), each (B, P), on which the model's positions are anchored (WorldModel.anchor_proprio). ``thresholds``
-    (G,): the contact probability above which a group is called touching (0.5 when not given)."""
-    feat = model.rssm.feat(states)
+    """Decoded features (B, T, F) as numpy; ``anchor``: (the proprio head on the last context posterior, the proprio
+    observed there), each (B, P), on which the model's positions are anchored (WorldModel.anchor_proprio).
+    ``thresholds`` (G,): the contact probability above which a group is called touching (0.5 when not given)."""
     out = model.decode(feat, reference, torch.arange(1, feat.shape[1] + 1) if imagined else None)
     pred = {"image": out["image"].clamp(0, 1)}
     if "proprio" in out:
@@ -104,20 +103,20 @@ def predict(model: WorldModel, batch: dict[str, torch.Tensor], shuffled: torch.T
     last = {k: v[:, context - 1] for k, v in posts.items()}
     heads = model.heads(model.rssm.feat(last))
     anchor = (heads["proprio"], batch["proprio"][:, context - 1]) if "proprio" in heads and "proprio" in batch else None
-    recon = _decode(model, posts, images[:, 0], anchor=anchor, thresholds=cut)
-    imagined = slice(context - 1, context - 1 + horizon)
+    recon = _decode(model, model.rssm.feat(posts), images[:, 0], anchor=anchor, thresholds=cut)
     truth = {k: v.float().cpu().numpy() for k, v in batch.items() if k not in ("action", "goal")}
-    dreamed = model.imagine(last, actions[:, imagined])
+    # the context posterior imagined on with the real actions, then with the shuffled ones (replay's protocol)
+    dreamed = model.open_loop(images, actions, context, horizon, decode=False, start=last)["feat"]
+    unrelated = model.open_loop(images, shuffled, context, horizon, decode=False, start=last)["feat"]
     preds = {
         "model": _decode(model, dreamed, images[:, context - 1], True, anchor, cut),
         "copy_last": {k: np.repeat(v[:, context - 1 : context], horizon, 1) for k, v in truth.items()},
-        "shuffled_actions": _decode(model, model.imagine(last, shuffled[:, imagined]), images[:, context - 1], True,
-                                    anchor, cut),
+        "shuffled_actions": _decode(model, unrelated, images[:, context - 1], True, anchor, cut),
         "reconstruction": {k: v[:, context:] for k, v in recon.items()},
     }
     if model.reward_head is not None and "reward" in batch and ("goal" in batch or not model.cfg.goal_dim):
         goal = batch["goal"][:, None] if model.cfg.goal_dim else None  # copy_last holds the reward: the constant
-        preds["model"]["reward"] = model.reward(model.rssm.feat(dreamed), goal).float().cpu().numpy()
+        preds["model"]["reward"] = model.reward(dreamed, goal).float().cpu().numpy()
     if model.blend is not None:  # the world model's own frames, without the blend toward the last context frame
         preds["model_unblended"] = _decode(model, dreamed, images[:, context - 1], False, anchor, cut)
     if background is not None:

@@ -12,6 +12,7 @@ from train.configs import make_config
 from train.dataset import DataSpec, EpisodeArrays
 from train.loop import train
 from train.model import PROPRIO_STD_FLOOR, WorldModel, WorldModelConfig, symexp
+from train.objectives import Objective, ObjectiveConfig
 from recorder.windows import episode_starts
 
 
@@ -43,14 +44,20 @@ def test_proprio_statistics_are_the_training_episodes_and_travel_with_the_weight
     loaded, _, _ = load_model(out)
     for name in ("proprio_mean", "proprio_std", "proprio_anchored"):
         assert torch.equal(getattr(loaded, name), getattr(model, name)), name
-    assert loaded.cfg.heads == "standard" and loaded.cfg.head_weight == make_config("tiny").head_weight
+    assert loaded.cfg.heads == "standard"
+    assert ckpt["train_config"]["objective"]["head_weight"] == make_config("tiny").objective.head_weight
 
 
 def tiny_model(**overrides) -> WorldModel:
     torch.manual_seed(0)
     cfg = WorldModelConfig(image_size=64, action_dim=2, proprio_dim=3, contact_dim=2, depth=4, deter=16, groups=4,
-                           classes=4, hidden=16, openloop_steps=0, **overrides)
+                           classes=4, hidden=16, **overrides)
     return WorldModel(cfg).eval()  # eval: the latent's expected value, so two losses of one batch are comparable
+
+
+def loss(model: WorldModel, b: dict, **objective) -> tuple[torch.Tensor, dict]:
+    """The training loss without the open-loop term, with the objective settings given."""
+    return Objective(model, ObjectiveConfig(**{"openloop_steps": 0, **objective}))(b)
 
 
 def batch(steps: int = 6, scale: float = 1.0, span: int | None = None) -> dict[str, torch.Tensor]:
@@ -68,22 +75,20 @@ def batch(steps: int = 6, scale: float = 1.0, span: int | None = None) -> dict[s
 def test_proprio_error_is_taken_in_standard_units_and_weighted_next_to_the_image():
     model = tiny_model()
     with torch.no_grad():
-        _, metres = model.loss(batch())
+        _, metres = loss(model, batch())
         model.set_proprio_stats(torch.zeros(3), torch.full((3,), 1e-3))  # the same motion, now in millimetres
-        _, millimetres = model.loss(batch(scale=1e-3))
+        _, millimetres = loss(model, batch(scale=1e-3))
     assert millimetres["proprio"] == pytest.approx(metres["proprio"].item(), rel=1e-4)  # its own scale, any units
     still = batch(scale=1e-3)
     still["proprio"].zero_()  # nothing moves
     legacy = tiny_model(heads="legacy")
     with torch.no_grad():  # how much the motion itself changes each loss: the legacy (symlog) one barely notices
-        seen_by_legacy = legacy.loss(batch(scale=1e-3))[1]["proprio"] - legacy.loss(still)[1]["proprio"]
-        seen_by_standard = model.loss(batch(scale=1e-3))[1]["proprio"] - model.loss(still)[1]["proprio"]
+        seen_by_legacy = loss(legacy, batch(scale=1e-3))[1]["proprio"] - loss(legacy, still)[1]["proprio"]
+        seen_by_standard = loss(model, batch(scale=1e-3))[1]["proprio"] - loss(model, still)[1]["proprio"]
     assert abs(seen_by_legacy) < 1e-2 and abs(seen_by_standard) > 1.0
-    heavier = tiny_model(head_weight=30.0)
-    heavier.set_proprio_stats(model.proprio_mean, model.proprio_std)
     with torch.no_grad():
-        total_10, terms = model.loss(batch(scale=1e-3))
-        total_30, _ = heavier.loss(batch(scale=1e-3))  # same weights (same seed), only the head weight differs
+        total_10, terms = loss(model, batch(scale=1e-3), head_weight=10.0)
+        total_30, _ = loss(model, batch(scale=1e-3), head_weight=30.0)  # the same model, only the head weight differs
     heads = terms["proprio"] + terms["contact"]
     assert total_30 - total_10 == pytest.approx(20.0 * heads.item(), rel=1e-4)
     assert 10.0 * heads > 0.01 * terms["image"]  # the heads are not a rounding error of the summed image error
@@ -115,17 +120,19 @@ def test_positions_are_anchored_on_the_observed_step_and_velocities_are_not():
 
 
 def test_heads_are_trained_on_the_imagined_rollout_and_teach_the_dynamics():
-    model = tiny_model(rollout_steps=4, rollout_frames=2, rollout_context=2)
+    model = tiny_model()
+    rollout = {"rollout_steps": 4, "rollout_frames": 2, "rollout_context": 2}
     b = batch(steps=4, span=6)
     b["rollout_image"], b["rollout_step"] = torch.rand(2, 2, 3, 64, 64), torch.tensor([[2, 4], [3, 5]])
-    total, terms = model.loss(b)
+    total, terms = loss(model, b, **rollout)
     assert {"rollout_proprio", "rollout_contact"} <= set(terms)
     # the imagined steps' targets are the span's steps rollout_context .. rollout_context + rollout_steps - 1
     changed = {k: v.clone() for k, v in b.items()}
     changed["span_proprio"][:, :2] += 100.0  # the observed frames before the rollout: not its targets
-    assert model.loss(changed)[1]["rollout_proprio"].item() == pytest.approx(terms["rollout_proprio"].item(), rel=1e-3)
+    rollout_proprio = terms["rollout_proprio"].item()
+    assert loss(model, changed, **rollout)[1]["rollout_proprio"].item() == pytest.approx(rollout_proprio, rel=1e-3)
     changed["span_proprio"][:, 5] += 1.0
-    assert model.loss(changed)[1]["rollout_proprio"].item() != pytest.approx(terms["rollout_proprio"].item(), rel=1e-3)
+    assert loss(model, changed, **rollout)[1]["rollout_proprio"].item() != pytest.approx(rollout_proprio, rel=1e-3)
     model.zero_grad()
     terms["rollout_proprio"].backward()
     gru = model.rssm.gru.weight_hh.grad
@@ -133,14 +140,15 @@ def test_heads_are_trained_on_the_imagined_rollout_and_teach_the_dynamics():
     assert model.decoder.fc.weight.grad is None or model.decoder.fc.weight.grad.abs().sum() == 0
     # anchored entries are scored as changes since the rollout's reference step (window step rollout_context - 1)
     model.set_proprio_stats(torch.zeros(3), torch.ones(3), anchored=torch.tensor([True, False, False]))
-    _, anchored = model.loss(b)
+    _, anchored = loss(model, b, **rollout)
     moved = {k: v.clone() for k, v in b.items()}
     moved["span_proprio"][:, 1:, 0] += 5.0  # the reference and every target shift alike: the same changes
-    assert model.loss(moved)[1]["rollout_proprio"].item() == pytest.approx(anchored["rollout_proprio"].item(), rel=1e-4)
+    moved_proprio = loss(model, moved, **rollout)[1]["rollout_proprio"]
+    assert moved_proprio.item() == pytest.approx(anchored["rollout_proprio"].item(), rel=1e-4)
     moved["span_proprio"][:, 1:, 1] += 5.0  # an entry scored as it is: the shift is an error
-    assert model.loss(moved)[1]["rollout_proprio"] > anchored["rollout_proprio"] + 10
-    legacy = tiny_model(rollout_steps=4, rollout_frames=2, rollout_context=2, heads="legacy")
-    assert "rollout_proprio" not in legacy.loss(b)[1]  # older runs resume with the loss they had
+    assert loss(model, moved, **rollout)[1]["rollout_proprio"] > anchored["rollout_proprio"] + 10
+    legacy = tiny_model(heads="legacy")
+    assert "rollout_proprio" not in loss(legacy, b, **rollout)[1]  # older runs resume with the loss they had
 
 
 def test_the_loader_brings_proprio_and_contacts_of_the_whole_rollout(data):
@@ -156,12 +164,12 @@ def test_older_checkpoints_without_statistics_load_with_their_symlog_heads(run, 
     _, out = run
     ckpt = read_checkpoint(out)
     old = dict(ckpt)
-    old["config"] = {k: v for k, v in ckpt["config"].items() if k not in ("heads", "head_weight")}
+    old["config"] = {k: v for k, v in ckpt["config"].items() if k != "heads"}
     stats = ("proprio_mean", "proprio_std", "proprio_anchored")
     old["model"] = {k: v for k, v in ckpt["model"].items() if k not in stats}
     torch.save(old, tmp_path / "old.pt")
     model, _, _ = load_model(tmp_path / "old.pt")
-    assert model.cfg.heads == "legacy" and model.cfg.head_weight == 1.0 and not hasattr(model, "proprio_mean")
+    assert model.cfg.heads == "legacy" and not hasattr(model, "proprio_mean")
     feat = torch.randn(3, model.cfg.feat)
     assert torch.allclose(model.heads(feat)["proprio"], symexp(model.proprio_head(feat)))
     broken = dict(old, config=ckpt["config"])  # says standard heads but carries no statistics: refused, one line

@@ -37,7 +37,7 @@ def test_checkpoint_reloads_and_predicts_the_same(data, tmp_path):
     loaded, spec, ckpt = load_model(tmp_path)
     after = loaded.open_loop(batch["image"], batch["action"], context=4)
     assert ckpt["step"] == 3 and spec == data.spec
-    for key in before:
+    for key in ("image", "proprio", "contact_logits", "recon", "feat"):
         assert torch.equal(before[key], after[key]), key
 
 
@@ -121,23 +121,27 @@ def test_checkpoint_is_written_atomically(data, tmp_path):
     assert load_model(path)[2]["step"] == 7 and sorted(p.name for p in tmp_path.glob("c.pt*")) == ["c.pt"]
 
 
+def loss(model, batch: dict, **objective) -> tuple[torch.Tensor, dict]:
+    """The training loss of ``model`` on ``batch`` with the objective settings given (defaults otherwise)."""
+    from train.objectives import Objective, ObjectiveConfig
+
+    return Objective(model, ObjectiveConfig(**objective))(batch)
+
+
 def test_foreground_weight_scales_the_error_of_moving_pixels_only():
     from train.model import WorldModel, WorldModelConfig
+    from train.objectives import ObjectiveConfig, Pass
 
     images = torch.full((1, 5, 3, 16, 16), 0.5)
     images[0, 2, :, 3, 4] = 1.0  # one pixel lights up in one frame: it differs from the window's median
-    plain = WorldModel(WorldModelConfig(image_size=16, depth=4, deter=8, hidden=8, groups=2, classes=2))
-    weighted = WorldModel(WorldModelConfig(**{**plain.cfg.to_dict(), "foreground_weight": 9.0}))
-    assert plain._pixel_weight(images, None) == 1.0
-    w = weighted._pixel_weight(images, images.median(1, keepdim=True).values) ** 2
+    model = WorldModel(WorldModelConfig(image_size=16, depth=4, deter=8, hidden=8, groups=2, classes=2)).eval()
+    batch = {"image": images, "action": torch.zeros(1, 5, 2)}
+    assert Pass(model, batch, ObjectiveConfig()).pixel_weight(images) == 1.0
+    w = Pass(model, batch, ObjectiveConfig(foreground_weight=9.0)).pixel_weight(images) ** 2
     assert w.shape == (1, 5, 1, 16, 16) and w[0, 2, 0, 3, 4] == 9.0
     assert w.sum() == 9.0 + (5 * 16 * 16 - 1)  # every other pixel keeps weight 1
-    weighted.load_state_dict(plain.state_dict())
-    batch = {"image": images, "action": torch.zeros(1, 5, 2)}
-    torch.manual_seed(0)
-    _, terms_plain = plain.eval().loss(batch)
-    torch.manual_seed(0)
-    _, terms_weighted = weighted.eval().loss(batch)
+    _, terms_plain = loss(model, batch)
+    _, terms_weighted = loss(model, batch, foreground_weight=9.0)
     assert terms_weighted["image"] > terms_plain["image"]  # the lit pixel's error now counts 9 times
 
 
@@ -184,10 +188,10 @@ def test_composite_decoder_paints_over_the_last_observed_frame():
 def test_composite_training_paints_over_the_batch_reference():
     images, reference = torch.rand(2, 6, 3, 16, 16), torch.rand(2, 3, 16, 16)
     batch = {"image": images, "action": torch.zeros(2, 6, 2), "reference": reference}
-    _, terms = _composite_model(-1e4).loss(batch)  # alpha = 0: every decoded frame is the reference
+    _, terms = loss(_composite_model(-1e4), batch)  # alpha = 0: every decoded frame is the reference
     expected = (reference[:, None] - images).pow(2).flatten(2).sum(-1).mean()
     assert torch.allclose(terms["image"], expected)
-    _, without = _composite_model(-1e4).loss({k: v for k, v in batch.items() if k != "reference"})
+    _, without = loss(_composite_model(-1e4), {k: v for k, v in batch.items() if k != "reference"})
     assert torch.allclose(without["image"], (images[:, :1] - images).pow(2).flatten(2).sum(-1).mean())
 
 
@@ -195,29 +199,28 @@ def test_long_rollout_term_scores_what_replay_measures():
     from train.model import WorldModel, WorldModelConfig
 
     torch.manual_seed(0)
-    cfg = WorldModelConfig(image_size=16, depth=4, deter=8, hidden=8, groups=2, classes=2,
-                           rollout_steps=9, rollout_context=3)
+    cfg = WorldModelConfig(image_size=16, depth=4, deter=8, hidden=8, groups=2, classes=2)
     model = WorldModel(cfg).eval()  # eval: deterministic posteriors, so the two paths must agree exactly
     images, actions = torch.rand(2, 12, 3, 16, 16), torch.randn(2, 12, 2)
     steps = torch.tensor([[3, 7], [5, 11]])  # window steps of the frames the loader brought along
     truth = images[torch.arange(2)[:, None], steps]
     batch = {"image": images[:, :6], "action": actions, "rollout_image": truth, "rollout_step": steps}
-    _, terms = model.loss(batch)
+    _, terms = loss(model, batch, rollout_steps=9, rollout_context=3)
     replay = model.open_loop(images, actions, context=3)["image"]  # predicts frames 3..11 from frame 2's posterior
     pred = replay[torch.arange(2)[:, None], steps - 3]
     assert torch.allclose(terms["rollout"], (pred - truth).pow(2).flatten(2).sum(-1).mean(), rtol=1e-5)
-    _, without = model.loss({k: v for k, v in batch.items() if not k.startswith("rollout")})
+    _, without = loss(model, {k: v for k, v in batch.items() if not k.startswith("rollout")}, rollout_steps=9,
+                      rollout_context=3)
     assert "rollout" not in without
 
 
 def test_long_rollout_paints_over_the_batch_reference():
     model = _composite_model(-1e4)  # alpha = 0: every decoded frame is the reference
-    model.cfg.rollout_steps = 6
     images, reference = torch.rand(2, 6, 3, 16, 16), torch.rand(2, 3, 16, 16)
     truth = torch.rand(2, 2, 3, 16, 16)
     batch = {"image": images, "action": torch.zeros(2, 11, 2), "reference": reference,
              "rollout_image": truth, "rollout_step": torch.tensor([[5, 6], [9, 10]])}
-    _, terms = model.loss(batch)
+    _, terms = loss(model, batch, rollout_steps=6)
     assert torch.allclose(terms["rollout"], (reference[:, None] - truth).pow(2).flatten(2).sum(-1).mean())
 
 
@@ -226,7 +229,7 @@ def _blend_model():
 
     torch.manual_seed(0)
     cfg = WorldModelConfig(image_size=16, depth=4, deter=8, hidden=8, groups=2, classes=2, composite=True,
-                           rollout_steps=6, rollout_context=3, blend=True)
+                           blend=True, blend_horizon=6)
     return WorldModel(cfg)
 
 
@@ -235,13 +238,13 @@ def test_blend_learns_only_from_its_own_term_and_leaves_the_world_model_alone():
     images, truth = torch.rand(2, 6, 3, 16, 16), torch.rand(2, 2, 3, 16, 16)
     batch = {"image": images, "action": torch.randn(2, 8, 2), "reference": torch.rand(2, 3, 16, 16),
              "rollout_image": truth, "rollout_step": torch.tensor([[3, 5], [4, 8]])}
-    _, terms = model.loss(batch)
+    _, terms = loss(model, batch, rollout_steps=6, rollout_context=3)
     terms["blend"].backward()
     blend_grads = [p.grad for p in model.blend.parameters()]
     assert all(g is not None for g in blend_grads) and any(g.abs().sum() > 0 for g in blend_grads)
     assert all(p.grad is None for name, p in model.named_parameters() if not name.startswith("blend."))
     with pytest.raises(ValueError, match="needs rollout_steps"):
-        type(model)(type(model.cfg)(blend=True, rollout_steps=0))
+        type(model)(type(model.cfg)(blend=True, blend_horizon=0))
 
 
 def test_blend_keeps_more_of_the_last_frame_where_it_is_the_better_guess():
@@ -272,3 +275,16 @@ def test_replay_blends_imagined_frames_but_not_reconstructions():
     out = model.open_loop(images, actions, context=3)
     assert torch.allclose(out["image"], images[:, 2:3].expand(2, 6, 3, 16, 16))
     assert not torch.allclose(out["recon"], images[:, :1].expand(2, 3, 3, 16, 16), atol=1e-3)
+
+
+def test_a_model_config_saved_with_the_loss_settings_in_it_loads_with_its_parts():
+    """Before train/objectives.py a checkpoint's model config held the loss settings: the blend's horizon was
+    rollout_steps and the reward head existed where reward_weight > 0."""
+    from train.model import WorldModelConfig
+
+    old = {"image_size": 16, "depth": 4, "deter": 8, "hidden": 8, "groups": 2, "classes": 2, "heads": "standard",
+           "blend": True, "rollout_steps": 7, "reward_weight": 10.0, "kl_dyn": 1.0, "head_weight": 10.0}
+    cfg = WorldModelConfig.from_dict(old)
+    assert (cfg.blend, cfg.blend_horizon, cfg.reward, cfg.heads) == (True, 7, True, "standard")
+    assert not WorldModelConfig.from_dict({**old, "reward_weight": 0.0}).reward
+    assert WorldModelConfig.from_dict({"image_size": 16}).heads == "legacy"  # before issue 27: legacy heads

@@ -22,6 +22,7 @@ from train.configs import make_config
 from train.dataset import DataSpec, EpisodeArrays
 from train.loop import train
 from train.model import WorldModel, WorldModelConfig
+from train.objectives import Objective, ObjectiveConfig
 
 TINY_PLAN = ["--candidates", "16", "--horizon", "4", "--iterations", "2", "--elites", "4", "--oracle-candidates", "8",
              "--oracle-iterations", "1"]
@@ -71,14 +72,14 @@ def test_reward_head_trains_on_recorded_goals(push_store, run):
         np.testing.assert_allclose(data.goal[start], scene.goal(), atol=1e-6)
     batch = data.batch(data.windows(8)[[0, -1]], 8)
     assert batch["goal"].shape == (2, 2) and batch["reward"].shape == (2, 8)
-    _, terms = model.loss(batch)
+    _, terms = Objective(model, ObjectiveConfig())(batch)
     assert torch.isfinite(terms["reward"]) and terms["reward"] > 0
 
 
 def test_checkpoint_saved_before_the_reward_head_still_loads(run, tmp_path):
     """An old checkpoint (no reward keys in its config, no reward weights) loads for replay, without the head."""
     ckpt = read_checkpoint(run)
-    old = {k: v for k, v in ckpt["config"].items() if k not in ("reward_weight", "goal_dim")}
+    old = {k: v for k, v in ckpt["config"].items() if k not in ("reward", "reward_weight", "goal_dim")}
     weights = {k: v for k, v in ckpt["model"].items() if not k.startswith(("reward_head", "reward_", "goal_"))}
     path = tmp_path / "old.pt"
     torch.save({**ckpt, "config": old, "model": weights}, path)

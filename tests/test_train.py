@@ -15,9 +15,10 @@ import torch
 from recorder import EpisodeStore
 from teleworld.errors import TeleworldError
 from train.checkpoint import read_checkpoint
-from train.configs import config_values, make_config, parse_overrides, resume_config
+from train.configs import TrainConfig, config_values, make_config, parse_overrides, resume_config, saved_config
 from train.dataset import DataSpec, EpisodeArrays
 from train.loop import Prefetcher, build_model, lr_at, train, window_length, window_starts
+from train.objectives import Objective
 
 ENV = {**os.environ, "MUJOCO_GL": "egl"}
 
@@ -28,25 +29,61 @@ def data(push_store):
     return EpisodeArrays(store, DataSpec.from_store(store))
 
 
+SPEC = DataSpec(scene="push", camera="overhead", image_size=64, action_names=["vx", "vy"], proprio_dim=4,
+                contact_dim=2)
+
+
 def test_presets_toml_files_and_overrides(tmp_path):
-    assert make_config("tiny").depth == 8
-    assert make_config("small", lr=None).lr == 1e-3  # None means "not given"
+    assert make_config("tiny").model.depth == 8
+    assert make_config("small", lr=None).run.lr == 1e-3  # None means "not given"
     custom = tmp_path / "mine.toml"
-    custom.write_text('depth = 4\nprecision = "fp32"\n')
+    custom.write_text('depth = 4\n[run]\nprecision = "fp32"\n')  # flat keys and section tables
     cfg = make_config(str(custom), **parse_overrides(["steps=7", "compile=true"]))
-    assert (cfg.depth, cfg.precision, cfg.steps, cfg.compile) == (4, "fp32", 7, True)
+    assert (cfg.model.depth, cfg.run.precision, cfg.run.steps, cfg.run.compile) == (4, "fp32", 7, True)
     with pytest.raises(TeleworldError, match="unknown config keys: bogus"):
         make_config("tiny", bogus=1)
     with pytest.raises(TeleworldError, match="unknown config 'huge'"):
         make_config("huge")
 
 
-def test_loss_knobs_from_the_command_line_reach_the_model():
-    spec = DataSpec(scene="push", camera="overhead", image_size=64, action_names=["vx", "vy"], proprio_dim=4,
-                    contact_dim=2)
+def test_set_overrides_take_dotted_and_flat_keys_into_their_section():
+    cfg = make_config("tiny", **parse_overrides(["model.deter=32", "hidden=48", "objective.kl_rep=0.2",
+                                                 "free_nats=0.5", "run.lr=5e-4", "seq_len=6"]))
+    assert (cfg.model.deter, cfg.model.hidden, cfg.model.depth) == (32, 48, 8)  # depth: still the preset's
+    assert (cfg.objective.kl_rep, cfg.objective.free_nats, cfg.run.lr, cfg.run.seq_len) == (0.2, 0.5, 5e-4, 6)
+    assert config_values(None, **{"model.deter": 32, "lr": 1e-4}) == {"model": {"deter": 32}, "objective": {},
+                                                                      "run": {"lr": 1e-4}}
+    with pytest.raises(TeleworldError, match="unknown config keys: model.lr, run.nope"):  # a key of another section
+        make_config("tiny", **parse_overrides(["model.lr=1e-3", "run.nope=1"]))
+
+
+def test_loss_knobs_from_the_command_line_reach_the_objective_and_sizes_the_model():
     cfg = make_config("tiny", **parse_overrides(["free_nats=0.5", "kl_rep=0.2", "openloop_weight=0.25"]))
-    model = build_model(cfg, spec).cfg
-    assert (model.free_nats, model.kl_rep, model.openloop_weight, model.depth) == (0.5, 0.2, 0.25, 8)
+    model = build_model(cfg, SPEC)
+    weights = {type(term).__name__: term.weight for term in Objective(model, cfg.objective).terms}
+    assert (weights["KLRep"], weights["OpenLoop"], weights["Heads"]) == (0.2, 0.25, cfg.objective.head_weight)
+    assert (model.cfg.depth, model.reward_head is not None, model.blend) == (8, True, None)
+    images = torch.rand(2, 5, 3, 64, 64)
+    torch.manual_seed(0)
+    batch = {"image": images, "action": torch.zeros(2, 5, 2), "proprio": torch.zeros(2, 5, 4),
+             "contact": torch.zeros(2, 5, 2), "reward": torch.zeros(2, 5)}
+    _, terms = Objective(model, cfg.objective)(batch)
+    assert terms["kl_dyn"].item() >= 0.5  # clipped below at the free nats given
+
+
+def test_the_loader_brings_only_the_keys_the_active_terms_need(data):
+    def batch(**overrides) -> dict:
+        cfg = make_config("tiny", **overrides)
+        needs = Objective(build_model(cfg, data.spec, goal_dim=0), cfg.objective).needs
+        windows = data.windows(window_length(cfg))
+        return Prefetcher(data, windows, cfg, rank=0, pin=False, needs=needs)._load(step=0)
+
+    plain = batch(reward_weight=0)  # no rollout, no reward head: tiny's recipe minus the reward
+    assert set(plain) == {"image", "action", "proprio", "contact", "reference"}
+    assert "reference" not in batch(composite=False, reward_weight=0)  # only a composite decoder paints over it
+    rollout = batch(seq_len=6, rollout_steps=10, rollout_context=3)
+    assert {"rollout_image", "rollout_step", "span_proprio", "span_contact", "reward", "span_reward"} <= set(rollout)
+    assert rollout["span_proprio"].shape[1] == rollout["action"].shape[1] == 13
 
 
 def test_data_order_depends_only_on_seed_rank_and_step():
@@ -71,18 +108,19 @@ def test_composite_training_references_come_from_the_window_s_own_episode(data):
 
 
 def test_long_rollout_batches_reach_past_the_window_and_bring_the_frames_scored(data):
-    cfg = make_config("tiny", seq_len=6, rollout_steps=20, rollout_frames=3, rollout_context=4)
+    cfg = make_config("tiny", seq_len=6, rollout_steps=20, rollout_frames=3, rollout_context=4, reward_weight=0)
     length = window_length(cfg)
     assert length == 24
     windows = data.windows(length)
-    raw = Prefetcher(data, windows, cfg, rank=0, pin=False)._load(step=5)
-    starts = window_starts(windows, cfg.batch_size, cfg.seed, 0, 5)
+    needs = Objective(build_model(cfg, data.spec), cfg.objective).needs
+    raw = Prefetcher(data, windows, cfg, rank=0, pin=False, needs=needs)._load(step=5)
+    starts = window_starts(windows, cfg.run.batch_size, cfg.run.seed, 0, 5)
     steps = raw["rollout_step"].numpy()
     assert raw["image"].shape[1] == 6 and raw["action"].shape[1] == length
     assert ((steps >= 4) & (steps < 24)).all() and all(len(set(row)) == 3 for row in steps)
     assert np.array_equal(raw["rollout_image"].numpy(), data.frames[starts[:, None] + steps])
     assert np.array_equal(raw["action"].numpy(), data.action[starts[:, None] + np.arange(length)])
-    again = Prefetcher(data, windows, cfg, rank=0, pin=False)._load(step=5)
+    again = Prefetcher(data, windows, cfg, rank=0, pin=False, needs=needs)._load(step=5)
     assert torch.equal(again["rollout_step"], raw["rollout_step"])  # a pure function of the step, as for resume
 
 
@@ -129,7 +167,7 @@ def test_a_wall_clock_budget_stops_training_checkpoints_and_resumes(data, tmp_pa
     assert 0 < first["steps"] < 100_000
     ckpt = read_checkpoint(tmp_path)
     assert ckpt["step"] == first["steps"] and ckpt["train_seconds"] >= 3.0
-    assert ckpt["train_config"]["minutes"] == 0.05
+    assert ckpt["train_config"]["run"]["minutes"] == 0.05
     again = train(data, cfg, tmp_path, show_progress=False, resume=True)  # a new budget for this invocation
     assert again["steps"] > first["steps"]
     assert read_checkpoint(tmp_path)["train_seconds"] >= 6.0  # the run's training time adds up
@@ -137,10 +175,10 @@ def test_a_wall_clock_budget_stops_training_checkpoints_and_resumes(data, tmp_pa
 
 def test_with_a_budget_the_learning_rate_decays_with_the_clock():
     cfg = make_config("tiny", steps=100_000, minutes=10)
-    assert lr_at(cfg, 200, 0.0) == pytest.approx(cfg.lr, rel=1e-2)  # few steps and no time spent: near the peak
-    assert lr_at(cfg, 200, 300.0) == pytest.approx(0.55 * cfg.lr, rel=1e-2)  # half the budget: half-way down
-    assert lr_at(cfg, 200, 600.0) == pytest.approx(0.1 * cfg.lr)  # budget spent: the floor
-    assert lr_at(make_config("tiny", steps=100_000), 200, 600.0) == pytest.approx(cfg.lr, rel=1e-2)  # no budget
+    assert lr_at(cfg, 200, 0.0) == pytest.approx(cfg.run.lr, rel=1e-2)  # few steps and no time spent: near the peak
+    assert lr_at(cfg, 200, 300.0) == pytest.approx(0.55 * cfg.run.lr, rel=1e-2)  # half the budget: half-way down
+    assert lr_at(cfg, 200, 600.0) == pytest.approx(0.1 * cfg.run.lr)  # budget spent: the floor
+    assert lr_at(make_config("tiny", steps=100_000), 200, 600.0) == pytest.approx(cfg.run.lr, rel=1e-2)  # no budget
 
 
 def test_resume_refuses_other_data(data, tmp_path):
@@ -151,12 +189,36 @@ def test_resume_refuses_other_data(data, tmp_path):
 
 
 def test_resume_config_is_the_saved_one_with_only_run_settings_changed():
-    saved = make_config("tiny", steps=3, seq_len=6, rollout_steps=8).to_dict()
-    assert resume_config(saved, config_values(None, steps=9, lr=5e-4)).to_dict() == {**saved, "steps": 9, "lr": 5e-4}
-    assert resume_config(saved, config_values("tiny", seq_len=6)).to_dict() == {**saved, "steps": 40}
-    with pytest.raises(TeleworldError, match=r"changes batch_size 4 -> 16, blend False -> True, classes 8 -> 16, .*"
-                                             r"seq_len 6 -> 16; only steps, minutes, lr, "):
+    saved = make_config("tiny", steps=3, seq_len=6, rollout_steps=8)
+    nested = saved.to_dict()
+    resumed = resume_config(saved, config_values(None, steps=9, **{"run.lr": 5e-4})).to_dict()
+    assert resumed == {**nested, "run": {**nested["run"], "steps": 9, "lr": 5e-4}}
+    assert resume_config(saved, config_values("tiny", seq_len=6)).to_dict() == {**nested, "run": {**nested["run"],
+                                                                                                   "steps": 40}}
+    with pytest.raises(TeleworldError, match=r"changes model.blend False -> True, model.classes 8 -> 16, .*"
+                                             r"objective.rollout_steps 8 -> 50; only the run settings \(steps, "):
         resume_config(saved, config_values("small"))
+
+
+def test_a_run_saved_with_a_flat_config_resumes_nested(data, tmp_path):
+    """A checkpoint from before the sections: its flat train_config (no head_weight: before issue 27, as its model
+    config without "heads" says) resumes with the loss it trained with."""
+    train(data, make_config("tiny", steps=2, eval_every=0, reward_weight=0), tmp_path, show_progress=False)
+    path = tmp_path / "checkpoint.pt"
+    ckpt = read_checkpoint(path)
+    flat = {k: v for section in ckpt["train_config"].values() for k, v in section.items() if k != "head_weight"}
+    old_model = {k: v for k, v in ckpt["config"].items() if k not in ("heads", "reward", "blend_horizon")}
+    weights = {k: v for k, v in ckpt["model"].items()  # legacy heads: no statistics
+               if k not in ("proprio_mean", "proprio_std", "proprio_anchored")}
+    torch.save({**ckpt, "train_config": flat, "config": {**old_model, "reward_weight": 0.0}, "model": weights}, path)
+    saved = saved_config(read_checkpoint(path))
+    assert saved.objective.head_weight == 1.0  # what that model was trained with, not today's default of 10
+    assert saved.model.deter == 64 and saved.run.steps == 2
+    cfg = resume_config(saved, config_values(None, steps=4))
+    result = train(data, cfg, tmp_path, show_progress=False, resume=True)
+    resumed = read_checkpoint(path)
+    assert resumed["step"] == 4 and result["model"].cfg.heads == "legacy"
+    assert resumed["train_config"] == {**saved.to_dict(), "run": {**saved.to_dict()["run"], "steps": 4}}
 
 
 def test_resume_restores_the_run_s_config_and_refuses_conflicting_keys(data, push_store, tmp_path):
@@ -174,16 +236,18 @@ def test_resume_restores_the_run_s_config_and_refuses_conflicting_keys(data, pus
     assert resume(tmp_path / "b", "--config", "tiny", "--set", "seq_len=6", "--set", "rollout_steps=8",
                   "--set", "eval_every=0").returncode == 0  # the same config, spelled out
     a, b = read_checkpoint(tmp_path / "a"), read_checkpoint(tmp_path / "b")
-    assert a["step"] == 5 and a["train_config"] == b["train_config"] == {**run.to_dict(), "steps": 5}
+    nested = run.to_dict()
+    assert a["step"] == 5 and a["train_config"] == b["train_config"] == {**nested, "run": {**nested["run"], "steps": 5}}
+    assert TrainConfig.from_dict(a["train_config"]).objective.rollout_steps == 8  # the nested config, restored
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
     refused = resume(tmp_path / "a", "--config", "small", "--set", "lr=5e-4")
     lines = refused.stderr.strip().splitlines()
     assert refused.returncode == 1 and len(lines) == 1, refused.stderr
-    assert lines[0].startswith("error: --resume keeps the run's config, but this command changes batch_size 4 -> 16,")
+    assert lines[0].startswith("error: --resume keeps the run's config, but this command changes model.blend False")
     assert "lr" not in lines[0].partition("; only")[0] and read_checkpoint(tmp_path / "a")["step"] == 5
-    with pytest.raises(TeleworldError, match="changes seq_len 6 -> 7"):
-        train(data, make_config("tiny", steps=8, seq_len=7, rollout_steps=8), tmp_path / "a", resume=True)
+    with pytest.raises(TeleworldError, match="changes objective.rollout_steps 8 -> 9"):
+        train(data, make_config("tiny", steps=8, seq_len=6, rollout_steps=9), tmp_path / "a", resume=True)
     with pytest.raises(TeleworldError, match="is at step 5, past steps=4"):
         train(data, make_config("tiny", steps=4, seq_len=6, rollout_steps=8), tmp_path / "a", resume=True)
 

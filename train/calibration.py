@@ -48,10 +48,8 @@ def contact_thresholds(model: WorldModel, data: EpisodeArrays, starts: np.ndarra
     probabilities, truths = [], []
     for i in range(0, len(starts), batch_size):
         batch = data.batch(starts[i : i + batch_size], context + horizon, device)
-        posts, _ = model.observe(batch["image"][:, :context], batch["action"][:, :context])
-        last = {k: v[:, -1] for k, v in posts.items()}
-        dreamed = model.imagine(last, batch["action"][:, context - 1 : context - 1 + horizon])
-        logits = model.heads(model.rssm.feat(dreamed))["contact_logits"]
+        dreamed = model.open_loop(batch["image"], batch["action"], context, horizon, decode=False)
+        logits = model.heads(dreamed["feat"])["contact_logits"]
         probabilities.append(torch.sigmoid(logits.float()).cpu().numpy())
         truths.append(batch["contact"][:, context:].cpu().numpy() > 0.5)
     return best_thresholds(np.concatenate(probabilities), np.concatenate(truths))

@@ -20,7 +20,8 @@ def train_command(
     batch_size: int = typer.Option(None, help="Override sequences per batch."),
     seq_len: int = typer.Option(None, help="Override steps per training window."),
     seed: int = typer.Option(None, help="Override the seed (split, init, data order)."),
-    overrides: list[str] = typer.Option([], "--set", help="Any config key, e.g. --set lr=3e-4 --set compile=true."),
+    overrides: list[str] = typer.Option([], "--set", help="Any config key, dotted or flat where unambiguous, e.g. "
+                                        "--set model.deter=256 --set run.lr=3e-4 --set compile=true."),
     camera: str = typer.Option(None, help="Camera to learn from (default: the store's first)."),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint and saved config."),
     cache: str = typer.Option("auto", help="Frames in RAM (ram), read by chunk with an LRU cache (chunks), or ram "
@@ -29,14 +30,14 @@ def train_command(
 ) -> None:
     """Fit an action-conditioned world model on the episodes of a store."""
     from recorder import EpisodeStore
-    from train.configs import config_values, make_config, parse_overrides, resume_config
+    from train.configs import config_values, make_config, parse_overrides, resume_config, saved_config
     from train.dataset import DataSpec, EpisodeArrays
     from train.loop import resolve_device, resumable_checkpoint, train
 
     named = {"steps": steps, "minutes": minutes, "batch_size": batch_size, "seq_len": seq_len, "seed": seed}
     options = {**parse_overrides(overrides), **{k: v for k, v in named.items() if v is not None}}
     if resume:
-        cfg = resume_config(resumable_checkpoint(out)["train_config"], config_values(config, **options))
+        cfg = resume_config(saved_config(resumable_checkpoint(out)), config_values(config, **options))
     else:
         cfg = make_config(config or "small", **options)
     dev = resolve_device(device)

@@ -1,12 +1,17 @@
-"""Run configs: a named TOML preset (train/presets/NAME.toml) or a TOML file, overridden from the CLI."""
+"""Run configs: a named TOML preset (train/presets/NAME.toml) or a TOML file, overridden from the CLI.
+
+A config has three sections, TOML tables in a file: ``[model]`` (sizes), ``[objective]`` (the loss terms' weights
+and settings, train/objectives.py) and ``[run]`` (steps, batches, optimiser, logging). Keys may be given dotted
+(``model.deter=256``) or flat (``deter=256``) where only one section has them."""
 
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from teleworld.errors import TeleworldError
+from train.objectives import LEGACY, ObjectiveConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -17,8 +22,22 @@ PRESETS_DIR = Path(__file__).parent / "presets"
 
 
 @dataclass
-class TrainConfig:
-    """Everything a training run needs besides the data."""
+class ModelSettings:
+    """The model's sizes and parts (train/model.py WorldModelConfig; the data sets the rest)."""
+
+    depth: int = 16  # channels of the first conv layer; doubles per layer
+    deter: int = 192  # GRU state size
+    groups: int = 16  # categorical latent: groups x classes
+    classes: int = 16
+    hidden: int = 192
+    composite: bool = True  # the decoder paints over the last observed frame (false: draws every pixel)
+    blend: bool = False  # learn a per-pixel blend of imagined frames toward the last observed one (needs rollout_steps)
+    blend_kernel: int = 3  # receptive field of that blend, in pixels
+
+
+@dataclass
+class RunSettings:
+    """How long and how fast a run trains, on which windows, and how it is logged."""
 
     steps: int = 2000  # optimiser steps (an upper bound when ``minutes`` is set)
     minutes: float = 0.0  # wall-clock budget of this invocation's training, checkpoint at the end (0: none)
@@ -35,36 +54,71 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU), bf16, fp32
     compile: bool = False  # torch.compile the encoder, decoder and the recurrent cell
     prefetch: int = 2  # batches prepared ahead in a background thread
-    # model sizes (see train/model.py WorldModelConfig)
-    depth: int = 16
-    deter: int = 192
-    groups: int = 16
-    classes: int = 16
-    hidden: int = 192
-    openloop_steps: int = 3  # imagination steps trained against the truth (0: off)
-    openloop_weight: float = 0.5  # weight of that open-loop image term
-    openloop_stride: int = 4  # imagine from every n-th posterior of a window
-    free_nats: float = 1.0  # KL below this many nats is not penalised
-    kl_dyn: float = 1.0  # prior toward the (stop-gradient) posterior
-    kl_rep: float = 0.1  # posterior toward the (stop-gradient) prior
-    foreground_weight: float = 1.0  # loss weight of pixels that move within a training window (1: plain MSE)
-    composite: bool = True  # the decoder paints over the last observed frame (false: draws every pixel)
-    rollout_steps: int = 0  # long open-loop term: steps imagined after rollout_context frames, as replay does (0: off)
-    rollout_frames: int = 4  # imagined frames decoded and scored per window (random steps of the rollout)
-    rollout_weight: float = 1.0  # weight of that term
-    rollout_context: int = 5  # frames observed before the long rollout (replay's K)
-    blend: bool = False  # learn a per-pixel blend of each imagined frame toward the last observed one (needs rollout_steps)
-    blend_kernel: int = 3  # receptive field of that blend, in pixels
-    head_weight: float = 10.0  # weight of the proprio (standardised) and contact heads' terms next to the image error
-    reward_weight: float = 10.0  # weight of the reward head's term (standardised reward; 0: no reward head, no planning)
+
+
+SECTIONS = {"model": ModelSettings, "objective": ObjectiveConfig, "run": RunSettings}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs besides the data: the model's sizes, the loss's terms, the run's settings."""
+
+    model: ModelSettings = field(default_factory=ModelSettings)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    run: RunSettings = field(default_factory=RunSettings)
 
     def to_dict(self) -> dict:
+        """{"model": {...}, "objective": {...}, "run": {...}}."""
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        """Nested, dotted or flat keys (see nest); unknown keys are an error."""
+        nested = nest(values)
+        return cls(**{name: kind(**nested[name]) for name, kind in SECTIONS.items()})
 
-# Run settings a resumed run may change (how long, how fast, how it is logged; not what the model learns from).
-RESUME_SAFE = ("steps", "minutes", "lr", "weight_decay", "grad_clip", "checkpoint_every", "eval_every", "log_every",
-               "precision", "compile", "prefetch")
+
+# Run settings a resumed run may change (not what the model is or learns from).
+RESUME_SAFE = tuple(f.name for f in fields(RunSettings))
+
+
+def nest(values: dict) -> dict[str, dict]:
+    """Config values -> {section: {key: value}} for every section. Accepts section tables ({"model": {"deter": 256}}),
+    dotted keys ("model.deter") and flat keys ("deter", mapped to the one section that has it)."""
+    out: dict[str, dict] = {name: {} for name in SECTIONS}
+    unknown = []
+    for key, value in values.items():
+        if key in SECTIONS and isinstance(value, dict):
+            pairs = [(f"{key}.{k}", v) for k, v in value.items()]
+        else:
+            pairs = [(key, value)]
+        for name, v in pairs:
+            section, _, leaf = name.rpartition(".")
+            owners = [s for s in SECTIONS if leaf in _keys(s)] if not section else [section]
+            if len(owners) != 1 or owners[0] not in SECTIONS or leaf not in _keys(owners[0]):
+                unknown.append(name)
+            else:
+                out[owners[0]][leaf] = v
+    if unknown:
+        known = ", ".join(f"{s}.{k}" for s in SECTIONS for k in _keys(s))
+        raise TeleworldError(f"unknown config keys: {', '.join(sorted(unknown))}; known: {known}")
+    return out
+
+
+def _keys(section: str) -> list[str]:
+    return [f.name for f in fields(SECTIONS[section])]
+
+
+def saved_config(ckpt: dict) -> TrainConfig:
+    """The run config a checkpoint saved. One saved flat (before the sections) is nested, and the loss settings it
+    lacks are the ones its model was trained with: those saved in its model config, LEGACY ones for a model saved
+    before issue 27."""
+    saved = ckpt["train_config"]
+    if any(key in SECTIONS for key in saved):
+        return TrainConfig.from_dict(saved)
+    model = ckpt.get("config", {})
+    past = {**(LEGACY if "heads" not in model else {}), **{k: v for k, v in model.items() if k in _keys("objective")}}
+    return TrainConfig.from_dict({**{k: v for k, v in past.items() if k not in saved}, **saved})
 
 
 def preset_names() -> list[str]:
@@ -85,51 +139,51 @@ def _read_toml(name_or_path: str) -> dict:
         raise TeleworldError(f"{path} is not valid TOML: {exc}") from None
 
 
-def config_values(name_or_path: str | None, **overrides) -> dict:
-    """The keys a command sets itself: those of the preset or TOML file (if named), then the non-None overrides."""
-    values = {**(_read_toml(name_or_path) if name_or_path else {}),
-              **{k: v for k, v in overrides.items() if v is not None}}
-    _check_keys(values, "unknown config keys")
+def config_values(name_or_path: str | None, **overrides) -> dict[str, dict]:
+    """The keys a command sets itself, nested by section: those of the preset or TOML file (if named), then the
+    non-None ``overrides`` (dotted or flat keys)."""
+    values = nest(_read_toml(name_or_path)) if name_or_path else nest({})
+    for section, given in nest({k: v for k, v in overrides.items() if v is not None}).items():
+        values[section].update(given)
     return values
 
 
 def make_config(name_or_path: str = "small", **overrides) -> TrainConfig:
-    """A preset name or TOML path, with ``overrides`` on top (None values are ignored)."""
-    return _checked(TrainConfig(**config_values(name_or_path, **overrides)))
+    """A preset name or TOML path, with ``overrides`` on top (dotted or flat keys; None values are ignored)."""
+    return _checked(TrainConfig.from_dict(config_values(name_or_path, **overrides)))
 
 
-def resume_config(saved: dict, values: dict) -> TrainConfig:
+def resume_config(saved: TrainConfig, values: dict) -> TrainConfig:
     """A resumed run's config: the one it saved, with the given ``values`` on top (see check_resume)."""
     check_resume(saved, values)
-    return _checked(TrainConfig(**{**saved, **values}))
+    merged = saved.to_dict()
+    for section, given in nest(values).items():
+        merged[section].update(given)
+    return _checked(TrainConfig.from_dict(merged))
 
 
-def check_resume(saved: dict, values: dict) -> None:
-    """Refuse ``values`` that change a key of the run's ``saved`` config other than RESUME_SAFE ones."""
-    _check_keys(saved, "the run's saved config has keys this teleworld does not know")
-    run = TrainConfig(**saved).to_dict()
-    changed = [key for key in sorted(values) if key not in RESUME_SAFE and values[key] != run[key]]
+def check_resume(saved: TrainConfig, values: dict) -> None:
+    """Refuse ``values`` that change a key of the run's ``saved`` config outside its run section (RESUME_SAFE)."""
+    run = saved.to_dict()
+    given = nest(values)
+    changed = [(section, key) for section in SECTIONS if section != "run" for key in sorted(given[section])
+               if given[section][key] != run[section][key]]
     if changed:
-        diffs = ", ".join(f"{key} {run[key]!r} -> {values[key]!r}" for key in changed)
-        raise TeleworldError(f"--resume keeps the run's config, but this command changes {diffs}; only "
-                             f"{', '.join(RESUME_SAFE)} may change on resume (or train a new run in another --out)")
-
-
-def _check_keys(values: dict, problem: str) -> None:
-    known = [f.name for f in fields(TrainConfig)]
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise TeleworldError(f"{problem}: {', '.join(unknown)}; known: {', '.join(known)}")
+        diffs = ", ".join(f"{section}.{key} {run[section][key]!r} -> {given[section][key]!r}"
+                          for section, key in changed)
+        raise TeleworldError(f"--resume keeps the run's config, but this command changes {diffs}; only the run "
+                             f"settings ({', '.join(RESUME_SAFE)}) may change on resume (or train a new run in "
+                             "another --out)")
 
 
 def _checked(cfg: TrainConfig) -> TrainConfig:
-    if cfg.precision not in ("auto", "bf16", "fp32"):
-        raise TeleworldError(f"precision must be auto, bf16 or fp32, not {cfg.precision!r}")
+    if cfg.run.precision not in ("auto", "bf16", "fp32"):
+        raise TeleworldError(f"precision must be auto, bf16 or fp32, not {cfg.run.precision!r}")
     return cfg
 
 
 def parse_overrides(pairs: list[str]) -> dict:
-    """['lr=3e-4', 'compile=true'] -> typed values, each parsed as a TOML value."""
+    """['run.lr=3e-4', 'compile=true'] -> typed values, each parsed as a TOML value; keys as given (see nest)."""
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")

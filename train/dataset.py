@@ -100,30 +100,32 @@ class EpisodeArrays:
         return make_windows(self.episode_ends, length, chosen)
 
     def gather(self, starts: np.ndarray, length: int, references: np.ndarray | None = None,
-               rollout_steps: np.ndarray | None = None, action_length: int | None = None) -> dict[str, torch.Tensor]:
+               rollout_steps: np.ndarray | None = None, action_length: int | None = None,
+               keys: set[str] | None = None) -> dict[str, torch.Tensor]:
         """Windows [start, start+length) as CPU tensors (B, T, ...); frames stay uint8 (B, T, H, W, 3).
 
         ``references``: one step per window whose frame comes along as "reference" (B, H, W, 3).
         ``rollout_steps`` (B, F): window steps, possibly past ``length``, whose frames come along as
         "rollout_image" (B, F, H, W, 3) and "rollout_step"; ``action_length``: actions beyond the window, and the
-        proprio and contacts of all those steps as "span_proprio" (B, action_length, P) and "span_contact" (the
-        heads' targets on the long rollout)."""
+        proprio, contacts and rewards of all those steps as "span_proprio" (B, action_length, P), "span_contact" and
+        "span_reward" (the heads' targets on the long rollout). ``keys``: only these of the per-step ones (proprio,
+        contact, reward, goal, span_*; image and action always come), all when not given."""
         starts = np.asarray(starts)
         idx = starts[:, None] + np.arange(length)[None]
         out = {
             "image": torch.from_numpy(self.frames[idx]),
             "action": torch.from_numpy(self.action[starts[:, None] + np.arange(action_length or length)[None]]),
-            "proprio": torch.from_numpy(self.proprio[idx]),
-            "contact": torch.from_numpy(self.contact[idx]),
-            "reward": torch.from_numpy(self.reward[idx]),
         }
+        per_step = {"proprio": (self.proprio, idx), "contact": (self.contact, idx), "reward": (self.reward, idx)}
         if self.goal is not None:
-            out["goal"] = torch.from_numpy(self.goal[starts])  # (B, D): constant within an episode
+            per_step["goal"] = (self.goal, starts)  # (B, D): constant within an episode
         if action_length is not None:
             span = starts[:, None] + np.arange(action_length)[None]
-            out["span_proprio"] = torch.from_numpy(self.proprio[span])
-            out["span_contact"] = torch.from_numpy(self.contact[span])
-            out["span_reward"] = torch.from_numpy(self.reward[span])
+            per_step.update({"span_proprio": (self.proprio, span), "span_contact": (self.contact, span),
+                             "span_reward": (self.reward, span)})
+        for key, (array, index) in per_step.items():
+            if keys is None or key in keys:
+                out[key] = torch.from_numpy(array[index])
         if references is not None:
             out["reference"] = torch.from_numpy(self.frames[np.asarray(references)])
         if rollout_steps is not None:

@@ -11,7 +11,7 @@ import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import fields
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +23,10 @@ from teleworld.errors import TeleworldError
 from teleworld.progress import progress_bar
 from train.calibration import calibrate
 from train.checkpoint import CHECKPOINT_NAME, read_checkpoint, save_checkpoint
-from train.configs import TrainConfig, check_resume
+from train.configs import TrainConfig, check_resume, saved_config
 from train.dataset import DataSpec, EpisodeArrays, to_model_inputs
 from train.model import WorldModel, WorldModelConfig
+from train.objectives import Objective
 from train.validation import Validator
 from recorder.windows import split_episodes
 
@@ -59,7 +60,8 @@ def window_starts(windows: np.ndarray, batch_size: int, seed: int, rank: int, st
 
 def window_length(cfg: TrainConfig) -> int:
     """Steps a training window spans: ``seq_len`` observed frames, or the long rollout's reach if longer."""
-    return max(cfg.seq_len, cfg.rollout_context + cfg.rollout_steps if cfg.rollout_steps else 0)
+    obj = cfg.objective
+    return max(cfg.run.seq_len, obj.rollout_context + obj.rollout_steps if obj.rollout_steps else 0)
 
 
 def lr_at(cfg: TrainConfig, step: int, seconds: float = 0.0) -> float:
@@ -67,6 +69,7 @@ def lr_at(cfg: TrainConfig, step: int, seconds: float = 0.0) -> float:
 
     With a wall-clock budget (``cfg.minutes``) the decay follows whichever runs out first, steps or time
     (``seconds`` spent training so far), so a run cut by the clock still ends at the low learning rate."""
+    cfg = cfg.run
     warmup = min(100, cfg.steps // 20 + 1)
     if step < warmup:
         return cfg.lr * (step + 1) / warmup
@@ -77,7 +80,8 @@ def lr_at(cfg: TrainConfig, step: int, seconds: float = 0.0) -> float:
 
 
 def expected_steps(cfg: TrainConfig, done: int, rate: float, seconds: float) -> int:
-    """Where the run will stop: at ``cfg.steps``, or sooner where its budget runs out at ``rate`` steps/s."""
+    """Where the run will stop: at ``steps``, or sooner where its budget runs out at ``rate`` steps/s."""
+    cfg = cfg.run
     if not cfg.minutes:
         return cfg.steps
     ahead = max(cfg.log_every, round(rate * max(0.0, cfg.minutes * 60 - seconds)))  # never "done" before the end
@@ -86,7 +90,7 @@ def expected_steps(cfg: TrainConfig, done: int, rate: float, seconds: float) -> 
 
 def out_of_time(cfg: TrainConfig, seconds: float) -> bool:
     """Whether the run's wall-clock budget (if any) is spent."""
-    return bool(cfg.minutes) and seconds >= cfg.minutes * 60
+    return bool(cfg.run.minutes) and seconds >= cfg.run.minutes * 60
 
 
 def loss_status(row: dict) -> str:
@@ -99,9 +103,9 @@ def loss_status(row: dict) -> str:
 
 
 def build_model(cfg: TrainConfig, spec: DataSpec, goal_dim: int = 0) -> WorldModel:
-    """A fresh model sized by ``cfg`` (every key it shares with WorldModelConfig) for the shapes in ``spec``; its
-    reward head (if ``cfg.reward_weight``) sees a task goal of ``goal_dim`` values."""
-    shared = {f.name for f in fields(WorldModelConfig)} & set(cfg.to_dict())
+    """A fresh model sized by ``cfg.model`` for the shapes in ``spec``, with the parts its objective trains: a blend
+    over the long rollout's horizon, a reward head (if ``reward_weight``) that sees a task goal of ``goal_dim``
+    values."""
     return WorldModel(
         WorldModelConfig(
             image_size=spec.image_size,
@@ -109,37 +113,41 @@ def build_model(cfg: TrainConfig, spec: DataSpec, goal_dim: int = 0) -> WorldMod
             proprio_dim=spec.proprio_dim,
             contact_dim=spec.contact_dim,
             goal_dim=goal_dim,
-            **{name: getattr(cfg, name) for name in sorted(shared)},
+            blend_horizon=cfg.objective.rollout_steps if cfg.model.blend else 0,
+            reward=cfg.objective.reward_weight > 0,
+            **asdict(cfg.model),
         )
     )
 
 
 class Prefetcher:
-    """Gathers the next batches in a background thread (pinned memory on CUDA) so the device never waits."""
+    """Gathers the next batches in a background thread (pinned memory on CUDA) so the device never waits; each batch
+    holds the keys in ``needs`` (Objective.needs: what the active loss terms read)."""
 
-    def __init__(self, data: EpisodeArrays, windows: np.ndarray, cfg: TrainConfig, rank: int, pin: bool):
-        self.data, self.windows, self.cfg, self.rank, self.pin = data, windows, cfg, rank, pin
+    def __init__(self, data: EpisodeArrays, windows: np.ndarray, cfg: TrainConfig, rank: int, pin: bool,
+                 needs: set[str]):
+        self.data, self.windows, self.cfg, self.rank, self.pin, self.needs = data, windows, cfg, rank, pin, needs
         self.pool = ThreadPoolExecutor(max_workers=1)
         self.pending: dict[int, Future] = {}
 
     def _load(self, step: int) -> dict[str, torch.Tensor]:
-        cfg = self.cfg
-        starts = window_starts(self.windows, cfg.batch_size, cfg.seed, self.rank, step)
+        run, obj = self.cfg.run, self.cfg.objective
+        starts = window_starts(self.windows, run.batch_size, run.seed, self.rank, step)
         references = rollout = None
-        if cfg.composite:  # a frame of the same episode, usually far from the window: see WorldModel.loss
-            rng = np.random.default_rng([cfg.seed, self.rank, step, 1])
+        if "reference" in self.needs:  # a frame of the same episode, usually far from the window: see objectives.Pass
+            rng = np.random.default_rng([run.seed, self.rank, step, 1])
             references = self.data.random_steps_of_episodes(starts, rng)
-        if cfg.rollout_steps:  # which imagined frames of the long rollout get decoded: see WorldModel.loss
-            rng = np.random.default_rng([cfg.seed, self.rank, step, 2])
-            picks = rng.random((len(starts), cfg.rollout_steps)).argsort(1)[:, : cfg.rollout_frames]
-            rollout = np.sort(picks, 1) + cfg.rollout_context
-        raw = self.data.gather(starts, cfg.seq_len, references, rollout, window_length(cfg))
+        if "rollout_image" in self.needs:  # which imagined frames of the long rollout get decoded: objectives.Rollout
+            rng = np.random.default_rng([run.seed, self.rank, step, 2])
+            picks = rng.random((len(starts), obj.rollout_steps)).argsort(1)[:, : obj.rollout_frames]
+            rollout = np.sort(picks, 1) + obj.rollout_context
+        raw = self.data.gather(starts, run.seq_len, references, rollout, window_length(self.cfg), keys=self.needs)
         return {k: v.pin_memory() for k, v in raw.items()} if self.pin else raw
 
     def get(self, step: int) -> dict[str, torch.Tensor]:
         """The raw batch of ``step``; schedules the following ones."""
-        for ahead in range(step, step + max(1, self.cfg.prefetch) + 1):
-            if ahead < self.cfg.steps and ahead not in self.pending:
+        for ahead in range(step, step + max(1, self.cfg.run.prefetch) + 1):
+            if ahead < self.cfg.run.steps and ahead not in self.pending:
                 self.pending[ahead] = self.pool.submit(self._load, ahead)
         return self.pending.pop(step).result()
 
@@ -157,12 +165,13 @@ def train(
 ) -> dict:
     """Fit a world model on random windows of the training episodes; returns a summary dict (rank 0)."""
     out_dir = Path(out_dir)
+    run = cfg.run
     rank, world, device = init_distributed(torch.device(device))
     main_process = rank == 0
     if device.type == "cpu":  # the CPUs this process may use, not the machine's: a second job costs its share
         torch.set_num_threads(cpu_threads())
-    torch.manual_seed(cfg.seed + rank)
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    torch.manual_seed(run.seed + rank)
+    bf16 = run.precision == "bf16" or (run.precision == "auto" and device.type == "cuda")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
     # ---- data: split by whole episode; windows never cross episodes ----
@@ -172,27 +181,28 @@ def train(
     elif data.stored_split is not None:  # `teleworld data split` wins over the seeded default
         train_eps, val_eps = data.stored_split["train"], data.stored_split["val"]
     else:
-        train, val = split_episodes(len(data.active), cfg.val_fraction, cfg.seed)
+        train, val = split_episodes(len(data.active), run.val_fraction, run.seed)
         train_eps, val_eps = data.active[train], data.active[val]
     windows = data.windows(window_length(cfg), train_eps)
     if len(windows) == 0:
         raise TeleworldError(f"no training episode has {window_length(cfg)} steps; record longer episodes or lower "
                              "seq_len (or rollout_steps)")
-    if cfg.rollout_steps and not 1 <= cfg.rollout_context <= cfg.seq_len:
-        raise TeleworldError(f"rollout_context must lie within the window (1..seq_len={cfg.seq_len})")
+    if cfg.objective.rollout_steps and not 1 <= cfg.objective.rollout_context <= run.seq_len:
+        raise TeleworldError(f"rollout_context must lie within the window (1..seq_len={run.seq_len})")
 
     # ---- model and optimiser (architecture from the checkpoint on resume) ----
-    rewarded = ckpt["config"].get("reward_weight", 0) > 0 if ckpt else cfg.reward_weight > 0
+    saved = WorldModel(WorldModelConfig.from_dict(ckpt["config"])) if ckpt else None
+    rewarded = saved.reward_head is not None if saved is not None else cfg.objective.reward_weight > 0
     if rewarded:  # batches carry each episode's task goal, which the reward head is conditioned on
         data.load_goals()
     goals = data.goal.shape[1] if rewarded else 0
-    model = WorldModel(WorldModelConfig.from_dict(ckpt["config"])) if ckpt else build_model(cfg, data.spec, goals)
+    model = saved if saved is not None else build_model(cfg, data.spec, goals)
     if ckpt is None and model.proprio_head is not None and model.standard_heads:  # restored with the weights on resume
         model.set_proprio_stats(*data.proprio_stats(train_eps))
     if ckpt is None and model.reward_head is not None:
         model.set_reward_stats(*data.reward_stats(train_eps))
     model.to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, eps=1e-6)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=run.lr, weight_decay=run.weight_decay, eps=1e-6)
     start_step, seconds_before = 0, 0.0  # training time of earlier invocations of a resumed run
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -200,11 +210,12 @@ def train(
         torch.set_rng_state(ckpt["torch_rng"][rank % len(ckpt["torch_rng"])])
         start_step = ckpt["step"]
         seconds_before = ckpt.get("train_seconds", 0.0)
-    if cfg.compile:
+    if run.compile:
         model.encoder.compile()
         model.decoder.compile()
         model.rssm.img_step = torch.compile(model.rssm.img_step)
-    ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    objective = Objective(model, cfg.objective)
+    ddp = torch.nn.parallel.DistributedDataParallel(objective) if world > 1 else objective
 
     extra = {"train_config": cfg.to_dict(), "val_episodes": val_eps.tolist(), "train_episodes": train_eps.tolist()}
 
@@ -218,21 +229,21 @@ def train(
         state = {**extra, "optimizer": optimizer.state_dict(), "torch_rng": rng,
                  "train_seconds": seconds_before + time.time() - start}
         if final:  # the contact head's operating point, chosen on training windows (train/calibration.py)
-            state["contact_thresholds"] = calibrate(model, data, train_eps, cfg.seed, device)
+            state["contact_thresholds"] = calibrate(model, data, train_eps, run.seed, device)
         return save_checkpoint(out_dir / CHECKPOINT_NAME, model, data.spec, step, state)
 
     validator = Validator(data, val_eps, device) if main_process else None
     logger = _tensorboard(out_dir) if main_process else None
-    prefetch = Prefetcher(data, windows, cfg, rank, pin=device.type == "cuda")
+    prefetch = Prefetcher(data, windows, cfg, rank, pin=device.type == "cuda", needs=objective.needs)
     history: list[dict] = []
     start = time.time()
     try:
         with progress_bar(show_progress and main_process) as progress:
-            budget = f", at most {cfg.minutes:g} min" if cfg.minutes else ""
-            task = progress.add_task(f"train{budget}", total=cfg.steps, completed=start_step, status="",
+            budget = f", at most {run.minutes:g} min" if run.minutes else ""
+            task = progress.add_task(f"train{budget}", total=run.steps, completed=start_step, status="",
                                      unit="steps")
             done = start_step
-            for step in range(start_step, cfg.steps):
+            for step in range(start_step, run.steps):
                 if _everyone(out_of_time(cfg, time.time() - start), world, device):
                     break
                 for group in optimizer.param_groups:
@@ -245,10 +256,10 @@ def train(
                         f"loss became {loss.item()} at step {step}; stopped, the last good checkpoint is kept")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), run.grad_clip)
                 optimizer.step()
                 done = step + 1
-                if main_process and (step % cfg.log_every == 0 or done == cfg.steps):
+                if main_process and (step % run.log_every == 0 or done == run.steps):
                     row = {"step": step, "lr": optimizer.param_groups[0]["lr"],
                            **{k: v.item() for k, v in terms.items()}}
                     history.append(row)
@@ -259,14 +270,14 @@ def train(
                     logger.add_scalar("perf/steps_per_s", rate, step)
                     progress.update(task, status=loss_status(row),
                                     total=expected_steps(cfg, done, rate, time.time() - start))
-                if validator is not None and cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
+                if validator is not None and run.eval_every and (done % run.eval_every == 0 or done == run.steps):
                     validator.log(model, logger, done)
                     model.train()
-                if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
+                if run.checkpoint_every and done % run.checkpoint_every == 0 and done < run.steps:
                     checkpoint(done)
                 progress.advance(task)
             progress.update(task, total=done)  # where it stopped: at the last step or when the clock ran out
-        if validator is not None and cfg.eval_every and start_step < done < cfg.steps:  # stopped by the clock
+        if validator is not None and run.eval_every and start_step < done < run.steps:  # stopped by the clock
             validator.log(model, logger, done)
         path = checkpoint(done, final=True)
     finally:
@@ -291,9 +302,10 @@ def resumable_checkpoint(out_dir: str | Path) -> dict:
 def _resume_checkpoint(out_dir: Path, spec: DataSpec, cfg: TrainConfig) -> dict:
     ckpt = resumable_checkpoint(out_dir)
     DataSpec(**ckpt["data_spec"]).check_compatible(spec)
-    check_resume(ckpt["train_config"], cfg.to_dict())
-    if cfg.steps < ckpt["step"]:
-        raise TeleworldError(f"the run in {out_dir} is at step {ckpt['step']}, past steps={cfg.steps}; ask for more")
+    check_resume(saved_config(ckpt), cfg.to_dict())
+    if cfg.run.steps < ckpt["step"]:
+        raise TeleworldError(f"the run in {out_dir} is at step {ckpt['step']}, past steps={cfg.run.steps}; "
+                             "ask for more")
     return ckpt
 
 

@@ -1,7 +1,8 @@
 """An action-conditioned latent world model: conv encoder -> RSSM (GRU + categorical latent) -> decoders.
 
 Verbs (DreamerV3's vocabulary): ``initial(batch)``, ``observe(embeds, actions)``, ``imagine(state, actions)``,
-``decode(feat, reference)``, ``loss(batch)``. Time convention (docs/schema.md): frame t is observed, then action t is
+``decode(feat, reference)``, ``open_loop(images, actions, context)``; the losses are train/objectives.py's.
+Time convention (docs/schema.md): frame t is observed, then action t is
 applied; so the latent at t+1 is ``img_step(latent_t, action_t)``.
 """
 
@@ -17,7 +18,8 @@ from torch import nn
 
 @dataclass
 class WorldModelConfig:
-    """Sizes of the model. ``action_dim``/``proprio_dim``/``contact_dim``/``image_size`` come from the data."""
+    """Sizes and parts of the model. ``action_dim``/``proprio_dim``/``contact_dim``/``image_size`` come from the data;
+    the loss and its weights are train/objectives.py's."""
 
     image_size: int = 64
     action_dim: int = 2
@@ -29,23 +31,12 @@ class WorldModelConfig:
     classes: int = 16
     hidden: int = 256
     unimix: float = 0.01
-    free_nats: float = 1.0
-    kl_dyn: float = 1.0
-    kl_rep: float = 0.1
-    openloop_steps: int = 3  # extra imagination steps trained against the truth
-    openloop_weight: float = 0.5
-    openloop_stride: int = 4  # imagine from every 4th posterior only: a quarter of the decoder cost
-    foreground_weight: float = 1.0  # weight of pixels that differ from their window's temporal median
     composite: bool = False  # paint over the last observed frame (False: draw every pixel from the latent)
-    rollout_steps: int = 0  # long open-loop term: imagine this many steps after `rollout_context` frames (0: off)
-    rollout_frames: int = 4  # of those imagined steps, this many random ones are decoded and scored per window
-    rollout_weight: float = 1.0
-    rollout_context: int = 5  # frames observed before the long rollout starts (replay's K)
-    blend: bool = False  # learn how much of the last observed frame to keep in each imagined one (needs rollout_steps)
+    blend: bool = False  # learn how much of the last observed frame to keep in each imagined one
     blend_kernel: int = 3  # receptive field of that per-pixel blend
+    blend_horizon: int = 0  # steps ahead the blend tells apart (the training rollout's length)
     heads: str = "standard"  # proprio/contact heads: "standard" (below) or "legacy" (symlog proprio, posteriors only)
-    head_weight: float = 10.0  # weight of the proprio and contact terms next to the image error summed over pixels
-    reward_weight: float = 0.0  # weight of the reward head's term (0: the model has no reward head)
+    reward: bool = False  # a reward head (what the planner sums)
     goal_dim: int = 0  # the reward head also sees the episode's task goal (train/goals.py), this long
 
     @property
@@ -58,8 +49,15 @@ class WorldModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "WorldModelConfig":
-        """A saved config; one saved before a key existed gets what it meant then (LEGACY), not today's default."""
+        """A saved config; one saved before a key existed gets what it meant then (LEGACY), not today's default.
+        A config saved with the loss settings in it (before train/objectives.py) names the blend's horizon
+        ``rollout_steps`` and has a reward head where ``reward_weight > 0``."""
         names = {f.name for f in fields(cls)}
+        d = dict(d)
+        if "blend_horizon" not in d and d.get("blend"):
+            d["blend_horizon"] = d.get("rollout_steps", 0)
+        if "reward" not in d:
+            d["reward"] = d.get("reward_weight", 0) > 0
         return cls(**{**LEGACY, **{k: v for k, v in d.items() if k in names}})
 
     def to_dict(self) -> dict:
@@ -67,7 +65,7 @@ class WorldModelConfig:
 
 
 # What a config saved without these keys (before issue 27) trained: kept so older checkpoints load as they were.
-LEGACY = {"heads": "legacy", "head_weight": 1.0}
+LEGACY = {"heads": "legacy"}
 HEADS = ("standard", "legacy")
 PROPRIO_STD_FLOOR = 1e-3  # native units (m, rad, m/s, ...): a dimension that barely moves is not blown up to unit scale
 
@@ -245,24 +243,9 @@ class RSSM(nn.Module):
     def feat(state: dict) -> torch.Tensor:
         return torch.cat([state["deter"], state["stoch"]], -1)
 
-    def kl(self, post: dict, prior: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """(dynamics, representation) KL terms per step, each clipped below at free nats; fp32."""
-        def kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
-            p = p_logits.float().softmax(-1)
-            return (p * (p_logits.float().log_softmax(-1) - q_logits.float().log_softmax(-1))).sum((-1, -2))
-
-        dyn = kl(post["logits"].detach(), prior["logits"])
-        rep = kl(post["logits"], prior["logits"].detach())
-        free = self.cfg.free_nats
-        return dyn.clamp(min=free), rep.clamp(min=free)
-
 
 def _stack(states: list[dict]) -> dict[str, torch.Tensor]:
     return {k: torch.stack([s[k] for s in states], 1) for k in states[0]}
-
-
-def _flat(state: dict) -> dict:
-    return {k: v.flatten(0, 1) for k, v in state.items()}
 
 
 class WorldModel(nn.Module):
@@ -276,11 +259,11 @@ class WorldModel(nn.Module):
     reference step whose proprio was observed (``anchor_proprio``: at replay the last context step), which keeps
     what the latent reads poorly (the box's yaw) as exact as copy-last and adds the motion it predicts
     (docs/training.md has the check that chose this). Both heads are also trained on every imagined step of the long
-    rollout, so on what replay scores, the anchored entries as changes since the rollout's first step; their terms
-    weigh ``head_weight``. ``"legacy"``: the heads of checkpoints saved before (symlog proprio, posteriors only,
+    rollout, so on what replay scores, the anchored entries as changes since the rollout's first step
+    (train/objectives.py). ``"legacy"``: the heads of checkpoints saved before (symlog proprio, posteriors only,
     no anchoring).
 
-    With ``reward_weight > 0`` a reward head (MLP on concat(feat, goal)) predicts the recorded reward of the state,
+    With ``reward`` a reward head (MLP on concat(feat, goal)) predicts the recorded reward of the state,
     standardised by the training episodes' reward mean and std (``set_reward_stats``), trained on posteriors and on
     every imagined step of the long rollout; the planner (replay/planning.py) sums it over imagined futures."""
 
@@ -300,10 +283,10 @@ class WorldModel(nn.Module):
             self.register_buffer("proprio_mean", torch.zeros(cfg.proprio_dim))
             self.register_buffer("proprio_std", torch.ones(cfg.proprio_dim))
             self.register_buffer("proprio_anchored", torch.zeros(cfg.proprio_dim, dtype=torch.bool))
-        if cfg.blend and cfg.rollout_steps < 1:
-            raise ValueError("blend is learned on the long rollout: it needs rollout_steps >= 1")
-        self.blend = Blend(cfg.rollout_steps, cfg.blend_kernel) if cfg.blend else None
-        self.reward_head = _mlp(cfg.feat + cfg.goal_dim, cfg.hidden, 1) if cfg.reward_weight > 0 else None
+        if cfg.blend and cfg.blend_horizon < 1:
+            raise ValueError("blend is learned on the long rollout: it needs rollout_steps >= 1 (its blend_horizon)")
+        self.blend = Blend(cfg.blend_horizon, cfg.blend_kernel) if cfg.blend else None
+        self.reward_head = _mlp(cfg.feat + cfg.goal_dim, cfg.hidden, 1) if cfg.reward else None
         if self.reward_head is not None:  # identity until set_reward_stats
             self.register_buffer("reward_mean", torch.zeros(()))
             self.register_buffer("reward_std", torch.ones(()))
@@ -333,12 +316,6 @@ class WorldModel(nn.Module):
             feat = torch.cat([feat, goal.expand(*feat.shape[:-1], -1)], -1)
         raw = self.reward_head(feat)[..., 0].float()
         return raw if standardised else raw * self.reward_std + self.reward_mean
-
-    def _reward_term(self, feat: torch.Tensor, goal: torch.Tensor | None, reward: torch.Tensor) -> torch.Tensor:
-        """Squared error of the reward head in standardised units; feat (B, T, F), goal (B, D), reward (B, T)."""
-        goal = goal[:, None] if goal is not None and self.cfg.goal_dim else None
-        target = (reward.float() - self.reward_mean) / self.reward_std
-        return (self.reward(feat, goal, standardised=True) - target).pow(2).mean()
 
     @torch.no_grad()
     def set_proprio_stats(self, mean: np.ndarray | torch.Tensor, std: np.ndarray | torch.Tensor,
@@ -377,24 +354,6 @@ class WorldModel(nn.Module):
             out["contact_logits"] = self.contact_head(feat)
         return out
 
-    def _head_terms(self, out: dict[str, torch.Tensor], proprio: torch.Tensor | None, contact: torch.Tensor | None,
-                    anchor: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-        """Squared error of the proprio head in its units, summed over dimensions, and the contact head's binary
-        cross-entropy summed over groups; each averaged over the other dims. ``anchor`` (the head's proprio and the
-        true one at a reference step, each (B, P)): the anchored entries are scored as changes since that step."""
-        terms = {}
-        if "proprio" in out:
-            pred, target = self.proprio_units(out["proprio"]), self.proprio_units(proprio)
-            if anchor is not None:
-                ref_pred, ref_truth = (self.proprio_units(a)[:, None] for a in anchor)
-                pred = torch.where(self.proprio_anchored, pred - ref_pred, pred)
-                target = torch.where(self.proprio_anchored, target - ref_truth, target)
-            terms["proprio"] = _sum_sq(pred, target, 1)
-        if "contact_logits" in out:
-            terms["contact"] = F.binary_cross_entropy_with_logits(
-                out["contact_logits"].float(), contact.float(), reduction="none").sum(-1).mean()
-        return terms
-
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, T, 3, S, S) in [0, 1] -> embeds (B, T, E)."""
         B, T = images.shape[:2]
@@ -427,133 +386,25 @@ class WorldModel(nn.Module):
         return self.rssm.imagine(state, actions)
 
     @torch.no_grad()
-    def open_loop(self, images: torch.Tensor, actions: torch.Tensor, context: int) -> dict[str, torch.Tensor]:
-        """Observe ``context`` frames, then imagine the rest with the real actions.
+    def open_loop(self, images: torch.Tensor, actions: torch.Tensor, context: int, horizon: int | None = None,
+                  decode: bool = True, start: dict | None = None) -> dict:
+        """Observe ``context`` frames, then imagine ``horizon`` steps with the given actions: replay's protocol.
 
-        images (B, K+H, 3, S, S); actions (B, K+H, A). Returns decoded predictions for steps K..K+H-1
-        and the reconstructions of the K context frames.
-        """
-        posts, _ = self.observe(images[:, :context], actions[:, :context])
-        last = {k: v[:, -1] for k, v in posts.items()}
-        horizon = images.shape[1] - context
-        priors = self.imagine(last, actions[:, context - 1 : context - 1 + horizon])
-        pred = self.decode(self.rssm.feat(priors), images[:, context - 1], torch.arange(1, horizon + 1))
-        pred["recon"] = self.decode(self.rssm.feat(posts), images[:, 0])["image"]
-        return pred
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The training loss (so DistributedDataParallel sees a forward call)."""
-        return self.loss(batch)
-
-    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Total loss and its named terms. batch: image (B,T,3,S,S), action (B,T,A), proprio, contact."""
-        cfg = self.cfg
-        images, actions = batch["image"], batch["action"]
-        posts, priors = self.observe(images, actions)
-        feat = self.rssm.feat(posts)
-        # A composite decoder paints over a reference frame. At replay that is the last context frame, up to 50
-        # steps before the prediction; a window is shorter, so training paints over a random frame of the same
-        # episode (batch["reference"]): only what is truly static may be copied, moved things must be drawn.
-        reference = batch.get("reference", images[:, 0])
-        out = self.decode(feat, reference)
-        median = images.median(1, keepdim=True).values if cfg.foreground_weight != 1.0 else None
-        weight = self._pixel_weight(images, median)
-        terms = {"image": _sum_sq(out["image"] * weight, images * weight, 3)}
-        heads = self._head_terms(out, batch.get("proprio"), batch.get("contact"))
-        terms.update(heads)
-        dyn, rep = self.rssm.kl(posts, priors)
-        terms["kl_dyn"], terms["kl_rep"] = dyn.mean(), rep.mean()
-        total = (terms["image"] + cfg.head_weight * sum(heads.values(), torch.zeros((), device=images.device))
-                 + cfg.kl_dyn * terms["kl_dyn"] + cfg.kl_rep * terms["kl_rep"])
-        if self.reward_head is not None:
-            terms["reward"] = self._reward_term(feat, batch.get("goal"), batch["reward"])
-            total = total + cfg.reward_weight * terms["reward"]
-        if cfg.openloop_steps > 0 and images.shape[1] > cfg.openloop_steps:
-            terms["openloop"] = self._openloop_loss(posts, batch, weight, batch.get("reference"))
-            total = total + cfg.openloop_weight * terms["openloop"]
-        if cfg.rollout_steps > 0 and "rollout_image" in batch:
-            terms["rollout"], blend, imagined = self._rollout_loss(posts, batch, median, reference)
-            total = total + cfg.rollout_weight * terms["rollout"]
-            if blend is not None:  # reaches only the blend's weights (a mean, so it barely moves the clipped norm)
-                terms["blend"] = blend
-                total = total + blend
-            if self.standard_heads and "span_proprio" in batch:  # the heads on each imagined step, as replay reads them
-                start = cfg.rollout_context - 1  # the reference step: the posterior the rollout starts from
-                seen = slice(start + 1, start + 1 + cfg.rollout_steps)
-                anchor = (out["proprio"][:, start], batch["span_proprio"][:, start]) if "proprio" in out else None
-                ahead = self._head_terms(self.heads(imagined), batch["span_proprio"][:, seen],
-                                         batch["span_contact"][:, seen], anchor)
-                terms.update({f"rollout_{k}": v for k, v in ahead.items()})
-                total = total + cfg.head_weight * sum(ahead.values(), torch.zeros((), device=images.device))
-            if self.reward_head is not None and "span_reward" in batch:  # the reward the planner sums
-                start = cfg.rollout_context
-                terms["rollout_reward"] = self._reward_term(
-                    imagined, batch.get("goal"), batch["span_reward"][:, start : start + cfg.rollout_steps])
-                total = total + cfg.reward_weight * terms["rollout_reward"]
-        terms["total"] = total
-        return total, terms
-
-    def _pixel_weight(self, images: torch.Tensor, median: torch.Tensor | None) -> torch.Tensor | float:
-        """sqrt of the per-pixel loss weight (B, T, 1, S, S): ``foreground_weight`` where a frame differs from
-        ``median``, the temporal median of its window (so what moves in it), 1 elsewhere."""
-        if median is None:
-            return 1.0
-        moving = (images - median).abs().amax(2, keepdim=True) > 0.1
-        return torch.where(moving, self.cfg.foreground_weight**0.5, 1.0)
-
-    def _rollout_loss(self, posts: dict, batch: dict, median: torch.Tensor | None,
-                      reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """Image error of a long open-loop rollout, as replay runs it: from the posterior of frame
-        ``rollout_context - 1``, imagine ``rollout_steps`` steps with the real actions and the latent's expected
-        value, and score the few imagined frames the loader brought along (batch["rollout_image"], (B, F, 3, S, S),
-        at window steps batch["rollout_step"] (B, F)). Decoding only those keeps the cost of 50 steps small.
-        A composite decoder paints over the same ``reference`` as the other terms (painting over frame
-        ``rollout_context - 1``, as replay does, measured 0.2 dB worse). Returns that error and, for a model with
-        ``blend``, the blend's error on the same frames painted over frame ``rollout_context - 1`` as replay shows
-        them (else None), and the features of every imagined step (B, R, F)."""
-        cfg = self.cfg
-        start = cfg.rollout_context - 1
-        state = {k: v[:, start] for k, v in posts.items()}
-        priors = self.rssm.imagine(state, batch["action"][:, start : start + cfg.rollout_steps], sample=False)
-        feat = self.rssm.feat(priors)  # (B, R, F): imagined step j predicts window frame rollout_context + j
-        index = (batch["rollout_step"] - cfg.rollout_context)[..., None].expand(-1, -1, feat.shape[-1])
-        truth = batch["rollout_image"]
-        picked = torch.gather(feat, 1, index)
-        pred = self.decode(picked, reference)["image"]
-        weight = self._pixel_weight(truth, median)
-        loss = _sum_sq(pred * weight, truth * weight, 3)
-        if self.blend is None:
-            return loss, None, feat
-        with torch.no_grad():  # the frames replay shows: painted over the last context frame
-            last = batch["image"][:, start]
-            shown = self.decode(picked.detach(), last)["image"]
-        ahead = (batch["rollout_step"] - start).flatten()
-        blended = self.blend(shown.flatten(0, 1), last[:, None].expand_as(shown).flatten(0, 1), ahead)
-        return loss, F.mse_loss(blended.float(), truth.flatten(0, 1).float()), feat
-
-    def _openloop_loss(self, posts: dict, batch: dict, weight: torch.Tensor | float = 1.0,
-                       reference: torch.Tensor | None = None) -> torch.Tensor:
-        """Image error after imagining n steps from every posterior (the quantity replay measures); a composite
-        decoder paints over ``reference`` (B, 3, S, S), else over the last frame observed before imagining."""
-        n, stride = self.cfg.openloop_steps, self.cfg.openloop_stride
-        images, actions = batch["image"], batch["action"]
-        B, T = images.shape[:2]
-        t0 = torch.arange(0, T - n, stride, device=images.device)  # start steps, every `stride`-th
-        state = _flat({k: v[:, t0] for k, v in posts.items()})  # (B * S, ...)
-        for j in range(n):
-            state = self.rssm.img_step(state, actions[:, t0 + j].flatten(0, 1))
-        if not self.cfg.composite:
-            reference = None
-        elif reference is None:
-            reference = images[:, t0].flatten(0, 1)
-        else:
-            reference = reference[:, None].expand(B, len(t0), *images.shape[2:]).flatten(0, 1)
-        pred = self.decoder(self.rssm.feat(state), reference).view(B, len(t0), *images.shape[2:])
-        if torch.is_tensor(weight):
-            weight = weight[:, t0 + n]
-        return _sum_sq(pred * weight, images[:, t0 + n] * weight, 3)
-
-
-def _sum_sq(pred: torch.Tensor, target: torch.Tensor, event_dims: int) -> torch.Tensor:
-    """Squared error summed over the last ``event_dims`` dims, averaged over the rest."""
-    return (pred.float() - target.float()).pow(2).flatten(-event_dims).sum(-1).mean()
+        images (B, >= K, 3, S, S); actions (B, >= K-1+H, A), action t applied after frame t, so the imagined steps
+        take actions K-1 .. K+H-2; ``horizon`` defaults to the frames past the context. ``start``: the posterior
+        of frame K-1 when already observed (then the context is not observed again). Returns "start" (that
+        posterior), "priors" (the imagined states, (B, H, ...)) and "feat" (their features, (B, H, F)); with
+        ``decode`` also the imagined steps decoded (image painted over and blended toward frame K-1, proprio,
+        contact logits) and, unless given ``start``, "recon": the context frames' reconstructions (B, K, 3, S, S)."""
+        horizon = images.shape[1] - context if horizon is None else horizon
+        posts = None
+        if start is None:
+            posts, _ = self.observe(images[:, :context], actions[:, :context])
+            start = {k: v[:, -1] for k, v in posts.items()}
+        priors = self.imagine(start, actions[:, context - 1 : context - 1 + horizon])
+        out = {"start": start, "priors": priors, "feat": self.rssm.feat(priors)}
+        if decode:
+            out.update(self.decode(out["feat"], images[:, context - 1], torch.arange(1, horizon + 1)))
+            if posts is not None:
+                out["recon"] = self.decode(self.rssm.feat(posts), images[:, 0])["image"]
+        return out
