@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import uuid
@@ -20,6 +21,7 @@ from recorder.schema import (
     REQUIRED_INFO,
     ROOT_KEY,
     SCHEMA_VERSION,
+    TAIL_FILE,
     WRITTEN_KEY,
     ArraySpec,
     parse_version,
@@ -87,6 +89,7 @@ class EpisodeStore:
         self._tails: dict[str, tuple[int, np.ndarray]] = {}  # per array: (first row, rows) of its last, open chunk
         marker = self._meta.attrs.get(WRITTEN_KEY) if self._meta is not None else None
         self._written: dict | None = dict(marker) if marker else None  # None: a 1.0 store, lengths are shapes
+        self._load_tail()
 
     # ----- named constructors -----
     @classmethod
@@ -180,12 +183,19 @@ class EpisodeStore:
         """Read a slice, an index or (integer array) the given rows of an array; damage becomes one clear error."""
         try:
             arr = self.arr(name)
-            return arr.oindex[sel] if isinstance(sel, np.ndarray) else arr[sel]
+            values = arr.oindex[sel] if isinstance(sel, np.ndarray) else arr[sel]
         except TeleworldError:
             raise
         except Exception as exc:
             raise TeleworldError(f"{self.path}: {name} cannot be read ({type(exc).__name__}: {exc}); "
                                  "run `teleworld data validate`") from None
+        tail = self._tail_of(name)
+        return values if tail is None else overlay(values, sel, arr.shape[0], *tail)
+
+    def _tail_of(self, name: str) -> tuple[int, np.ndarray] | None:
+        """(first row, rows) of the open block of a data/ or contacts/ array that the tail file holds, if any."""
+        tail = self._tails.get(name)
+        return tail if tail is not None and len(tail[1]) and not name.startswith("meta/") else None
 
     def block(self, name: str) -> int:
         """Rows per file of an array along time (its shard, else its chunk): the unit of whole writes."""
@@ -204,7 +214,10 @@ class EpisodeStore:
         stored = set(collect_aiterator(arr.store_path.store.list_prefix(prefix)))
         tail = (0,) * (arr.ndim - 1)
         count = -(-rows // self.block(name))
-        return [i for i in range(count) if prefix + arr.metadata.encode_chunk_key((i, *tail)) not in stored]
+        held = self._tail_of(name)  # the open block lives in the tail file until the writer closes the store
+        skip = held[0] // self.block(name) if held is not None else -1
+        return [i for i in range(count)
+                if i != skip and prefix + arr.metadata.encode_chunk_key((i, *tail)) not in stored]
 
     # ----- committed episodes -----
     @property
@@ -328,7 +341,8 @@ class EpisodeStore:
 
     @property
     def written(self) -> dict:
-        """{'steps', 'contact_rows'} durably written by the last flush (the salvage limit after a crash)."""
+        """{'steps', 'contact_rows'} durably written by the last flush (the salvage limit after a crash): the tail
+        file's mark while it exists, else meta's attribute."""
         if self._written is None:
             return {"steps": self.data_length(), "contact_rows": min(self.arr(f"contacts/{k}").shape[0]
                                                                      for k in CONTACT_SPECS)}
@@ -342,9 +356,57 @@ class EpisodeStore:
         self._set_written(steps, rows)
 
     def _set_written(self, steps: int, rows: int) -> None:
+        """Record the mark: in the tail file with the open blocks (local stores), else in meta's attribute."""
         self._written = {"steps": int(steps), "contact_rows": int(rows)}
-        self._meta.attrs[WRITTEN_KEY] = self._written
+        if is_url(self.path):
+            self._meta.attrs[WRITTEN_KEY] = self._written
+        else:
+            self._write_tail()
         self._ends.clear()
+
+    # ----- the tail file (schema 1.4): open blocks of the small arrays, so a flush writes no partial chunk -----
+    def _load_tail(self) -> None:
+        """Read the tail file an open or killed writer left: its blocks overlay the chunk files in ``read`` and its
+        mark supersedes meta's attribute."""
+        if is_url(self.path):
+            return
+        try:
+            with np.load(Path(self.path) / TAIL_FILE, allow_pickle=False) as tail:
+                steps, rows = (int(v) for v in tail["written"])
+                self._written = {"steps": steps, "contact_rows": rows}
+                for key in tail.files:
+                    if key.startswith("rows/"):
+                        name = key.removeprefix("rows/")
+                        self._tails[name] = (int(tail[f"first/{name}"]), tail[key])
+        except FileNotFoundError:
+            return
+        except Exception as exc:
+            raise TeleworldError(f"{self.path} is damaged: {TAIL_FILE} cannot be read ({type(exc).__name__})") \
+                from None
+
+    def _write_tail(self) -> None:
+        """Atomically replace the tail file: the written mark and every data/ and contacts/ array's open block."""
+        arrays = {"written": np.array([self._written["steps"], self._written["contact_rows"]], dtype=np.int64)}
+        for name, (first, rows) in self._tails.items():
+            if not name.startswith("meta/"):
+                arrays[f"first/{name}"], arrays[f"rows/{name}"] = np.int64(first), rows
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        write_file(Path(self.path) / TAIL_FILE, buffer.getbuffer())
+
+    def _checkpoint(self) -> None:
+        """Store the tail file's open blocks as chunk files and its mark as meta's attribute, then delete it: a
+        closed store is plain Zarr, laid out as in schema 1.3."""
+        path = Path(self.path) / TAIL_FILE
+        if is_url(self.path) or not path.exists():
+            return
+        for name in list(self._tails):
+            held = self._tail_of(name)
+            if held is not None:
+                arr = self.arr(name)
+                self._store_chunk(arr, held[0] // int(arr.chunks[0]), held[1])
+        self._meta.attrs[WRITTEN_KEY] = self._written
+        path.unlink()
 
     def truncate_uncommitted(self) -> int:
         """Drop everything past the last committed episode; returns the number of steps dropped."""
@@ -354,15 +416,25 @@ class EpisodeStore:
         return dropped
 
     def _truncate(self, steps: int, rows: int, episodes: int) -> None:
+        """Cut every array to the given lengths: the mark (and tail file) first, meta's attribute, then the arrays."""
         self._committed, self._pending_info, self._info_written = None, None, None
-        self._tails.clear()
+        for name, (first, kept) in list(self._tails.items()):
+            limit = steps if name.startswith("data/") else rows if name.startswith("contacts/") else None
+            if limit is None:  # meta/ arrays: their open chunk is read back when next extended
+                del self._tails[name]
+            else:
+                self._tails[name] = (first, kept[: max(0, limit - first)])
+        self._set_written(steps, rows)
+        marker = self._meta.attrs.get(WRITTEN_KEY)
+        if marker and (marker["steps"] > steps or marker["contact_rows"] > rows):
+            self._meta.attrs[WRITTEN_KEY] = {"steps": min(marker["steps"], steps),
+                                             "contact_rows": min(marker["contact_rows"], rows)}
         for k in self.keys:
             self._resize(f"data/{k}", steps)
         for k in CONTACT_SPECS:
             self._resize(f"contacts/{k}", rows)
         self._resize("meta/episode_info", episodes)
         self._resize("meta/episode_ends", episodes)
-        self._set_written(steps, rows)
 
     def append(self, path: str, values: np.ndarray) -> None:
         """Append rows along time to ``data/<key>`` or ``contacts/<key>`` (one write per call)."""
@@ -424,33 +496,36 @@ class EpisodeStore:
                 and all(hasattr(c, "_encode_sync") for c in arr.metadata.codecs))
 
     def _write_chunks(self, arr: zarr.Array, sel: slice, rows: np.ndarray) -> None:
-        """Store rows [sel.start, sel.stop) as whole chunk files: encoded here with the array's own codecs and
-        written atomically (write_file: temp file, then rename) as zarr would, minus its per-chunk thread hops
-        and its read of the chunk being extended. The rows of the open chunk that precede the write are kept from
-        the last write (read back once after opening); rows past the end are fill: they lie beyond the ``written``
-        mark, so they are not data."""
+        """Store rows [sel.start, sel.stop) as chunk files, encoded here with the array's own codecs, minus zarr's
+        per-chunk thread hops and its read of the chunk being extended. The rows of the open chunk that precede
+        the write are kept from the last write (read back once after opening). data/ and contacts/ arrays get
+        only their whole chunks written: the open one stays in memory and goes to the tail file (mark_written),
+        so a flush writes each file once, whole. meta/ arrays get their open chunk written too, fill after it."""
         name = arr.store_path.path
         size = int(arr.chunks[0])
         first = sel.start // size * size
         tail = self._tails.get(name)
         if tail is None or tail[0] != first or tail[0] + len(tail[1]) != sel.start:
-            tail = (first, arr[first : sel.start])
+            tail = (first, self.read(name, slice(first, sel.start)))
         block = np.concatenate([tail[1], np.asarray(rows, dtype=arr.dtype)]) if len(tail[1]) else \
             np.asarray(rows, dtype=arr.dtype)
+        last = len(block) // size * size
+        for offset in range(0, last if not name.startswith("meta/") else len(block), size):
+            self._store_chunk(arr, (first + offset) // size, block[offset : offset + size])
+        self._tails[name] = (first + last, block[last:].copy())
+
+    def _store_chunk(self, arr: zarr.Array, index: int, rows: np.ndarray) -> None:
+        """Write chunk ``index`` of an unsharded array from its leading rows (the rest fill: past the ``written``
+        mark, not data), atomically (write_file: temp file, then rename) as zarr would."""
+        size = int(arr.chunks[0])
+        if len(rows) < size:
+            rows = np.concatenate([rows, np.full((size - len(rows), *rows.shape[1:]), arr.fill_value, arr.dtype)])
         spec = arr.metadata.get_chunk_spec((0,) * arr.ndim, arr._async_array.config, default_buffer_prototype())
-        root = Path(self.path) / name
-        for offset in range(0, len(block), size):
-            chunk = block[offset : offset + size]
-            if len(chunk) < size:
-                chunk = np.concatenate([chunk, np.full((size - len(chunk), *chunk.shape[1:]),
-                                                      arr.fill_value, dtype=arr.dtype)])
-            data = spec.prototype.nd_buffer.from_numpy_array(np.ascontiguousarray(chunk))
-            for codec in arr.metadata.codecs:
-                data = codec._encode_sync(data, spec)
-            key = arr.metadata.encode_chunk_key(((first + offset) // size, *(0,) * (arr.ndim - 1)))
-            write_file(root / key, data.as_buffer_like())
-        last = (sel.stop - first) // size * size
-        self._tails[name] = (first + last, block[last : sel.stop - first].copy())
+        data = spec.prototype.nd_buffer.from_numpy_array(np.ascontiguousarray(rows))
+        for codec in arr.metadata.codecs:
+            data = codec._encode_sync(data, spec)
+        key = arr.metadata.encode_chunk_key((index, *(0,) * (arr.ndim - 1)))
+        write_file(Path(self.path) / arr.store_path.path / key, data.as_buffer_like())
 
     def _grow(self, path: str, rows: int) -> zarr.Array:
         """The array, made at least ``rows`` long in whole chunks (capacity: most commits resize nothing)."""
@@ -556,10 +631,13 @@ class EpisodeStore:
         self._lock = lock
 
     def close(self) -> None:
-        """Release the writer lock (reading needs no close)."""
+        """Move the tail file into the chunk files and release the writer lock (reading needs no close)."""
         if self._lock is not None:
-            self._lock.unlink(missing_ok=True)
-            self._lock = None
+            try:
+                self._checkpoint()
+            finally:
+                self._lock.unlink(missing_ok=True)
+                self._lock = None
 
     def __enter__(self) -> "EpisodeStore":
         return self
@@ -569,6 +647,28 @@ class EpisodeStore:
 
     def __repr__(self) -> str:
         return f"EpisodeStore({self.path!r}, episodes={self.num_episodes}, steps={self.num_steps})"
+
+
+def overlay(values: np.ndarray, sel: slice | int | np.ndarray, length: int, first: int, rows: np.ndarray):
+    """``values`` read from an array of ``length`` rows at ``sel``, with rows [first, first + len(rows)) replaced by
+    ``rows`` (an open block held in the tail file)."""
+    stop = first + len(rows)
+    if isinstance(sel, slice) and sel.step in (None, 1):
+        start, end, _ = sel.indices(length)
+        lo, hi = max(start, first), min(end, stop)
+        if lo < hi:
+            values[lo - start : hi - start] = rows[lo - first : hi - first]
+        return values
+    if isinstance(sel, slice):
+        index = np.arange(*sel.indices(length))
+    else:
+        index = np.asarray(sel)
+        index = np.where(index < 0, index + length, index)
+    if index.ndim == 0:
+        return rows[int(index) - first] if first <= index < stop else values
+    hit = (index >= first) & (index < stop)
+    values[hit] = rows[index[hit] - first]
+    return values
 
 
 def write_file(path: Path, data) -> None:
