@@ -23,7 +23,7 @@ Layout (time-major, episodes concatenated, like diffusion_policy's ReplayBuffer)
     meta/episode_info     (E,)         str      JSON per episode (EPISODE_FIELDS); written at begin, rewritten at end
     meta/episode_ends     (E,)         int64    exclusive cumulative ends: the commit point, written last
     meta attrs  written = {steps, contact_rows}: how far the chunk files of data/ and contacts/ hold data
-    .teleworld.tail.npz                     the open last block of each unsharded data/ and contacts/ array and
+    .teleworld.tail                         the open last block of each unsharded data/ and contacts/ array and
                                             the written mark {steps, contact_rows} that supersedes meta's
                                             (schema >= 1.4; only while a writer has the store open or after a crash)
     root attrs  teleworld_episodes = {deleted: [...], split: {train, val, seed, val_fraction}}
@@ -39,7 +39,7 @@ SCHEMA_VERSION = "1.4"
 ROOT_KEY = "teleworld"
 EPISODES_KEY = "teleworld_episodes"  # root attribute: deletion marks and the train/val split
 WRITTEN_KEY = "written"  # attribute of meta/: steps and contact rows durably written, committed or not
-TAIL_FILE = ".teleworld.tail.npz"  # open blocks of the small arrays + the written mark, while a writer has the store
+TAIL_FILE = ".teleworld.tail"  # open blocks of the small arrays + the written mark, while a writer has the store
 IMAGE_PREFIX = "image_"
 
 

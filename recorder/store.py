@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import os
 import uuid
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 import zarr.codecs
+from zarr.codecs.sharding import MAX_UINT_64, ShardingCodec, ShardingCodecIndexLocation
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import _get_loop, collect_aiterator, sync
 
@@ -32,7 +32,7 @@ from teleworld.errors import TeleworldError
 CHUNK_BYTES = 2 * 1024 * 1024  # target uncompressed bytes per chunk, along time
 MAX_CHUNK_STEPS = 16384
 FRAME_CHUNK = 16  # frames per compressed inner chunk of a frame shard
-CAPACITY_BLOCKS = 8  # arrays grow by this many time blocks at once
+CAPACITY_BLOCKS = 8  # arrays start with this many time blocks of capacity and grow by at least as many at once
 CONTACTS_PER_STEP = 8  # contact rows per chunk = time chunk x this (a typical upper count of contacts per step)
 LOCK_NAME = ".teleworld.lock"
 
@@ -87,6 +87,9 @@ class EpisodeStore:
         self._pending_info: str | None = None  # the open episode's info, written with the next flush
         self._info_written: tuple[int, str] | None = None  # (row, text) last written to meta/episode_info
         self._tails: dict[str, tuple[int, np.ndarray]] = {}  # per array: (first row, rows) of its last, open chunk
+        self._folders: set[Path] = set()  # chunk folders known to exist
+        self._shards: dict[str, tuple[int, list[bytes], np.ndarray]] = {}  # per sharded array, its open shard:
+        # (first row, its whole inner chunks encoded, the rows of its open inner chunk)
         marker = self._meta.attrs.get(WRITTEN_KEY) if self._meta is not None else None
         self._written: dict | None = dict(marker) if marker else None  # None: a 1.0 store, lengths are shapes
         self._load_tail()
@@ -111,11 +114,12 @@ class EpisodeStore:
             # frames: one shard file per time block, compressed in inner chunks of FRAME_CHUNK frames, so the
             # partial block an episode end leaves is re-encoded one inner chunk at a time, and windows read less
             sharded = is_frames(spec) and rows % FRAME_CHUNK == 0
-            root.create_array(name, shape=(0, *spec.shape), dtype=spec.dtype, compressors=compressor(spec.dtype),
-                              chunks=(FRAME_CHUNK if sharded else rows, *spec.shape),
+            root.create_array(name, shape=(rows * CAPACITY_BLOCKS, *spec.shape), dtype=spec.dtype,
+                              compressors=compressor(spec.dtype), chunks=(FRAME_CHUNK if sharded else rows, *spec.shape),
                               shards=(rows, *spec.shape) if sharded else None)
-        root.create_array("meta/episode_info", shape=(0,), chunks=(1024,), dtype=str)
-        root.create_array("meta/episode_ends", shape=(0,), chunks=(4096,), dtype="int64", fill_value=-1)
+        # capacity from the start (rows past the written mark and the committed ends are not data)
+        root.create_array("meta/episode_info", shape=(1024,), chunks=(1024,), dtype=str)
+        root.create_array("meta/episode_ends", shape=(4096,), chunks=(4096,), dtype="int64", fill_value=-1)
         root["meta"].attrs[WRITTEN_KEY] = {"steps": 0, "contact_rows": 0}
         root.attrs[ROOT_KEY] = {**{k: v for k, v in info.items() if k != "schema_version"},
                                 "schema_version": SCHEMA_VERSION}
@@ -300,7 +304,7 @@ class EpisodeStore:
         self._require_writable()
         if not 0 <= index < self.num_episodes:
             raise TeleworldError(f"episode {index} does not exist ({self.num_episodes} committed)")
-        self.arr("meta/episode_info")[index] = json.dumps({**self.episode_info(index), **fields})
+        self._write_row("meta/episode_info", index, json.dumps({**self.episode_info(index), **fields}))
 
     def array(self, key: str) -> zarr.Array:
         """A data/ array by key, for bulk reads."""
@@ -371,28 +375,19 @@ class EpisodeStore:
         if is_url(self.path):
             return
         try:
-            with np.load(Path(self.path) / TAIL_FILE, allow_pickle=False) as tail:
-                steps, rows = (int(v) for v in tail["written"])
-                self._written = {"steps": steps, "contact_rows": rows}
-                for key in tail.files:
-                    if key.startswith("rows/"):
-                        name = key.removeprefix("rows/")
-                        self._tails[name] = (int(tail[f"first/{name}"]), tail[key])
+            raw = (Path(self.path) / TAIL_FILE).read_bytes()
         except FileNotFoundError:
             return
+        try:
+            self._written, self._tails = decode_tail(raw)
         except Exception as exc:
             raise TeleworldError(f"{self.path} is damaged: {TAIL_FILE} cannot be read ({type(exc).__name__})") \
                 from None
 
     def _write_tail(self) -> None:
         """Atomically replace the tail file: the written mark and every data/ and contacts/ array's open block."""
-        arrays = {"written": np.array([self._written["steps"], self._written["contact_rows"]], dtype=np.int64)}
-        for name, (first, rows) in self._tails.items():
-            if not name.startswith("meta/"):
-                arrays[f"first/{name}"], arrays[f"rows/{name}"] = np.int64(first), rows
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        write_file(Path(self.path) / TAIL_FILE, buffer.getbuffer())
+        blocks = {name: tail for name, tail in self._tails.items() if not name.startswith("meta/")}
+        write_file(Path(self.path) / TAIL_FILE, encode_tail(self._written, blocks))
 
     def _checkpoint(self) -> None:
         """Store the tail file's open blocks as chunk files and its mark as meta's attribute, then delete it: a
@@ -418,6 +413,7 @@ class EpisodeStore:
     def _truncate(self, steps: int, rows: int, episodes: int) -> None:
         """Cut every array to the given lengths: the mark (and tail file) first, meta's attribute, then the arrays."""
         self._committed, self._pending_info, self._info_written = None, None, None
+        self._shards.clear()  # frames' open shards are read back when next extended
         for name, (first, kept) in list(self._tails.items()):
             limit = steps if name.startswith("data/") else rows if name.startswith("contacts/") else None
             if limit is None:  # meta/ arrays: their open chunk is read back when next extended
@@ -443,8 +439,9 @@ class EpisodeStore:
     def append_many(self, values: dict[str, np.ndarray]) -> None:
         """Append rows along time to several ``data/<key>`` / ``contacts/<key>`` arrays in one concurrent write.
 
-        The open episode's info (open_episode) goes with it. Arrays grow CAPACITY_BLOCKS time blocks at a time,
-        so most appends are one file write per array, not two; the rows beyond the ``written`` mark are not data.
+        The open episode's info (open_episode) goes with it. Arrays grow geometrically (by their length, at least
+        CAPACITY_BLOCKS time blocks), so resizes (a metadata rewrite each) are rare; the rows beyond the
+        ``written`` mark are not data.
         Returns when every write is on disk (call mark_written next).
         """
         mark = self.written
@@ -454,7 +451,7 @@ class EpisodeStore:
             start = self._ends.get(path, mark["steps"] if path.startswith("data/") else mark["contact_rows"])
             end = start + len(rows)
             if end > arr.shape[0]:
-                grow = self.block(path) * CAPACITY_BLOCKS
+                grow = max(self.block(path) * CAPACITY_BLOCKS, arr.shape[0])
                 arr.resize((-(-end // grow) * grow, *arr.shape[1:]))
             if len(rows):
                 (direct if self._writes_directly(arr) else writes).append((arr, slice(start, end), rows))
@@ -462,7 +459,11 @@ class EpisodeStore:
         info = None
         if self._pending_info is not None:
             info = (self.num_episodes, self._pending_info)
-            writes.append((self._grow("meta/episode_info", info[0] + 1), info[0], np.array(info[1], dtype=object)))
+            arr = self._grow("meta/episode_info", info[0] + 1)
+            if self._writes_directly(arr):
+                direct.append((arr, slice(info[0], info[0] + 1), np.array([info[1]], dtype=arr.dtype)))
+            else:
+                writes.append((arr, info[0], np.array(info[1], dtype=object)))
         self._write(writes, direct)
         self._ends.update(ends)
         if info is not None:
@@ -476,7 +477,7 @@ class EpisodeStore:
         arrays, see _write_chunks) are encoded and stored by this thread meanwhile."""
         if not writes:
             for arr, sel, rows in direct:
-                self._write_chunks(arr, sel, rows)
+                (self._write_shards if arr.shards else self._write_chunks)(arr, sel, rows)
             return
 
         async def write_all() -> None:
@@ -485,15 +486,78 @@ class EpisodeStore:
         pending = asyncio.run_coroutine_threadsafe(write_all(), _get_loop())
         try:
             for arr, sel, rows in direct:
-                self._write_chunks(arr, sel, rows)
+                (self._write_shards if arr.shards else self._write_chunks)(arr, sel, rows)
         finally:
             pending.result()
 
     def _writes_directly(self, arr: zarr.Array) -> bool:
-        """Unsharded arrays of a local store whose codecs all encode synchronously (bytes + blosc) are written by
-        _write_chunks; frames (sharded) and fsspec stores go through zarr."""
-        return (not is_url(self.path) and arr.metadata.zarr_format == 3 and arr.shards is None
-                and all(hasattr(c, "_encode_sync") for c in arr.metadata.codecs))
+        """Arrays of a local store whose codecs all encode synchronously (bytes + blosc) are written by this
+        thread: unsharded ones by _write_chunks, frames (sharded along time only, index at the end) by
+        _write_shards. fsspec stores go through zarr."""
+        if is_url(self.path) or arr.metadata.zarr_format != 3:
+            return False
+        codecs = arr.metadata.codecs
+        if arr.shards is not None:
+            sharding = codecs[0]
+            if (len(codecs) != 1 or not isinstance(sharding, ShardingCodec) or tuple(arr.chunks[1:]) != arr.shape[1:]
+                    or sharding.index_location != ShardingCodecIndexLocation.end):
+                return False
+            codecs = (*sharding.codecs, *sharding.index_codecs)
+        return all(hasattr(c, "_encode_sync") for c in codecs)
+
+    def _write_shards(self, arr: zarr.Array, sel: slice, rows: np.ndarray) -> None:
+        """Store rows [sel.start, sel.stop) of a sharded array (frames) as whole shard files assembled here, as
+        zarr's sharding codec lays them out: the inner chunks this session already encoded are reused, so only new
+        rows are encoded (and the open inner chunk again), and nothing is read back but once after opening."""
+        name = arr.store_path.path
+        shard, inner = int(arr.shards[0]), int(arr.chunks[0])
+        first = sel.start // shard * shard
+        cached = self._shards.get(name)
+        if cached is None or cached[0] != first or first + len(cached[1]) * inner + len(cached[2]) != sel.start:
+            known = self.read(name, slice(first, sel.start)) if sel.start > first else \
+                np.zeros((0, *arr.shape[1:]), arr.dtype)
+            whole = len(known) // inner * inner
+            cached = (first, [self._encode_inner(arr, known[i : i + inner]) for i in range(0, whole, inner)],
+                      known[whole:])
+        first, encoded, _ = cached
+        block = np.concatenate([cached[2], np.asarray(rows, dtype=arr.dtype)])
+        whole = len(block) // inner * inner
+        for offset in range(0, whole, inner):
+            encoded.append(self._encode_inner(arr, block[offset : offset + inner]))
+            if len(encoded) == shard // inner:  # a full shard: stored once, never again
+                self._store_shard(arr, first // shard, encoded)
+                first, encoded = first + shard, []
+        rest = block[whole:].copy()
+        if len(rest) or encoded:
+            self._store_shard(arr, first // shard, encoded + ([self._encode_inner(arr, rest)] if len(rest) else []))
+        self._shards[name] = (first, encoded, rest)
+
+    def _encode_inner(self, arr: zarr.Array, rows: np.ndarray) -> bytes:
+        """One inner chunk of a sharded array (rows past ``rows`` are fill), encoded with its inner codecs."""
+        sharding, size = arr.metadata.codecs[0], int(arr.chunks[0])
+        if len(rows) < size:
+            rows = np.concatenate([rows, np.full((size - len(rows), *rows.shape[1:]), arr.fill_value, arr.dtype)])
+        shard_spec = arr.metadata.get_chunk_spec((0,) * arr.ndim, arr._async_array.config, default_buffer_prototype())
+        spec = sharding._get_chunk_spec(shard_spec)
+        data = spec.prototype.nd_buffer.from_numpy_array(np.ascontiguousarray(rows))
+        for codec in sharding.codecs:
+            data = codec._encode_sync(data, spec)
+        return data.to_bytes()
+
+    def _store_shard(self, arr: zarr.Array, index: int, chunks: list[bytes]) -> None:
+        """Write shard ``index`` from its leading inner chunks (encoded; the rest absent, so fill): the chunks, then
+        the index of (offset, length) pairs encoded with the index codecs (crc32c), atomically."""
+        sharding = arr.metadata.codecs[0]
+        per_shard = tuple(s // c for s, c in zip(arr.shards, arr.chunks))
+        table = np.full((*per_shard, 2), MAX_UINT_64, dtype="<u8")
+        lengths = np.array([len(c) for c in chunks], dtype="<u8")
+        table.reshape(-1, 2)[: len(chunks)] = np.stack([np.cumsum(lengths) - lengths, lengths], axis=1)
+        spec = sharding._get_index_chunk_spec(per_shard)
+        data = spec.prototype.nd_buffer.from_numpy_array(table)
+        for codec in sharding.index_codecs:
+            data = codec._encode_sync(data, spec)
+        key = arr.metadata.encode_chunk_key((index, *(0,) * (arr.ndim - 1)))
+        write_file(self._chunk_path(arr, key), b"".join([*chunks, data.to_bytes()]))
 
     def _write_chunks(self, arr: zarr.Array, sel: slice, rows: np.ndarray) -> None:
         """Store rows [sel.start, sel.stop) as chunk files, encoded here with the array's own codecs, minus zarr's
@@ -503,16 +567,20 @@ class EpisodeStore:
         so a flush writes each file once, whole. meta/ arrays get their open chunk written too, fill after it."""
         name = arr.store_path.path
         size = int(arr.chunks[0])
-        first = sel.start // size * size
-        tail = self._tails.get(name)
-        if tail is None or tail[0] != first or tail[0] + len(tail[1]) != sel.start:
-            tail = (first, self.read(name, slice(first, sel.start)))
-        block = np.concatenate([tail[1], np.asarray(rows, dtype=arr.dtype)]) if len(tail[1]) else \
-            np.asarray(rows, dtype=arr.dtype)
+        first, meta = sel.start // size * size, name.startswith("meta/")
+        need = sel.start - first
+        known = self._tails.get(name)
+        if known is None or known[0] != first or len(known[1]) < need:  # read back (once after opening)
+            stop = min(first + size, arr.shape[0]) if meta else sel.start
+            known = (first, self.read(name, slice(first, stop)) if stop > first else np.zeros((0, *arr.shape[1:]),
+                                                                                             arr.dtype))
+        kept = known[1] if meta else known[1][:need]  # a meta/ row may be rewritten; data is only appended
+        block = np.concatenate([kept[:need], np.asarray(rows, dtype=arr.dtype), kept[need + len(rows):]])
         last = len(block) // size * size
-        for offset in range(0, last if not name.startswith("meta/") else len(block), size):
+        for offset in range(0, len(block) if meta else last, size):
             self._store_chunk(arr, (first + offset) // size, block[offset : offset + size])
-        self._tails[name] = (first + last, block[last:].copy())
+        # meta/ arrays keep holding the chunk they write in (one row per commit); data moves to its open block
+        self._tails[name] = (first, block) if meta and len(block) <= size else (first + last, block[last:].copy())
 
     def _store_chunk(self, arr: zarr.Array, index: int, rows: np.ndarray) -> None:
         """Write chunk ``index`` of an unsharded array from its leading rows (the rest fill: past the ``written``
@@ -525,7 +593,23 @@ class EpisodeStore:
         for codec in arr.metadata.codecs:
             data = codec._encode_sync(data, spec)
         key = arr.metadata.encode_chunk_key((index, *(0,) * (arr.ndim - 1)))
-        write_file(Path(self.path) / arr.store_path.path / key, data.as_buffer_like())
+        write_file(self._chunk_path(arr, key), data.as_buffer_like())
+
+    def _chunk_path(self, arr: zarr.Array, key: str) -> Path:
+        """Where a chunk or shard file of ``arr`` goes, its folder made first (once per folder and session)."""
+        path = Path(self.path) / arr.store_path.path / key
+        if path.parent not in self._folders:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._folders.add(path.parent)
+        return path
+
+    def _write_row(self, path: str, index: int, value: str | int) -> None:
+        """Write one row of a meta/ array, grown in whole chunks to hold it."""
+        arr = self._grow(path, index + 1)
+        if self._writes_directly(arr):
+            self._write_chunks(arr, slice(index, index + 1), np.array([value], dtype=arr.dtype))
+        else:
+            arr[index] = value
 
     def _grow(self, path: str, rows: int) -> zarr.Array:
         """The array, made at least ``rows`` long in whole chunks (capacity: most commits resize nothing)."""
@@ -551,12 +635,8 @@ class EpisodeStore:
             raise TeleworldError("cannot commit an empty episode")
         text = json.dumps(info)
         if self._info_written != (n, text):  # EpisodeWriter.end() stages it with the last flush
-            self._grow("meta/episode_info", n + 1)[n] = text
-        ends_array = self._grow("meta/episode_ends", n + 1)
-        if self._writes_directly(ends_array):
-            self._write_chunks(ends_array, slice(n, n + 1), np.array([length], dtype=np.int64))
-        else:
-            ends_array[n] = length
+            self._write_row("meta/episode_info", n, text)
+        self._write_row("meta/episode_ends", n, length)
         self._committed, self._pending_info, self._info_written = np.append(ends, np.int64(length)), None, None
         return n
 
@@ -669,6 +749,33 @@ def overlay(values: np.ndarray, sel: slice | int | np.ndarray, length: int, firs
     hit = (index >= first) & (index < stop)
     values[hit] = rows[index[hit] - first]
     return values
+
+
+def encode_tail(written: dict, blocks: dict[str, tuple[int, np.ndarray]]) -> bytes:
+    """The tail file's bytes: an 8-byte little-endian header length, a JSON header ({written, blocks: {array:
+    {first, dtype, shape}}}), then each block's rows, C order, in header order."""
+    header = {"written": written,
+              "blocks": {name: {"first": int(first), "dtype": rows.dtype.str, "shape": list(rows.shape)}
+                         for name, (first, rows) in blocks.items()}}
+    text = json.dumps(header).encode()
+    return b"".join([len(text).to_bytes(8, "little"), text,
+                     *(np.ascontiguousarray(rows).tobytes() for _, rows in blocks.values())])
+
+
+def decode_tail(raw: bytes) -> tuple[dict, dict[str, tuple[int, np.ndarray]]]:
+    """(written mark, {array: (first row, rows)}) from a tail file's bytes (encode_tail)."""
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + size])
+    blocks, offset = {}, 8 + size
+    for name, block in header["blocks"].items():
+        dtype, shape = np.dtype(block["dtype"]), tuple(block["shape"])
+        count = int(np.prod(shape, dtype=np.int64))
+        rows = np.frombuffer(raw, dtype, count, offset).reshape(shape).copy()
+        blocks[name], offset = (int(block["first"]), rows), offset + count * dtype.itemsize
+    if offset != len(raw):
+        raise ValueError(f"{len(raw) - offset} bytes past the last block")
+    written = header["written"]
+    return {"steps": int(written["steps"]), "contact_rows": int(written["contact_rows"])}, blocks
 
 
 def write_file(path: Path, data) -> None:
