@@ -14,8 +14,9 @@ from teleworld.errors import TeleworldError
 class EpisodeWriter:
     """Streams one episode at a time into an EpisodeStore.
 
-    ``add(step, contacts)`` buffers; full chunks are written as they fill; ``end()`` writes the rest and
-    commits meta/episode_ends last, so a crash never leaves a half episode that looks committed.
+    ``add(step, contacts)`` buffers (into preallocated arrays of one time block); full blocks are written as they
+    fill; ``end()`` writes the rest and commits meta/episode_ends last, so a crash never leaves a half episode that
+    looks committed.
     """
 
     def __init__(self, store: EpisodeStore):
@@ -25,7 +26,8 @@ class EpisodeWriter:
         if store.uncommitted_steps():
             store.truncate_uncommitted()
         self.flush_every = min(store.block(f"data/{k}") for k in self.specs)
-        self._steps: dict[str, list[np.ndarray]] = {}
+        self._steps = {k: np.empty((self.flush_every, *spec.shape), spec.dtype) for k, spec in self.specs.items()}
+        self._buffered = 0  # rows of self._steps in use
         self._contacts: dict[str, list[np.ndarray]] = {}
         self._length = 0
         self._meta: dict | None = None
@@ -56,23 +58,27 @@ class EpisodeWriter:
         action = np.asarray(step["action"])
         if not np.all(np.isfinite(action)):
             raise TeleworldError(f"refusing a non-finite action at step {self._length}: {action.tolist()}")
+        row = self._buffered
         for key, spec in self.specs.items():
-            value = np.asarray(step[key], dtype=spec.dtype)
-            if value.shape != spec.shape:
-                raise TeleworldError(f"data/{key} expects shape {spec.shape}, got {value.shape}")
-            self._steps[key].append(value)
-        self._wall.append(float(step["wall_time"]))
-        for key in CONTACT_SPECS:
-            self._contacts[key].append(np.asarray(contacts[key], dtype=CONTACT_SPECS[key].dtype))
+            value = step[key]
+            if np.shape(value) != spec.shape:
+                raise TeleworldError(f"data/{key} expects shape {spec.shape}, got {np.shape(value)}")
+            self._steps[key][row] = value
+        wall = float(step["wall_time"])
+        rows = {key: np.asarray(contacts[key], dtype=spec.dtype) for key, spec in CONTACT_SPECS.items()}
+        for key, value in rows.items():
+            self._contacts[key].append(value)
+        self._wall.append(wall)
+        self._buffered += 1  # counted only once the whole step is in: a refused step leaves nothing behind
         self._length += 1
-        if len(self._steps["action"]) >= self.flush_every:
+        if self._buffered >= self.flush_every:
             self.flush()
 
     def flush(self) -> None:
         """Write buffered steps to the store (whole arrays at once, never one step per write)."""
-        if not self._steps or not self._steps["action"]:
+        if not self._buffered:
             return
-        values = {f"data/{key}": np.stack(values) for key, values in self._steps.items()}
+        values = {f"data/{key}": rows[: self._buffered] for key, rows in self._steps.items()}
         values.update({f"contacts/{key}": np.concatenate(rows).reshape(-1, *CONTACT_SPECS[key].shape)
                        for key, rows in self._contacts.items()})
         self.store.append_many(values)  # every array (and a staged episode info) in one concurrent write
@@ -100,7 +106,7 @@ class EpisodeWriter:
         self.store.truncate_uncommitted()
 
     def _reset_buffers(self) -> None:
-        self._steps = {k: [] for k in self.specs}
+        self._buffered = 0  # the store copies what it writes, so the step buffers are reused
         self._contacts = {k: [] for k in CONTACT_SPECS}
 
 
