@@ -197,9 +197,9 @@ class EpisodeStore:
         return values if tail is None else overlay(values, sel, arr.shape[0], *tail)
 
     def _tail_of(self, name: str) -> tuple[int, np.ndarray] | None:
-        """(first row, rows) of the open block of a data/ or contacts/ array that the tail file holds, if any."""
+        """(first row, rows) of the open chunk of an unsharded array that the tail file holds, if any."""
         tail = self._tails.get(name)
-        return tail if tail is not None and len(tail[1]) and not name.startswith("meta/") else None
+        return tail if tail is not None and len(tail[1]) else None
 
     def block(self, name: str) -> int:
         """Rows per file of an array along time (its shard, else its chunk): the unit of whole writes."""
@@ -305,6 +305,8 @@ class EpisodeStore:
         if not 0 <= index < self.num_episodes:
             raise TeleworldError(f"episode {index} does not exist ({self.num_episodes} committed)")
         self._write_row("meta/episode_info", index, json.dumps({**self.episode_info(index), **fields}))
+        if not is_url(self.path):  # the row is in the open chunk the tail file holds, or in a chunk file
+            self._write_tail()
 
     def array(self, key: str) -> zarr.Array:
         """A data/ array by key, for bulk reads."""
@@ -353,20 +355,30 @@ class EpisodeStore:
         return dict(self._written)
 
     def mark_written(self) -> None:
-        """Record that everything appended so far is on disk (called after each flush)."""
-        mark = self.written
-        steps = min(self._ends.get(f"data/{k}", mark["steps"]) for k in self.keys)
-        rows = min(self._ends.get(f"contacts/{k}", mark["contact_rows"]) for k in CONTACT_SPECS)
-        self._set_written(steps, rows)
+        """Record that everything appended so far is on disk (called after a flush that commits nothing)."""
+        self._persist_written()
 
-    def _set_written(self, steps: int, rows: int) -> None:
-        """Record the mark: in the tail file with the open blocks (local stores), else in meta's attribute."""
-        self._written = {"steps": int(steps), "contact_rows": int(rows)}
+    def _persist_written(self) -> None:
+        """Record the mark: in the tail file with the open chunks (local stores), else in meta's attribute."""
+        self._note_written()
         if is_url(self.path):
-            self._meta.attrs[WRITTEN_KEY] = self._written
+            self._meta.attrs[WRITTEN_KEY] = self.written
         else:
             self._write_tail()
+
+    def _note_written(self) -> None:
+        """Advance the mark in memory to what the appends since the last one wrote."""
+        if self._ends:
+            mark = self.written
+            self._written = {"steps": min(self._ends.get(f"data/{k}", mark["steps"]) for k in self.keys),
+                             "contact_rows": min(self._ends.get(f"contacts/{k}", mark["contact_rows"])
+                                                 for k in CONTACT_SPECS)}
+            self._ends.clear()
+
+    def _set_written(self, steps: int, rows: int) -> None:
         self._ends.clear()
+        self._written = {"steps": int(steps), "contact_rows": int(rows)}
+        self._persist_written()
 
     # ----- the tail file (schema 1.4): open blocks of the small arrays, so a flush writes no partial chunk -----
     def _load_tail(self) -> None:
@@ -385,9 +397,8 @@ class EpisodeStore:
                 from None
 
     def _write_tail(self) -> None:
-        """Atomically replace the tail file: the written mark and every data/ and contacts/ array's open block."""
-        blocks = {name: tail for name, tail in self._tails.items() if not name.startswith("meta/")}
-        write_file(Path(self.path) / TAIL_FILE, encode_tail(self._written, blocks))
+        """Atomically replace the tail file: the written mark and every unsharded array's open chunk."""
+        write_file(Path(self.path) / TAIL_FILE, encode_tail(self.written, self._tails))
 
     def _checkpoint(self) -> None:
         """Store the tail file's open blocks as chunk files and its mark as meta's attribute, then delete it: a
@@ -400,7 +411,7 @@ class EpisodeStore:
             if held is not None:
                 arr = self.arr(name)
                 self._store_chunk(arr, held[0] // int(arr.chunks[0]), held[1])
-        self._meta.attrs[WRITTEN_KEY] = self._written
+        self._meta.attrs[WRITTEN_KEY] = self.written
         path.unlink()
 
     def truncate_uncommitted(self) -> int:
@@ -415,11 +426,8 @@ class EpisodeStore:
         self._committed, self._pending_info, self._info_written = None, None, None
         self._shards.clear()  # frames' open shards are read back when next extended
         for name, (first, kept) in list(self._tails.items()):
-            limit = steps if name.startswith("data/") else rows if name.startswith("contacts/") else None
-            if limit is None:  # meta/ arrays: their open chunk is read back when next extended
-                del self._tails[name]
-            else:
-                self._tails[name] = (first, kept[: max(0, limit - first)])
+            limit = steps if name.startswith("data/") else rows if name.startswith("contacts/") else episodes
+            self._tails[name] = (first, kept[: max(0, limit - first)])
         self._set_written(steps, rows)
         marker = self._meta.attrs.get(WRITTEN_KEY)
         if marker and (marker["steps"] > steps or marker["contact_rows"] > rows):
@@ -571,16 +579,16 @@ class EpisodeStore:
         need = sel.start - first
         known = self._tails.get(name)
         if known is None or known[0] != first or len(known[1]) < need:  # read back (once after opening)
-            stop = min(first + size, arr.shape[0]) if meta else sel.start
+            # a meta/ row (one per episode) may be rewritten, so the rows after it are kept; data is only appended
+            stop = min(first + size, max(self.num_episodes, sel.stop)) if meta else sel.start
             known = (first, self.read(name, slice(first, stop)) if stop > first else np.zeros((0, *arr.shape[1:]),
                                                                                              arr.dtype))
-        kept = known[1] if meta else known[1][:need]  # a meta/ row may be rewritten; data is only appended
+        kept = known[1] if meta else known[1][:need]
         block = np.concatenate([kept[:need], np.asarray(rows, dtype=arr.dtype), kept[need + len(rows):]])
         last = len(block) // size * size
-        for offset in range(0, len(block) if meta else last, size):
+        for offset in range(0, last, size):
             self._store_chunk(arr, (first + offset) // size, block[offset : offset + size])
-        # meta/ arrays keep holding the chunk they write in (one row per commit); data moves to its open block
-        self._tails[name] = (first, block) if meta and len(block) <= size else (first + last, block[last:].copy())
+        self._tails[name] = (first + last, block[last:].copy())
 
     def _store_chunk(self, arr: zarr.Array, index: int, rows: np.ndarray) -> None:
         """Write chunk ``index`` of an unsharded array from its leading rows (the rest fill: past the ``written``
@@ -626,8 +634,13 @@ class EpisodeStore:
         self._pending_info = json.dumps(info)
 
     def commit_episode(self, info: dict) -> int:
-        """Record an episode whose steps are all written: its info first, then its end (the commit)."""
+        """Record an episode whose steps are all written (appended; marked or not): the mark, its info, then its
+        end (the commit). In a local store these rows go to the tail file, so the commit is one atomic write of
+        the mark, the info and the end; in an fsspec store, the attribute, the info row, then the end."""
         self._require_writable()
+        if is_url(self.path) and self._ends:
+            self._persist_written()
+        self._note_written()
         ends = self.episode_ends
         n = len(ends)
         length = self.data_length()
@@ -637,6 +650,8 @@ class EpisodeStore:
         if self._info_written != (n, text):  # EpisodeWriter.end() stages it with the last flush
             self._write_row("meta/episode_info", n, text)
         self._write_row("meta/episode_ends", n, length)
+        if not is_url(self.path):
+            self._write_tail()
         self._committed, self._pending_info, self._info_written = np.append(ends, np.int64(length)), None, None
         return n
 
@@ -653,8 +668,7 @@ class EpisodeStore:
         self.append_many({**{f"data/{k}": np.asarray(steps[k], dtype=self.specs[k].dtype) for k in self.keys},
                           **{f"contacts/{k}": np.asarray(contacts[k], dtype=spec.dtype).reshape(-1, *spec.shape)
                              for k, spec in CONTACT_SPECS.items()}})
-        self.mark_written()
-        return self.commit_episode(info)
+        return self.commit_episode(info)  # the mark goes with the commit
 
     def salvage(self) -> dict:
         """Commit the durably written part of an uncommitted tail as an episode marked partial; cut the rest.
@@ -753,13 +767,17 @@ def overlay(values: np.ndarray, sel: slice | int | np.ndarray, length: int, firs
 
 def encode_tail(written: dict, blocks: dict[str, tuple[int, np.ndarray]]) -> bytes:
     """The tail file's bytes: an 8-byte little-endian header length, a JSON header ({written, blocks: {array:
-    {first, dtype, shape}}}), then each block's rows, C order, in header order."""
+    {first, dtype, shape}}}; strings, dtype "str", as a "values" list in it), then the other blocks' rows, C order,
+    in header order."""
+    numeric = {name: rows for name, (_, rows) in blocks.items() if rows.dtype.kind not in "OTU"}
     header = {"written": written,
-              "blocks": {name: {"first": int(first), "dtype": rows.dtype.str, "shape": list(rows.shape)}
+              "blocks": {name: {"first": int(first), "shape": list(rows.shape),
+                                **({"dtype": rows.dtype.str} if name in numeric else
+                                   {"dtype": "str", "values": [str(v) for v in rows]})}
                          for name, (first, rows) in blocks.items()}}
     text = json.dumps(header).encode()
     return b"".join([len(text).to_bytes(8, "little"), text,
-                     *(np.ascontiguousarray(rows).tobytes() for _, rows in blocks.values())])
+                     *(np.ascontiguousarray(rows).tobytes() for rows in numeric.values())])
 
 
 def decode_tail(raw: bytes) -> tuple[dict, dict[str, tuple[int, np.ndarray]]]:
@@ -768,6 +786,9 @@ def decode_tail(raw: bytes) -> tuple[dict, dict[str, tuple[int, np.ndarray]]]:
     header = json.loads(raw[8 : 8 + size])
     blocks, offset = {}, 8 + size
     for name, block in header["blocks"].items():
+        if block["dtype"] == "str":
+            blocks[name] = (int(block["first"]), np.array(block["values"], dtype=np.dtypes.StringDType()))
+            continue
         dtype, shape = np.dtype(block["dtype"]), tuple(block["shape"])
         count = int(np.prod(shape, dtype=np.int64))
         rows = np.frombuffer(raw, dtype, count, offset).reshape(shape).copy()

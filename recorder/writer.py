@@ -75,14 +75,17 @@ class EpisodeWriter:
             self.flush()
 
     def flush(self) -> None:
-        """Write buffered steps to the store (whole arrays at once, never one step per write)."""
-        if not self._buffered:
-            return
+        """Write buffered steps to the store (whole arrays at once, never one step per write) and mark them."""
+        if self._buffered:
+            self._write_buffered()
+            self.store.mark_written()
+
+    def _write_buffered(self) -> None:
+        """Write buffered steps without marking them (end() marks them with the commit)."""
         values = {f"data/{key}": rows[: self._buffered] for key, rows in self._steps.items()}
         values.update({f"contacts/{key}": np.concatenate(rows).reshape(-1, *CONTACT_SPECS[key].shape)
                        for key, rows in self._contacts.items()})
         self.store.append_many(values)  # every array (and a staged episode info) in one concurrent write
-        self.store.mark_written()
         self._reset_buffers()
 
     def end(self, **meta) -> int:
@@ -94,8 +97,9 @@ class EpisodeWriter:
         info = {**self._meta, "timing": timing_health(np.asarray(self._wall), self.store.info["control_rate"]),
                 **meta, "length": self._length}
         self.store.open_episode(info)  # the final info goes with the last flush; the commit then writes the end
-        self.flush()
-        index = self.store.commit_episode(info)
+        if self._buffered:
+            self._write_buffered()
+        index = self.store.commit_episode(info)  # the mark, the info and the end
         self._meta, self._length = None, 0
         return index
 
