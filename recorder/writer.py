@@ -14,9 +14,8 @@ from teleworld.errors import TeleworldError
 class EpisodeWriter:
     """Streams one episode at a time into an EpisodeStore.
 
-    ``add(step, contacts)`` buffers (into preallocated arrays of one time block); full blocks are written as they
-    fill; ``end()`` writes the rest and commits meta/episode_ends last, so a crash never leaves a half episode that
-    looks committed.
+    ``add(step, contacts)`` buffers; full blocks are written as they fill; ``end()`` writes the rest and commits
+    meta/episode_ends last, so a crash never leaves a half episode that looks committed.
     """
 
     def __init__(self, store: EpisodeStore):
@@ -26,8 +25,9 @@ class EpisodeWriter:
         if store.uncommitted_steps():
             store.truncate_uncommitted()
         self.flush_every = min(store.block(f"data/{k}") for k in self.specs)
-        self._steps = {k: np.empty((self.flush_every, *spec.shape), spec.dtype) for k, spec in self.specs.items()}
-        self._buffered = 0  # rows of self._steps in use
+        self._shapes = {k: spec.shape for k, spec in self.specs.items()}
+        self._steps: dict[str, list] = {}  # per key, the buffered steps' values as given (converted at flush)
+        self._buffered = 0
         self._contacts: dict[str, list[np.ndarray]] = {}
         self._length = 0
         self._meta: dict | None = None
@@ -56,20 +56,28 @@ class EpisodeWriter:
         if not self.recording:
             raise TeleworldError("no open episode; call begin() first")
         action = np.asarray(step["action"])
-        if not np.all(np.isfinite(action)):
+        if not np.isfinite(action).all():
             raise TeleworldError(f"refusing a non-finite action at step {self._length}: {action.tolist()}")
-        row = self._buffered
-        for key, spec in self.specs.items():
+        values = []
+        for key, shape in self._shapes.items():
             value = step[key]
-            if np.shape(value) != spec.shape:
-                raise TeleworldError(f"data/{key} expects shape {spec.shape}, got {np.shape(value)}")
-            self._steps[key][row] = value
+            if isinstance(value, np.ndarray):
+                got = value.shape
+            elif isinstance(value, (float, int)):
+                got = ()
+            else:
+                got = np.shape(value)
+            if got != shape:
+                raise TeleworldError(f"data/{key} expects shape {shape}, got {got}")
+            values.append(value)
         wall = float(step["wall_time"])
         rows = {key: np.asarray(contacts[key], dtype=spec.dtype) for key, spec in CONTACT_SPECS.items()}
+        for buffer, value in zip(self._steps.values(), values):  # only once the whole step checked out
+            buffer.append(value)
         for key, value in rows.items():
             self._contacts[key].append(value)
         self._wall.append(wall)
-        self._buffered += 1  # counted only once the whole step is in: a refused step leaves nothing behind
+        self._buffered += 1
         self._length += 1
         if self._buffered >= self.flush_every:
             self.flush()
@@ -82,7 +90,7 @@ class EpisodeWriter:
 
     def _write_buffered(self) -> None:
         """Write buffered steps without marking them (end() marks them with the commit)."""
-        values = {f"data/{key}": rows[: self._buffered] for key, rows in self._steps.items()}
+        values = {f"data/{key}": np.array(rows, dtype=self.specs[key].dtype) for key, rows in self._steps.items()}
         values.update({f"contacts/{key}": np.concatenate(rows).reshape(-1, *CONTACT_SPECS[key].shape)
                        for key, rows in self._contacts.items()})
         self.store.append_many(values)  # every array (and a staged episode info) in one concurrent write
@@ -110,7 +118,8 @@ class EpisodeWriter:
         self.store.truncate_uncommitted()
 
     def _reset_buffers(self) -> None:
-        self._buffered = 0  # the store copies what it writes, so the step buffers are reused
+        self._buffered = 0
+        self._steps = {k: [] for k in self.specs}
         self._contacts = {k: [] for k in CONTACT_SPECS}
 
 
