@@ -22,10 +22,11 @@ Layout (time-major, episodes concatenated, like diffusion_policy's ReplayBuffer)
     contacts/force        (N, 6)       float32  normal, 2 friction forces, 3 torques in the contact frame
     meta/episode_info     (E,)         str      JSON per episode (EPISODE_FIELDS); written at begin, rewritten at end
     meta/episode_ends     (E,)         int64    exclusive cumulative ends: the commit point, written last
-    meta attrs  written = {steps, contact_rows}: how far the chunk files of data/ and contacts/ hold data
-    .teleworld.tail                         the open last block of each unsharded data/ and contacts/ array and
-                                            the written mark {steps, contact_rows} that supersedes meta's
-                                            (schema >= 1.4; only while a writer has the store open or after a crash)
+    meta attrs  written = {steps, contact_rows}: how far data/ and contacts/ are durably written (salvage); from 1.4
+                                                 updated when a writer closes the store
+    .teleworld.tail       (schema >= 1.4, while a writer has the store open or after a crash) the open last chunk
+                          of every unsharded array (all but frames), meta/ included, and the written mark: it
+                          supersedes those chunk files and meta's attribute; a local commit is one atomic write of it
     root attrs  teleworld_episodes = {deleted: [...], split: {train, val, seed, val_fraction}}
 """
 

@@ -88,6 +88,7 @@ class EpisodeStore:
         self._info_written: tuple[int, str] | None = None  # (row, text) last written to meta/episode_info
         self._tails: dict[str, tuple[int, np.ndarray]] = {}  # per array: (first row, rows) of its last, open chunk
         self._folders: set[Path] = set()  # chunk folders known to exist
+        self._open: dict[str, tuple[int, np.ndarray]] = {}  # as _tails, for unsharded frames (written, not held)
         self._shards: dict[str, tuple[int, list[bytes], np.ndarray]] = {}  # per sharded array, its open shard:
         # (first row, its whole inner chunks encoded, the rows of its open inner chunk)
         marker = self._meta.attrs.get(WRITTEN_KEY) if self._meta is not None else None
@@ -380,7 +381,7 @@ class EpisodeStore:
         self._written = {"steps": int(steps), "contact_rows": int(rows)}
         self._persist_written()
 
-    # ----- the tail file (schema 1.4): open blocks of the small arrays, so a flush writes no partial chunk -----
+    # ----- the tail file (schema 1.4): open chunks of the unsharded arrays, so a flush writes no partial chunk -----
     def _load_tail(self) -> None:
         """Read the tail file an open or killed writer left: its blocks overlay the chunk files in ``read`` and its
         mark supersedes meta's attribute."""
@@ -424,7 +425,8 @@ class EpisodeStore:
     def _truncate(self, steps: int, rows: int, episodes: int) -> None:
         """Cut every array to the given lengths: the mark (and tail file) first, meta's attribute, then the arrays."""
         self._committed, self._pending_info, self._info_written = None, None, None
-        self._shards.clear()  # frames' open shards are read back when next extended
+        self._shards.clear()  # frames' open shards and chunks are read back when next extended
+        self._open.clear()
         for name, (first, kept) in list(self._tails.items()):
             limit = steps if name.startswith("data/") else rows if name.startswith("contacts/") else episodes
             self._tails[name] = (first, kept[: max(0, limit - first)])
@@ -450,7 +452,7 @@ class EpisodeStore:
         The open episode's info (open_episode) goes with it. Arrays grow geometrically (by their length, at least
         CAPACITY_BLOCKS time blocks), so resizes (a metadata rewrite each) are rare; the rows beyond the
         ``written`` mark are not data.
-        Returns when every write is on disk (call mark_written next).
+        Returns when every write is on disk (then mark_written, or commit_episode, which marks).
         """
         mark = self.written
         writes, direct, ends = [], [], {}
@@ -481,8 +483,8 @@ class EpisodeStore:
                direct: list[tuple[zarr.Array, slice, np.ndarray]] = ()) -> None:
         """Several array writes at once, every one on disk when this returns.
 
-        ``writes`` go through zarr, concurrently in one event-loop round trip; ``direct`` ones (small unsharded
-        arrays, see _write_chunks) are encoded and stored by this thread meanwhile."""
+        ``writes`` (fsspec stores) go through zarr, concurrently in one event-loop round trip; ``direct`` ones (a
+        local store's, see _writes_directly) are encoded and stored by this thread meanwhile."""
         if not writes:
             for arr, sel, rows in direct:
                 (self._write_shards if arr.shards else self._write_chunks)(arr, sel, rows)
@@ -568,16 +570,19 @@ class EpisodeStore:
         write_file(self._chunk_path(arr, key), b"".join([*chunks, data.to_bytes()]))
 
     def _write_chunks(self, arr: zarr.Array, sel: slice, rows: np.ndarray) -> None:
-        """Store rows [sel.start, sel.stop) as chunk files, encoded here with the array's own codecs, minus zarr's
-        per-chunk thread hops and its read of the chunk being extended. The rows of the open chunk that precede
-        the write are kept from the last write (read back once after opening). data/ and contacts/ arrays get
-        only their whole chunks written: the open one stays in memory and goes to the tail file (mark_written),
-        so a flush writes each file once, whole. meta/ arrays get their open chunk written too, fill after it."""
+        """Store rows [sel.start, sel.stop) of an unsharded array as chunk files, encoded here with the array's own
+        codecs, minus zarr's per-chunk thread hops and its read of the chunk being extended. The rows of the open
+        chunk that precede the write are kept from the last write (read back once after opening). Only whole
+        chunks are written: the open one stays in memory and goes to the tail file with the next mark or commit,
+        so each chunk file is written once, whole. Unsharded frames (stores whose time block is not a multiple of
+        FRAME_CHUNK) are too big for the tail file: their open chunk is written too, fill after it."""
         name = arr.store_path.path
         size = int(arr.chunks[0])
         first, meta = sel.start // size * size, name.startswith("meta/")
+        held = not is_frames(ArraySpec(tuple(arr.shape[1:]), str(arr.dtype)))
+        cache = self._tails if held else self._open
         need = sel.start - first
-        known = self._tails.get(name)
+        known = cache.get(name)
         if known is None or known[0] != first or len(known[1]) < need:  # read back (once after opening)
             # a meta/ row (one per episode) may be rewritten, so the rows after it are kept; data is only appended
             stop = min(first + size, max(self.num_episodes, sel.stop)) if meta else sel.start
@@ -586,9 +591,9 @@ class EpisodeStore:
         kept = known[1] if meta else known[1][:need]
         block = np.concatenate([kept[:need], np.asarray(rows, dtype=arr.dtype), kept[need + len(rows):]])
         last = len(block) // size * size
-        for offset in range(0, last, size):
+        for offset in range(0, last if held else len(block), size):
             self._store_chunk(arr, (first + offset) // size, block[offset : offset + size])
-        self._tails[name] = (first + last, block[last:].copy())
+        cache[name] = (first + last, block[last:].copy())
 
     def _store_chunk(self, arr: zarr.Array, index: int, rows: np.ndarray) -> None:
         """Write chunk ``index`` of an unsharded array from its leading rows (the rest fill: past the ``written``
