@@ -741,8 +741,12 @@ class EpisodeStore:
     def __enter__(self) -> "EpisodeStore":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *_) -> None:
+        try:
+            self.close()
+        except OSError:  # moving the tail file failed: it stays, a valid state readers and the next writer use
+            if exc_type is None:  # else the error that ended the block is the one to show
+                raise
 
     def __repr__(self) -> str:
         return f"EpisodeStore({self.path!r}, episodes={self.num_episodes}, steps={self.num_steps})"

@@ -270,3 +270,36 @@ def test_a_write_failing_mid_flush_leaves_committed_episodes_intact(tmp_path, mo
     final = EpisodeStore.open(crashed)
     _assert_episodes(final, episodes)
     assert validate(final).ok and not validate(final).notes
+
+
+def test_a_failing_close_keeps_the_tail_file_and_shows_the_first_error(tmp_path, monkeypatch, push_records):
+    """close() moves the tail file into the chunk files; if that fails (a full disk), the tail file stays, the
+    committed episodes read back, the lock is released, and an error that ended the ``with`` block is the one shown."""
+    import recorder.store as store_module
+    from recorder.schema import TAIL_FILE
+    from recorder.store import LOCK_NAME
+
+    def failing(where, data) -> None:
+        raise OSError(28, "No space left on device")
+
+    info, episodes = push_records
+    path = tmp_path / "s.zarr"
+    with pytest.raises(RuntimeError, match="the loop failed"):
+        with EpisodeStore.create(path, info, chunk_bytes=12288 * 16) as store:
+            _write(EpisodeWriter(store), episodes, range(2))
+            monkeypatch.setattr(store_module, "write_file", failing)
+            raise RuntimeError("the loop failed")
+    monkeypatch.undo()
+    assert (path / TAIL_FILE).exists() and not (path / LOCK_NAME).exists()
+    _assert_episodes(EpisodeStore.open(path), episodes[:2])
+
+    store = EpisodeStore.open(path, mode="a")
+    monkeypatch.setattr(store_module, "write_file", failing)
+    with pytest.raises(OSError, match="No space left"):
+        with store:
+            pass
+    monkeypatch.undo()
+    with EpisodeStore.open(path, mode="a"):
+        pass
+    assert not (path / TAIL_FILE).exists()
+    _assert_episodes(EpisodeStore.open(path), episodes[:2])
