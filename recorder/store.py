@@ -13,7 +13,7 @@ import zarr
 import zarr.codecs
 from zarr.codecs.sharding import MAX_UINT_64, ShardingCodec, ShardingCodecIndexLocation
 from zarr.core.buffer import default_buffer_prototype
-from zarr.core.sync import _get_loop, collect_aiterator, sync
+from zarr.core.sync import _get_loop, collect_aiterator
 
 from recorder.schema import (
     CONTACT_SPECS,
@@ -116,7 +116,8 @@ class EpisodeStore:
             # partial block an episode end leaves is re-encoded one inner chunk at a time, and windows read less
             sharded = is_frames(spec) and rows % FRAME_CHUNK == 0
             root.create_array(name, shape=(rows * CAPACITY_BLOCKS, *spec.shape), dtype=spec.dtype,
-                              compressors=compressor(spec.dtype), chunks=(FRAME_CHUNK if sharded else rows, *spec.shape),
+                              compressors=compressor(spec.dtype),
+                              chunks=(FRAME_CHUNK if sharded else rows, *spec.shape),
                               shards=(rows, *spec.shape) if sharded else None)
         # capacity from the start (rows past the written mark and the committed ends are not data)
         root.create_array("meta/episode_info", shape=(1024,), chunks=(1024,), dtype=str)
