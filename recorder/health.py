@@ -83,14 +83,14 @@ def _check_arrays(store: EpisodeStore, steps: int, report: Report, show_progress
     with progress_bar(show_progress) as bar:
         task = bar.add_task("validate", total=total, status="", unit="chunks")
         for name in names:
-            key = name.split("/", 1)[1]
+            arr, key = store.arr(name), name.split("/", 1)[1]
             step = store.block(name)
             _check_stored(store, name, steps, report)
             for start in range(0, steps, step):
                 bar.update(task, advance=1, status=name)
                 sl = slice(start, min(start + step, steps))
                 try:
-                    values = store.read(name, sl)  # chunk files, with the open block a tail file may hold
+                    values = store.with_tail(name, sl, arr[sl])  # the open chunk may be in a tail file
                 except Exception as exc:
                     report.problems.append(f"{name} steps {sl.start}-{sl.stop - 1} cannot be decoded "
                                            f"({type(exc).__name__})")

@@ -195,8 +195,13 @@ class EpisodeStore:
         except Exception as exc:
             raise TeleworldError(f"{self.path}: {name} cannot be read ({type(exc).__name__}: {exc}); "
                                  "run `teleworld data validate`") from None
+        return self.with_tail(name, sel, values)
+
+    def with_tail(self, name: str, sel: slice | int | np.ndarray, values: np.ndarray) -> np.ndarray:
+        """``values`` read straight from zarr at ``sel`` with the rows a tail file holds put in (for callers that
+        index zarr arrays themselves, see ``array``)."""
         tail = self._tail_of(name)
-        return values if tail is None else overlay(values, sel, arr.shape[0], *tail)
+        return values if tail is None else overlay(values, sel, self.arr(name).shape[0], *tail)
 
     def _tail_of(self, name: str) -> tuple[int, np.ndarray] | None:
         """(first row, rows) of the open chunk of an unsharded array that the tail file holds, if any."""
@@ -311,7 +316,8 @@ class EpisodeStore:
             self._write_tail()
 
     def array(self, key: str) -> zarr.Array:
-        """A data/ array by key, for bulk reads."""
+        """A data/ array by key, for bulk reads (pass what they read through ``with_tail``: while a writer has the
+        store open, or after a crash, the last open chunk of an unsharded array is in the tail file)."""
         if key not in self.specs:
             raise TeleworldError(f"dataset has no array data/{key}; it has {', '.join(self.keys)}")
         return self.arr(f"data/{key}")
@@ -403,17 +409,19 @@ class EpisodeStore:
         write_file(Path(self.path) / TAIL_FILE, encode_tail(self.written, self._tails))
 
     def _checkpoint(self) -> None:
-        """Store the tail file's open blocks as chunk files and its mark as meta's attribute, then delete it: a
-        closed store is plain Zarr, laid out as in schema 1.3."""
+        """Store the tail file's open chunks as chunk files and its mark as meta's attribute, then delete it: a
+        closed store is plain Zarr, laid out as in schema 1.3. What is moved is the file, not this writer's memory,
+        which a write that failed (a full disk) may have left ahead of what is durable."""
         path = Path(self.path) / TAIL_FILE
         if is_url(self.path) or not path.exists():
             return
-        for name in list(self._tails):
-            held = self._tail_of(name)
-            if held is not None:
+        self._committed, self._tails = None, {}  # back to the durable state, whatever failed before
+        self._written, self._tails = decode_tail(path.read_bytes())
+        for name, (first, rows) in self._tails.items():
+            if len(rows):
                 arr = self.arr(name)
-                self._store_chunk(arr, held[0] // int(arr.chunks[0]), held[1])
-        self._meta.attrs[WRITTEN_KEY] = self.written
+                self._store_chunk(arr, first // int(arr.chunks[0]), rows)
+        self._meta.attrs[WRITTEN_KEY] = self._written
         path.unlink()
 
     def truncate_uncommitted(self) -> int:
