@@ -229,10 +229,10 @@ def test_open_blocks_live_in_the_tail_file_until_close(tmp_path, push_records):
     assert validate(closed).ok and not validate(closed).notes
 
 
-@pytest.mark.parametrize("fail_at", [1, 3, 6, 10, 14, 18, 22, 26])
+@pytest.mark.parametrize("fail_at", [1, 3, 6, 10, 12, 14, 18, 22, 24, 30])
 def test_a_write_failing_mid_flush_leaves_committed_episodes_intact(tmp_path, monkeypatch, push_records, fail_at):
-    """The n-th file write of an episode's last flush fails: the store as the crash leaves it reads back exactly
-    the committed episodes and validates, and a new writer continues it."""
+    """The n-th file write of an episode's last flush fails: the store as a crash there leaves it, and as the
+    writer's close leaves it, reads back exactly the committed episodes and validates; a new writer continues it."""
     import shutil
 
     import recorder.store as store_module
@@ -261,6 +261,8 @@ def test_a_write_failing_mid_flush_leaves_committed_episodes_intact(tmp_path, mo
     monkeypatch.undo()
     crashed = tmp_path / "crashed.zarr"  # what a process dying here leaves on disk
     shutil.copytree(path, crashed, ignore=shutil.ignore_patterns(LOCK_NAME))
+    store.close()  # closing after the failure moves only what is durable: a failed commit stays uncommitted
+    _assert_episodes(EpisodeStore.open(path), episodes[:committed])
     reader = EpisodeStore.open(crashed)
     _assert_episodes(reader, episodes[:committed])
     assert validate(reader).ok, validate(reader).problems
