@@ -90,7 +90,7 @@ def _check_arrays(store: EpisodeStore, steps: int, report: Report, show_progress
                 bar.update(task, advance=1, status=name)
                 sl = slice(start, min(start + step, steps))
                 try:
-                    values = arr[sl]
+                    values = store.with_tail(name, sl, arr[sl])  # the open chunk may be in a tail file
                 except Exception as exc:
                     report.problems.append(f"{name} steps {sl.start}-{sl.stop - 1} cannot be decoded "
                                            f"({type(exc).__name__})")

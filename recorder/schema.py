@@ -22,7 +22,11 @@ Layout (time-major, episodes concatenated, like diffusion_policy's ReplayBuffer)
     contacts/force        (N, 6)       float32  normal, 2 friction forces, 3 torques in the contact frame
     meta/episode_info     (E,)         str      JSON per episode (EPISODE_FIELDS); written at begin, rewritten at end
     meta/episode_ends     (E,)         int64    exclusive cumulative ends: the commit point, written last
-    meta attrs  written = {steps, contact_rows}: how far data/ and contacts/ are durably written (salvage)
+    meta attrs  written = {steps, contact_rows}: how far data/ and contacts/ are durably written (salvage); from 1.4
+                                                 updated when a writer closes the store
+    .teleworld.tail       (schema >= 1.4, while a writer has the store open or after a crash) the open last chunk
+                          of every unsharded array (all but frames), meta/ included, and the written mark: it
+                          supersedes those chunk files and meta's attribute; a local commit is one atomic write of it
     root attrs  teleworld_episodes = {deleted: [...], split: {train, val, seed, val_fraction}}
 """
 
@@ -32,10 +36,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 ROOT_KEY = "teleworld"
 EPISODES_KEY = "teleworld_episodes"  # root attribute: deletion marks and the train/val split
 WRITTEN_KEY = "written"  # attribute of meta/: steps and contact rows durably written, committed or not
+TAIL_FILE = ".teleworld.tail"  # open blocks of the small arrays + the written mark, while a writer has the store
 IMAGE_PREFIX = "image_"
 
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import zarr
 import zarr.codecs
+from zarr.codecs.sharding import MAX_UINT_64, ShardingCodec, ShardingCodecIndexLocation
 from zarr.core.buffer import default_buffer_prototype
-from zarr.core.sync import _get_loop, collect_aiterator, sync
+from zarr.core.sync import _get_loop, collect_aiterator
 
 from recorder.schema import (
     CONTACT_SPECS,
@@ -20,6 +21,7 @@ from recorder.schema import (
     REQUIRED_INFO,
     ROOT_KEY,
     SCHEMA_VERSION,
+    TAIL_FILE,
     WRITTEN_KEY,
     ArraySpec,
     parse_version,
@@ -30,7 +32,7 @@ from teleworld.errors import TeleworldError
 CHUNK_BYTES = 2 * 1024 * 1024  # target uncompressed bytes per chunk, along time
 MAX_CHUNK_STEPS = 16384
 FRAME_CHUNK = 16  # frames per compressed inner chunk of a frame shard
-CAPACITY_BLOCKS = 8  # arrays grow by this many time blocks at once
+CAPACITY_BLOCKS = 8  # arrays start with this many time blocks of capacity and grow by at least as many at once
 CONTACTS_PER_STEP = 8  # contact rows per chunk = time chunk x this (a typical upper count of contacts per step)
 LOCK_NAME = ".teleworld.lock"
 
@@ -85,8 +87,13 @@ class EpisodeStore:
         self._pending_info: str | None = None  # the open episode's info, written with the next flush
         self._info_written: tuple[int, str] | None = None  # (row, text) last written to meta/episode_info
         self._tails: dict[str, tuple[int, np.ndarray]] = {}  # per array: (first row, rows) of its last, open chunk
+        self._folders: set[Path] = set()  # chunk folders known to exist
+        self._open: dict[str, tuple[int, np.ndarray]] = {}  # as _tails, for unsharded frames (written, not held)
+        self._shards: dict[str, tuple[int, list[bytes], np.ndarray]] = {}  # per sharded array, its open shard:
+        # (first row, its whole inner chunks encoded, the rows of its open inner chunk)
         marker = self._meta.attrs.get(WRITTEN_KEY) if self._meta is not None else None
         self._written: dict | None = dict(marker) if marker else None  # None: a 1.0 store, lengths are shapes
+        self._load_tail()
 
     # ----- named constructors -----
     @classmethod
@@ -108,11 +115,13 @@ class EpisodeStore:
             # frames: one shard file per time block, compressed in inner chunks of FRAME_CHUNK frames, so the
             # partial block an episode end leaves is re-encoded one inner chunk at a time, and windows read less
             sharded = is_frames(spec) and rows % FRAME_CHUNK == 0
-            root.create_array(name, shape=(0, *spec.shape), dtype=spec.dtype, compressors=compressor(spec.dtype),
+            root.create_array(name, shape=(rows * CAPACITY_BLOCKS, *spec.shape), dtype=spec.dtype,
+                              compressors=compressor(spec.dtype),
                               chunks=(FRAME_CHUNK if sharded else rows, *spec.shape),
                               shards=(rows, *spec.shape) if sharded else None)
-        root.create_array("meta/episode_info", shape=(0,), chunks=(1024,), dtype=str)
-        root.create_array("meta/episode_ends", shape=(0,), chunks=(4096,), dtype="int64", fill_value=-1)
+        # capacity from the start (rows past the written mark and the committed ends are not data)
+        root.create_array("meta/episode_info", shape=(1024,), chunks=(1024,), dtype=str)
+        root.create_array("meta/episode_ends", shape=(4096,), chunks=(4096,), dtype="int64", fill_value=-1)
         root["meta"].attrs[WRITTEN_KEY] = {"steps": 0, "contact_rows": 0}
         root.attrs[ROOT_KEY] = {**{k: v for k, v in info.items() if k != "schema_version"},
                                 "schema_version": SCHEMA_VERSION}
@@ -180,12 +189,24 @@ class EpisodeStore:
         """Read a slice, an index or (integer array) the given rows of an array; damage becomes one clear error."""
         try:
             arr = self.arr(name)
-            return arr.oindex[sel] if isinstance(sel, np.ndarray) else arr[sel]
+            values = arr.oindex[sel] if isinstance(sel, np.ndarray) else arr[sel]
         except TeleworldError:
             raise
         except Exception as exc:
             raise TeleworldError(f"{self.path}: {name} cannot be read ({type(exc).__name__}: {exc}); "
                                  "run `teleworld data validate`") from None
+        return self.with_tail(name, sel, values)
+
+    def with_tail(self, name: str, sel: slice | int | np.ndarray, values: np.ndarray) -> np.ndarray:
+        """``values`` read straight from zarr at ``sel`` with the rows a tail file holds put in (for callers that
+        index zarr arrays themselves, see ``array``)."""
+        tail = self._tail_of(name)
+        return values if tail is None else overlay(values, sel, self.arr(name).shape[0], *tail)
+
+    def _tail_of(self, name: str) -> tuple[int, np.ndarray] | None:
+        """(first row, rows) of the open chunk of an unsharded array that the tail file holds, if any."""
+        tail = self._tails.get(name)
+        return tail if tail is not None and len(tail[1]) else None
 
     def block(self, name: str) -> int:
         """Rows per file of an array along time (its shard, else its chunk): the unit of whole writes."""
@@ -204,7 +225,10 @@ class EpisodeStore:
         stored = set(collect_aiterator(arr.store_path.store.list_prefix(prefix)))
         tail = (0,) * (arr.ndim - 1)
         count = -(-rows // self.block(name))
-        return [i for i in range(count) if prefix + arr.metadata.encode_chunk_key((i, *tail)) not in stored]
+        held = self._tail_of(name)  # the open block lives in the tail file until the writer closes the store
+        skip = held[0] // self.block(name) if held is not None else -1
+        return [i for i in range(count)
+                if i != skip and prefix + arr.metadata.encode_chunk_key((i, *tail)) not in stored]
 
     # ----- committed episodes -----
     @property
@@ -287,10 +311,13 @@ class EpisodeStore:
         self._require_writable()
         if not 0 <= index < self.num_episodes:
             raise TeleworldError(f"episode {index} does not exist ({self.num_episodes} committed)")
-        self.arr("meta/episode_info")[index] = json.dumps({**self.episode_info(index), **fields})
+        self._write_row("meta/episode_info", index, json.dumps({**self.episode_info(index), **fields}))
+        if not is_url(self.path):  # the row is in the open chunk the tail file holds, or in a chunk file
+            self._write_tail()
 
     def array(self, key: str) -> zarr.Array:
-        """A data/ array by key, for bulk reads."""
+        """A data/ array by key, for bulk reads (pass what they read through ``with_tail``: while a writer has the
+        store open, or after a crash, the last open chunk of an unsharded array is in the tail file)."""
         if key not in self.specs:
             raise TeleworldError(f"dataset has no array data/{key}; it has {', '.join(self.keys)}")
         return self.arr(f"data/{key}")
@@ -328,23 +355,74 @@ class EpisodeStore:
 
     @property
     def written(self) -> dict:
-        """{'steps', 'contact_rows'} durably written by the last flush (the salvage limit after a crash)."""
+        """{'steps', 'contact_rows'} durably written by the last flush (the salvage limit after a crash): the tail
+        file's mark while it exists, else meta's attribute."""
         if self._written is None:
             return {"steps": self.data_length(), "contact_rows": min(self.arr(f"contacts/{k}").shape[0]
                                                                      for k in CONTACT_SPECS)}
         return dict(self._written)
 
     def mark_written(self) -> None:
-        """Record that everything appended so far is on disk (called after each flush)."""
-        mark = self.written
-        steps = min(self._ends.get(f"data/{k}", mark["steps"]) for k in self.keys)
-        rows = min(self._ends.get(f"contacts/{k}", mark["contact_rows"]) for k in CONTACT_SPECS)
-        self._set_written(steps, rows)
+        """Record that everything appended so far is on disk (called after a flush that commits nothing)."""
+        self._persist_written()
+
+    def _persist_written(self) -> None:
+        """Record the mark: in the tail file with the open chunks (local stores), else in meta's attribute."""
+        self._note_written()
+        if is_url(self.path):
+            self._meta.attrs[WRITTEN_KEY] = self.written
+        else:
+            self._write_tail()
+
+    def _note_written(self) -> None:
+        """Advance the mark in memory to what the appends since the last one wrote."""
+        if self._ends:
+            mark = self.written
+            self._written = {"steps": min(self._ends.get(f"data/{k}", mark["steps"]) for k in self.keys),
+                             "contact_rows": min(self._ends.get(f"contacts/{k}", mark["contact_rows"])
+                                                 for k in CONTACT_SPECS)}
+            self._ends.clear()
 
     def _set_written(self, steps: int, rows: int) -> None:
-        self._written = {"steps": int(steps), "contact_rows": int(rows)}
-        self._meta.attrs[WRITTEN_KEY] = self._written
         self._ends.clear()
+        self._written = {"steps": int(steps), "contact_rows": int(rows)}
+        self._persist_written()
+
+    # ----- the tail file (schema 1.4): open chunks of the unsharded arrays, so a flush writes no partial chunk -----
+    def _load_tail(self) -> None:
+        """Read the tail file an open or killed writer left: its blocks overlay the chunk files in ``read`` and its
+        mark supersedes meta's attribute."""
+        if is_url(self.path):
+            return
+        try:
+            raw = (Path(self.path) / TAIL_FILE).read_bytes()
+        except FileNotFoundError:
+            return
+        try:
+            self._written, self._tails = decode_tail(raw)
+        except Exception as exc:
+            raise TeleworldError(f"{self.path} is damaged: {TAIL_FILE} cannot be read ({type(exc).__name__})") \
+                from None
+
+    def _write_tail(self) -> None:
+        """Atomically replace the tail file: the written mark and every unsharded array's open chunk."""
+        write_file(Path(self.path) / TAIL_FILE, encode_tail(self.written, self._tails))
+
+    def _checkpoint(self) -> None:
+        """Store the tail file's open chunks as chunk files and its mark as meta's attribute, then delete it: a
+        closed store is plain Zarr, laid out as in schema 1.3. What is moved is the file, not this writer's memory,
+        which a write that failed (a full disk) may have left ahead of what is durable."""
+        path = Path(self.path) / TAIL_FILE
+        if is_url(self.path) or not path.exists():
+            return
+        self._committed, self._tails = None, {}  # back to the durable state, whatever failed before
+        self._written, self._tails = decode_tail(path.read_bytes())
+        for name, (first, rows) in self._tails.items():
+            if len(rows):
+                arr = self.arr(name)
+                self._store_chunk(arr, first // int(arr.chunks[0]), rows)
+        self._meta.attrs[WRITTEN_KEY] = self._written
+        path.unlink()
 
     def truncate_uncommitted(self) -> int:
         """Drop everything past the last committed episode; returns the number of steps dropped."""
@@ -354,15 +432,24 @@ class EpisodeStore:
         return dropped
 
     def _truncate(self, steps: int, rows: int, episodes: int) -> None:
+        """Cut every array to the given lengths: the mark (and tail file) first, meta's attribute, then the arrays."""
         self._committed, self._pending_info, self._info_written = None, None, None
-        self._tails.clear()
+        self._shards.clear()  # frames' open shards and chunks are read back when next extended
+        self._open.clear()
+        for name, (first, kept) in list(self._tails.items()):
+            limit = steps if name.startswith("data/") else rows if name.startswith("contacts/") else episodes
+            self._tails[name] = (first, kept[: max(0, limit - first)])
+        self._set_written(steps, rows)
+        marker = self._meta.attrs.get(WRITTEN_KEY)
+        if marker and (marker["steps"] > steps or marker["contact_rows"] > rows):
+            self._meta.attrs[WRITTEN_KEY] = {"steps": min(marker["steps"], steps),
+                                             "contact_rows": min(marker["contact_rows"], rows)}
         for k in self.keys:
             self._resize(f"data/{k}", steps)
         for k in CONTACT_SPECS:
             self._resize(f"contacts/{k}", rows)
         self._resize("meta/episode_info", episodes)
         self._resize("meta/episode_ends", episodes)
-        self._set_written(steps, rows)
 
     def append(self, path: str, values: np.ndarray) -> None:
         """Append rows along time to ``data/<key>`` or ``contacts/<key>`` (one write per call)."""
@@ -371,9 +458,10 @@ class EpisodeStore:
     def append_many(self, values: dict[str, np.ndarray]) -> None:
         """Append rows along time to several ``data/<key>`` / ``contacts/<key>`` arrays in one concurrent write.
 
-        The open episode's info (open_episode) goes with it. Arrays grow CAPACITY_BLOCKS time blocks at a time,
-        so most appends are one file write per array, not two; the rows beyond the ``written`` mark are not data.
-        Returns when every write is on disk (call mark_written next).
+        The open episode's info (open_episode) goes with it. Arrays grow geometrically (by their length, at least
+        CAPACITY_BLOCKS time blocks), so resizes (a metadata rewrite each) are rare; the rows beyond the
+        ``written`` mark are not data.
+        Returns when every write is on disk (then mark_written, or commit_episode, which marks).
         """
         mark = self.written
         writes, direct, ends = [], [], {}
@@ -382,7 +470,7 @@ class EpisodeStore:
             start = self._ends.get(path, mark["steps"] if path.startswith("data/") else mark["contact_rows"])
             end = start + len(rows)
             if end > arr.shape[0]:
-                grow = self.block(path) * CAPACITY_BLOCKS
+                grow = max(self.block(path) * CAPACITY_BLOCKS, arr.shape[0])
                 arr.resize((-(-end // grow) * grow, *arr.shape[1:]))
             if len(rows):
                 (direct if self._writes_directly(arr) else writes).append((arr, slice(start, end), rows))
@@ -390,7 +478,11 @@ class EpisodeStore:
         info = None
         if self._pending_info is not None:
             info = (self.num_episodes, self._pending_info)
-            writes.append((self._grow("meta/episode_info", info[0] + 1), info[0], np.array(info[1], dtype=object)))
+            arr = self._grow("meta/episode_info", info[0] + 1)
+            if self._writes_directly(arr):
+                direct.append((arr, slice(info[0], info[0] + 1), np.array([info[1]], dtype=arr.dtype)))
+            else:
+                writes.append((arr, info[0], np.array(info[1], dtype=object)))
         self._write(writes, direct)
         self._ends.update(ends)
         if info is not None:
@@ -400,11 +492,11 @@ class EpisodeStore:
                direct: list[tuple[zarr.Array, slice, np.ndarray]] = ()) -> None:
         """Several array writes at once, every one on disk when this returns.
 
-        ``writes`` go through zarr, concurrently in one event-loop round trip; ``direct`` ones (small unsharded
-        arrays, see _write_chunks) are encoded and stored by this thread meanwhile."""
+        ``writes`` (fsspec stores) go through zarr, concurrently in one event-loop round trip; ``direct`` ones (a
+        local store's, see _writes_directly) are encoded and stored by this thread meanwhile."""
         if not writes:
             for arr, sel, rows in direct:
-                self._write_chunks(arr, sel, rows)
+                (self._write_shards if arr.shards else self._write_chunks)(arr, sel, rows)
             return
 
         async def write_all() -> None:
@@ -413,44 +505,133 @@ class EpisodeStore:
         pending = asyncio.run_coroutine_threadsafe(write_all(), _get_loop())
         try:
             for arr, sel, rows in direct:
-                self._write_chunks(arr, sel, rows)
+                (self._write_shards if arr.shards else self._write_chunks)(arr, sel, rows)
         finally:
             pending.result()
 
     def _writes_directly(self, arr: zarr.Array) -> bool:
-        """Unsharded arrays of a local store whose codecs all encode synchronously (bytes + blosc) are written by
-        _write_chunks; frames (sharded) and fsspec stores go through zarr."""
-        return (not is_url(self.path) and arr.metadata.zarr_format == 3 and arr.shards is None
-                and all(hasattr(c, "_encode_sync") for c in arr.metadata.codecs))
+        """Arrays of a local store whose codecs all encode synchronously (bytes + blosc) are written by this
+        thread: unsharded ones by _write_chunks, frames (sharded along time only, index at the end) by
+        _write_shards. fsspec stores go through zarr."""
+        if is_url(self.path) or arr.metadata.zarr_format != 3:
+            return False
+        codecs = arr.metadata.codecs
+        if arr.shards is not None:
+            sharding = codecs[0]
+            if (len(codecs) != 1 or not isinstance(sharding, ShardingCodec) or tuple(arr.chunks[1:]) != arr.shape[1:]
+                    or sharding.index_location != ShardingCodecIndexLocation.end):
+                return False
+            codecs = (*sharding.codecs, *sharding.index_codecs)
+        return all(hasattr(c, "_encode_sync") for c in codecs)
+
+    def _write_shards(self, arr: zarr.Array, sel: slice, rows: np.ndarray) -> None:
+        """Store rows [sel.start, sel.stop) of a sharded array (frames) as whole shard files assembled here, as
+        zarr's sharding codec lays them out: the inner chunks this session already encoded are reused, so only new
+        rows are encoded (and the open inner chunk again), and nothing is read back but once after opening."""
+        name = arr.store_path.path
+        shard, inner = int(arr.shards[0]), int(arr.chunks[0])
+        first = sel.start // shard * shard
+        cached = self._shards.get(name)
+        if cached is None or cached[0] != first or first + len(cached[1]) * inner + len(cached[2]) != sel.start:
+            known = self.read(name, slice(first, sel.start)) if sel.start > first else \
+                np.zeros((0, *arr.shape[1:]), arr.dtype)
+            whole = len(known) // inner * inner
+            cached = (first, [self._encode_inner(arr, known[i : i + inner]) for i in range(0, whole, inner)],
+                      known[whole:])
+        first, encoded, _ = cached
+        block = np.concatenate([cached[2], np.asarray(rows, dtype=arr.dtype)])
+        whole = len(block) // inner * inner
+        for offset in range(0, whole, inner):
+            encoded.append(self._encode_inner(arr, block[offset : offset + inner]))
+            if len(encoded) == shard // inner:  # a full shard: stored once, never again
+                self._store_shard(arr, first // shard, encoded)
+                first, encoded = first + shard, []
+        rest = block[whole:].copy()
+        if len(rest) or encoded:
+            self._store_shard(arr, first // shard, encoded + ([self._encode_inner(arr, rest)] if len(rest) else []))
+        self._shards[name] = (first, encoded, rest)
+
+    def _encode_inner(self, arr: zarr.Array, rows: np.ndarray) -> bytes:
+        """One inner chunk of a sharded array (rows past ``rows`` are fill), encoded with its inner codecs."""
+        sharding, size = arr.metadata.codecs[0], int(arr.chunks[0])
+        if len(rows) < size:
+            rows = np.concatenate([rows, np.full((size - len(rows), *rows.shape[1:]), arr.fill_value, arr.dtype)])
+        shard_spec = arr.metadata.get_chunk_spec((0,) * arr.ndim, arr._async_array.config, default_buffer_prototype())
+        spec = sharding._get_chunk_spec(shard_spec)
+        data = spec.prototype.nd_buffer.from_numpy_array(np.ascontiguousarray(rows))
+        for codec in sharding.codecs:
+            data = codec._encode_sync(data, spec)
+        return data.to_bytes()
+
+    def _store_shard(self, arr: zarr.Array, index: int, chunks: list[bytes]) -> None:
+        """Write shard ``index`` from its leading inner chunks (encoded; the rest absent, so fill): the chunks, then
+        the index of (offset, length) pairs encoded with the index codecs (crc32c), atomically."""
+        sharding = arr.metadata.codecs[0]
+        per_shard = tuple(s // c for s, c in zip(arr.shards, arr.chunks))
+        table = np.full((*per_shard, 2), MAX_UINT_64, dtype="<u8")
+        lengths = np.array([len(c) for c in chunks], dtype="<u8")
+        table.reshape(-1, 2)[: len(chunks)] = np.stack([np.cumsum(lengths) - lengths, lengths], axis=1)
+        spec = sharding._get_index_chunk_spec(per_shard)
+        data = spec.prototype.nd_buffer.from_numpy_array(table)
+        for codec in sharding.index_codecs:
+            data = codec._encode_sync(data, spec)
+        key = arr.metadata.encode_chunk_key((index, *(0,) * (arr.ndim - 1)))
+        write_file(self._chunk_path(arr, key), b"".join([*chunks, data.to_bytes()]))
 
     def _write_chunks(self, arr: zarr.Array, sel: slice, rows: np.ndarray) -> None:
-        """Store rows [sel.start, sel.stop) as whole chunk files: encoded here with the array's own codecs and
-        written atomically (write_file: temp file, then rename) as zarr would, minus its per-chunk thread hops
-        and its read of the chunk being extended. The rows of the open chunk that precede the write are kept from
-        the last write (read back once after opening); rows past the end are fill: they lie beyond the ``written``
-        mark, so they are not data."""
+        """Store rows [sel.start, sel.stop) of an unsharded array as chunk files, encoded here with the array's own
+        codecs, minus zarr's per-chunk thread hops and its read of the chunk being extended. The rows of the open
+        chunk that precede the write are kept from the last write (read back once after opening). Only whole
+        chunks are written: the open one stays in memory and goes to the tail file with the next mark or commit,
+        so each chunk file is written once, whole. Unsharded frames (stores whose time block is not a multiple of
+        FRAME_CHUNK) are too big for the tail file: their open chunk is written too, fill after it."""
         name = arr.store_path.path
         size = int(arr.chunks[0])
-        first = sel.start // size * size
-        tail = self._tails.get(name)
-        if tail is None or tail[0] != first or tail[0] + len(tail[1]) != sel.start:
-            tail = (first, arr[first : sel.start])
-        block = np.concatenate([tail[1], np.asarray(rows, dtype=arr.dtype)]) if len(tail[1]) else \
-            np.asarray(rows, dtype=arr.dtype)
+        first, meta = sel.start // size * size, name.startswith("meta/")
+        held = not is_frames(ArraySpec(tuple(arr.shape[1:]), str(arr.dtype)))
+        cache = self._tails if held else self._open
+        need = sel.start - first
+        known = cache.get(name)
+        if known is None or known[0] != first or len(known[1]) < need:  # read back (once after opening)
+            # a meta/ row (one per episode) may be rewritten, so the rows after it are kept; data is only appended
+            stop = min(first + size, max(self.num_episodes, sel.stop)) if meta else sel.start
+            known = (first, self.read(name, slice(first, stop)) if stop > first else np.zeros((0, *arr.shape[1:]),
+                                                                                             arr.dtype))
+        kept = known[1] if meta else known[1][:need]
+        block = np.concatenate([kept[:need], np.asarray(rows, dtype=arr.dtype), kept[need + len(rows):]])
+        last = len(block) // size * size
+        for offset in range(0, last if held else len(block), size):
+            self._store_chunk(arr, (first + offset) // size, block[offset : offset + size])
+        cache[name] = (first + last, block[last:].copy())
+
+    def _store_chunk(self, arr: zarr.Array, index: int, rows: np.ndarray) -> None:
+        """Write chunk ``index`` of an unsharded array from its leading rows (the rest fill: past the ``written``
+        mark, not data), atomically (write_file: temp file, then rename) as zarr would."""
+        size = int(arr.chunks[0])
+        if len(rows) < size:
+            rows = np.concatenate([rows, np.full((size - len(rows), *rows.shape[1:]), arr.fill_value, arr.dtype)])
         spec = arr.metadata.get_chunk_spec((0,) * arr.ndim, arr._async_array.config, default_buffer_prototype())
-        root = Path(self.path) / name
-        for offset in range(0, len(block), size):
-            chunk = block[offset : offset + size]
-            if len(chunk) < size:
-                chunk = np.concatenate([chunk, np.full((size - len(chunk), *chunk.shape[1:]),
-                                                      arr.fill_value, dtype=arr.dtype)])
-            data = spec.prototype.nd_buffer.from_numpy_array(np.ascontiguousarray(chunk))
-            for codec in arr.metadata.codecs:
-                data = codec._encode_sync(data, spec)
-            key = arr.metadata.encode_chunk_key(((first + offset) // size, *(0,) * (arr.ndim - 1)))
-            write_file(root / key, data.as_buffer_like())
-        last = (sel.stop - first) // size * size
-        self._tails[name] = (first + last, block[last : sel.stop - first].copy())
+        data = spec.prototype.nd_buffer.from_numpy_array(np.ascontiguousarray(rows))
+        for codec in arr.metadata.codecs:
+            data = codec._encode_sync(data, spec)
+        key = arr.metadata.encode_chunk_key((index, *(0,) * (arr.ndim - 1)))
+        write_file(self._chunk_path(arr, key), data.as_buffer_like())
+
+    def _chunk_path(self, arr: zarr.Array, key: str) -> Path:
+        """Where a chunk or shard file of ``arr`` goes, its folder made first (once per folder and session)."""
+        path = Path(self.path) / arr.store_path.path / key
+        if path.parent not in self._folders:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._folders.add(path.parent)
+        return path
+
+    def _write_row(self, path: str, index: int, value: str | int) -> None:
+        """Write one row of a meta/ array, grown in whole chunks to hold it."""
+        arr = self._grow(path, index + 1)
+        if self._writes_directly(arr):
+            self._write_chunks(arr, slice(index, index + 1), np.array([value], dtype=arr.dtype))
+        else:
+            arr[index] = value
 
     def _grow(self, path: str, rows: int) -> zarr.Array:
         """The array, made at least ``rows`` long in whole chunks (capacity: most commits resize nothing)."""
@@ -467,8 +648,13 @@ class EpisodeStore:
         self._pending_info = json.dumps(info)
 
     def commit_episode(self, info: dict) -> int:
-        """Record an episode whose steps are all written: its info first, then its end (the commit)."""
+        """Record an episode whose steps are all written (appended; marked or not): the mark, its info, then its
+        end (the commit). In a local store these rows go to the tail file, so the commit is one atomic write of
+        the mark, the info and the end; in an fsspec store, the attribute, the info row, then the end."""
         self._require_writable()
+        if is_url(self.path) and self._ends:
+            self._persist_written()
+        self._note_written()
         ends = self.episode_ends
         n = len(ends)
         length = self.data_length()
@@ -476,12 +662,10 @@ class EpisodeStore:
             raise TeleworldError("cannot commit an empty episode")
         text = json.dumps(info)
         if self._info_written != (n, text):  # EpisodeWriter.end() stages it with the last flush
-            self._grow("meta/episode_info", n + 1)[n] = text
-        ends_array = self._grow("meta/episode_ends", n + 1)
-        if self._writes_directly(ends_array):
-            self._write_chunks(ends_array, slice(n, n + 1), np.array([length], dtype=np.int64))
-        else:
-            ends_array[n] = length
+            self._write_row("meta/episode_info", n, text)
+        self._write_row("meta/episode_ends", n, length)
+        if not is_url(self.path):
+            self._write_tail()
         self._committed, self._pending_info, self._info_written = np.append(ends, np.int64(length)), None, None
         return n
 
@@ -498,8 +682,7 @@ class EpisodeStore:
         self.append_many({**{f"data/{k}": np.asarray(steps[k], dtype=self.specs[k].dtype) for k in self.keys},
                           **{f"contacts/{k}": np.asarray(contacts[k], dtype=spec.dtype).reshape(-1, *spec.shape)
                              for k, spec in CONTACT_SPECS.items()}})
-        self.mark_written()
-        return self.commit_episode(info)
+        return self.commit_episode(info)  # the mark goes with the commit
 
     def salvage(self) -> dict:
         """Commit the durably written part of an uncommitted tail as an episode marked partial; cut the rest.
@@ -556,19 +739,82 @@ class EpisodeStore:
         self._lock = lock
 
     def close(self) -> None:
-        """Release the writer lock (reading needs no close)."""
+        """Move the tail file into the chunk files and release the writer lock (reading needs no close)."""
         if self._lock is not None:
-            self._lock.unlink(missing_ok=True)
-            self._lock = None
+            try:
+                self._checkpoint()
+            finally:
+                self._lock.unlink(missing_ok=True)
+                self._lock = None
 
     def __enter__(self) -> "EpisodeStore":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *_) -> None:
+        try:
+            self.close()
+        except OSError:  # moving the tail file failed: it stays, a valid state readers and the next writer use
+            if exc_type is None:  # else the error that ended the block is the one to show
+                raise
 
     def __repr__(self) -> str:
         return f"EpisodeStore({self.path!r}, episodes={self.num_episodes}, steps={self.num_steps})"
+
+
+def overlay(values: np.ndarray, sel: slice | int | np.ndarray, length: int, first: int, rows: np.ndarray):
+    """``values`` read from an array of ``length`` rows at ``sel``, with rows [first, first + len(rows)) replaced by
+    ``rows`` (an open block held in the tail file)."""
+    stop = first + len(rows)
+    if isinstance(sel, slice) and sel.step in (None, 1):
+        start, end, _ = sel.indices(length)
+        lo, hi = max(start, first), min(end, stop)
+        if lo < hi:
+            values[lo - start : hi - start] = rows[lo - first : hi - first]
+        return values
+    if isinstance(sel, slice):
+        index = np.arange(*sel.indices(length))
+    else:
+        index = np.asarray(sel)
+        index = np.where(index < 0, index + length, index)
+    if index.ndim == 0:
+        return rows[int(index) - first] if first <= index < stop else values
+    hit = (index >= first) & (index < stop)
+    values[hit] = rows[index[hit] - first]
+    return values
+
+
+def encode_tail(written: dict, blocks: dict[str, tuple[int, np.ndarray]]) -> bytes:
+    """The tail file's bytes: an 8-byte little-endian header length, a JSON header ({written, blocks: {array:
+    {first, dtype, shape}}}; strings, dtype "str", as a "values" list in it), then the other blocks' rows, C order,
+    in header order."""
+    numeric = {name: rows for name, (_, rows) in blocks.items() if rows.dtype.kind not in "OTU"}
+    header = {"written": written,
+              "blocks": {name: {"first": int(first), "shape": list(rows.shape),
+                                **({"dtype": rows.dtype.str} if name in numeric else
+                                   {"dtype": "str", "values": [str(v) for v in rows]})}
+                         for name, (first, rows) in blocks.items()}}
+    text = json.dumps(header).encode()
+    return b"".join([len(text).to_bytes(8, "little"), text,
+                     *(np.ascontiguousarray(rows).tobytes() for rows in numeric.values())])
+
+
+def decode_tail(raw: bytes) -> tuple[dict, dict[str, tuple[int, np.ndarray]]]:
+    """(written mark, {array: (first row, rows)}) from a tail file's bytes (encode_tail)."""
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + size])
+    blocks, offset = {}, 8 + size
+    for name, block in header["blocks"].items():
+        if block["dtype"] == "str":
+            blocks[name] = (int(block["first"]), np.array(block["values"], dtype=np.dtypes.StringDType()))
+            continue
+        dtype, shape = np.dtype(block["dtype"]), tuple(block["shape"])
+        count = int(np.prod(shape, dtype=np.int64))
+        rows = np.frombuffer(raw, dtype, count, offset).reshape(shape).copy()
+        blocks[name], offset = (int(block["first"]), rows), offset + count * dtype.itemsize
+    if offset != len(raw):
+        raise ValueError(f"{len(raw) - offset} bytes past the last block")
+    written = header["written"]
+    return {"steps": int(written["steps"]), "contact_rows": int(written["contact_rows"])}, blocks
 
 
 def write_file(path: Path, data) -> None:

@@ -14,8 +14,8 @@ from teleworld.errors import TeleworldError
 class EpisodeWriter:
     """Streams one episode at a time into an EpisodeStore.
 
-    ``add(step, contacts)`` buffers; full chunks are written as they fill; ``end()`` writes the rest and
-    commits meta/episode_ends last, so a crash never leaves a half episode that looks committed.
+    ``add(step, contacts)`` buffers; full blocks are written as they fill; ``end()`` writes the rest and commits
+    meta/episode_ends last, so a crash never leaves a half episode that looks committed.
     """
 
     def __init__(self, store: EpisodeStore):
@@ -25,7 +25,9 @@ class EpisodeWriter:
         if store.uncommitted_steps():
             store.truncate_uncommitted()
         self.flush_every = min(store.block(f"data/{k}") for k in self.specs)
-        self._steps: dict[str, list[np.ndarray]] = {}
+        self._shapes = {k: spec.shape for k, spec in self.specs.items()}
+        self._steps: dict[str, list] = {}  # per key, the buffered steps' values as given (converted at flush)
+        self._buffered = 0
         self._contacts: dict[str, list[np.ndarray]] = {}
         self._length = 0
         self._meta: dict | None = None
@@ -54,29 +56,44 @@ class EpisodeWriter:
         if not self.recording:
             raise TeleworldError("no open episode; call begin() first")
         action = np.asarray(step["action"])
-        if not np.all(np.isfinite(action)):
+        if not np.isfinite(action).all():
             raise TeleworldError(f"refusing a non-finite action at step {self._length}: {action.tolist()}")
-        for key, spec in self.specs.items():
-            value = np.asarray(step[key], dtype=spec.dtype)
-            if value.shape != spec.shape:
-                raise TeleworldError(f"data/{key} expects shape {spec.shape}, got {value.shape}")
-            self._steps[key].append(value)
-        self._wall.append(float(step["wall_time"]))
-        for key in CONTACT_SPECS:
-            self._contacts[key].append(np.asarray(contacts[key], dtype=CONTACT_SPECS[key].dtype))
+        values = []
+        for key, shape in self._shapes.items():
+            value = step[key]
+            if isinstance(value, np.ndarray):
+                got = value.shape
+            elif isinstance(value, (float, int)):
+                got = ()
+            else:
+                got = np.shape(value)
+            if got != shape:
+                raise TeleworldError(f"data/{key} expects shape {shape}, got {got}")
+            values.append(value)
+        wall = float(step["wall_time"])
+        rows = {key: np.asarray(contacts[key], dtype=spec.dtype) for key, spec in CONTACT_SPECS.items()}
+        for buffer, value in zip(self._steps.values(), values):  # only once the whole step checked out
+            buffer.append(value)
+        for key, value in rows.items():
+            self._contacts[key].append(value)
+        self._wall.append(wall)
+        self._buffered += 1
         self._length += 1
-        if len(self._steps["action"]) >= self.flush_every:
+        if self._buffered >= self.flush_every:
             self.flush()
 
     def flush(self) -> None:
-        """Write buffered steps to the store (whole arrays at once, never one step per write)."""
-        if not self._steps or not self._steps["action"]:
-            return
-        values = {f"data/{key}": np.stack(values) for key, values in self._steps.items()}
+        """Write buffered steps to the store (whole arrays at once, never one step per write) and mark them."""
+        if self._buffered:
+            self._write_buffered()
+            self.store.mark_written()
+
+    def _write_buffered(self) -> None:
+        """Write buffered steps without marking them (end() marks them with the commit)."""
+        values = {f"data/{key}": np.array(rows, dtype=self.specs[key].dtype) for key, rows in self._steps.items()}
         values.update({f"contacts/{key}": np.concatenate(rows).reshape(-1, *CONTACT_SPECS[key].shape)
                        for key, rows in self._contacts.items()})
         self.store.append_many(values)  # every array (and a staged episode info) in one concurrent write
-        self.store.mark_written()
         self._reset_buffers()
 
     def end(self, **meta) -> int:
@@ -88,8 +105,9 @@ class EpisodeWriter:
         info = {**self._meta, "timing": timing_health(np.asarray(self._wall), self.store.info["control_rate"]),
                 **meta, "length": self._length}
         self.store.open_episode(info)  # the final info goes with the last flush; the commit then writes the end
-        self.flush()
-        index = self.store.commit_episode(info)
+        if self._buffered:
+            self._write_buffered()
+        index = self.store.commit_episode(info)  # the mark, the info and the end
         self._meta, self._length = None, 0
         return index
 
@@ -100,6 +118,7 @@ class EpisodeWriter:
         self.store.truncate_uncommitted()
 
     def _reset_buffers(self) -> None:
+        self._buffered = 0
         self._steps = {k: [] for k in self.specs}
         self._contacts = {k: [] for k in CONTACT_SPECS}
 

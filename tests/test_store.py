@@ -164,3 +164,144 @@ def test_appending_after_reopen_continues_open_chunks_and_commits_cheaply(tmp_pa
     assert report.ok and not report.notes, (report.problems, report.notes)  # capacity rows are not reported
     raw = store.read("meta/episode_ends")
     assert len(raw) > 5 and (raw[5:] == -1).all()  # ends grow a chunk at a time: most commits resize nothing
+
+
+def _write(writer, episodes, seeds):
+    for seed in seeds:
+        writer.begin(seed=seed)
+        for step, contacts in episodes[seed]:
+            writer.add(step, contacts)
+        writer.end()
+
+
+def _assert_episodes(store, episodes):
+    """The store's committed episodes are exactly ``episodes`` (every array, the contacts, the seeds)."""
+    assert store.episode_ends.tolist() == np.cumsum([len(e) for e in episodes]).tolist()
+    for i, records in enumerate(episodes):
+        ep = store.episode(i)
+        for key in ep:
+            expected = np.stack([np.asarray(step[key]) for step, _ in records]).astype(ep[key].dtype)
+            assert np.array_equal(ep[key], expected), (i, key)
+        offsets, rows = store.episode_contacts(i)
+        for t, (_, contacts) in enumerate(records):
+            for key, value in contacts.items():
+                assert np.array_equal(rows[key][offsets[t] : offsets[t + 1]], value), (i, t, key)
+        assert store.episode_info(i)["seed"] == i
+
+
+@pytest.fixture(scope="module")
+def push_records():
+    scene = load("push")
+    return scene.info(), [_record_in_memory(scene, seed, steps) for seed, steps in enumerate([13, 22, 30])]
+
+
+def test_open_blocks_live_in_the_tail_file_until_close(tmp_path, push_records):
+    """While a writer has the store, the small arrays' open blocks are in the tail file, not in chunk files; a
+    reader overlays them (arrays have capacity past the data), meta's mark counts only chunk-file rows (what a 1.3
+    reader sees is a committed prefix); close() moves them into the chunk files and plain zarr reads everything."""
+    from recorder.health import validate
+    from recorder.schema import TAIL_FILE, WRITTEN_KEY
+
+    info, episodes = push_records
+    path = tmp_path / "s.zarr"
+    store = EpisodeStore.create(path, info, chunk_bytes=12288 * 16)  # 16-step blocks
+    _write(EpisodeWriter(store), episodes, range(3))
+    steps = store.num_steps
+    assert (path / TAIL_FILE).exists()
+    reader = EpisodeStore.open(path)
+    assert reader.array("action").shape[0] > steps  # capacity beyond the committed length
+    _assert_episodes(reader, episodes)
+    report = validate(reader)
+    assert report.ok and not report.notes, (report.problems, report.notes)
+    plain = zarr.open_group(path, mode="r")
+    on_disk = plain["meta"].attrs[WRITTEN_KEY]["steps"]
+    assert on_disk < steps  # the open block is not in its chunk file yet
+    assert np.array_equal(plain["data/qpos"][:on_disk], reader.read("data/qpos", slice(0, on_disk)))
+
+    store.close()
+    assert not (path / TAIL_FILE).exists()
+    plain = zarr.open_group(path, mode="r")
+    assert plain["meta"].attrs[WRITTEN_KEY]["steps"] == steps
+    closed = EpisodeStore.open(path)
+    _assert_episodes(closed, episodes)
+    for key in closed.keys:  # plain zarr reads exactly what EpisodeStore reads
+        assert np.array_equal(plain[f"data/{key}"][:steps], closed.read(f"data/{key}", slice(0, steps))), key
+    assert validate(closed).ok and not validate(closed).notes
+
+
+@pytest.mark.parametrize("fail_at", [1, 3, 6, 10, 12, 14, 18, 22, 24, 30])
+def test_a_write_failing_mid_flush_leaves_committed_episodes_intact(tmp_path, monkeypatch, push_records, fail_at):
+    """The n-th file write of an episode's last flush fails: the store as a crash there leaves it, and as the
+    writer's close leaves it, reads back exactly the committed episodes and validates; a new writer continues it."""
+    import shutil
+
+    import recorder.store as store_module
+    from recorder.health import validate
+    from recorder.store import LOCK_NAME
+
+    info, episodes = push_records
+    path = tmp_path / "s.zarr"
+    store = EpisodeStore.create(path, info, chunk_bytes=12288 * 16)
+    writer = EpisodeWriter(store)
+    _write(writer, episodes, [0, 1])
+    real, calls = store_module.write_file, [0]
+
+    def failing(where, data) -> None:
+        calls[0] += 1
+        if calls[0] == fail_at:
+            raise OSError("disk full")
+        real(where, data)
+
+    monkeypatch.setattr(store_module, "write_file", failing)
+    try:
+        _write(writer, episodes, [2])
+        committed = 3
+    except OSError:
+        committed = 2
+    monkeypatch.undo()
+    crashed = tmp_path / "crashed.zarr"  # what a process dying here leaves on disk
+    shutil.copytree(path, crashed, ignore=shutil.ignore_patterns(LOCK_NAME))
+    store.close()  # closing after the failure moves only what is durable: a failed commit stays uncommitted
+    _assert_episodes(EpisodeStore.open(path), episodes[:committed])
+    reader = EpisodeStore.open(crashed)
+    _assert_episodes(reader, episodes[:committed])
+    assert validate(reader).ok, validate(reader).problems
+
+    with EpisodeStore.open(crashed, mode="a") as again:
+        _write(EpisodeWriter(again), episodes, range(committed, 3))
+    final = EpisodeStore.open(crashed)
+    _assert_episodes(final, episodes)
+    assert validate(final).ok and not validate(final).notes
+
+
+def test_a_failing_close_keeps_the_tail_file_and_shows_the_first_error(tmp_path, monkeypatch, push_records):
+    """close() moves the tail file into the chunk files; if that fails (a full disk), the tail file stays, the
+    committed episodes read back, the lock is released, and an error that ended the ``with`` block is the one shown."""
+    import recorder.store as store_module
+    from recorder.schema import TAIL_FILE
+    from recorder.store import LOCK_NAME
+
+    def failing(where, data) -> None:
+        raise OSError(28, "No space left on device")
+
+    info, episodes = push_records
+    path = tmp_path / "s.zarr"
+    with pytest.raises(RuntimeError, match="the loop failed"):
+        with EpisodeStore.create(path, info, chunk_bytes=12288 * 16) as store:
+            _write(EpisodeWriter(store), episodes, range(2))
+            monkeypatch.setattr(store_module, "write_file", failing)
+            raise RuntimeError("the loop failed")
+    monkeypatch.undo()
+    assert (path / TAIL_FILE).exists() and not (path / LOCK_NAME).exists()
+    _assert_episodes(EpisodeStore.open(path), episodes[:2])
+
+    store = EpisodeStore.open(path, mode="a")
+    monkeypatch.setattr(store_module, "write_file", failing)
+    with pytest.raises(OSError, match="No space left"):
+        with store:
+            pass
+    monkeypatch.undo()
+    with EpisodeStore.open(path, mode="a"):
+        pass
+    assert not (path / TAIL_FILE).exists()
+    _assert_episodes(EpisodeStore.open(path), episodes[:2])

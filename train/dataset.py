@@ -73,11 +73,15 @@ class EpisodeArrays:
         )
         # (N, H, W, 3) uint8: in RAM when they fit, else read by chunk (recorder.loader.step_rows)
         self.frames = step_rows(store, image_key(spec.camera), cache, max_cache_bytes)
-        self.action = store.array("action")[:n].astype(np.float32)
-        self.proprio = proprio(store.array("qpos")[:n], store.array("qvel")[:n])
+
+        def rows(key: str) -> np.ndarray:  # straight from zarr, with a tail file's rows (recorder.store) put in
+            return store.with_tail(f"data/{key}", slice(0, n), store.array(key)[:n])
+
+        self.action = rows("action").astype(np.float32)
+        self.proprio = proprio(rows("qpos"), rows("qvel"))
         self.position_dims = int(store.info["nq"])  # the leading proprio entries are positions (qpos)
-        self.contact = store.array("contact_summary")[:n].astype(np.float32)
-        self.reward = store.array("reward")[:n].astype(np.float32)  # of the state observed at step t
+        self.contact = rows("contact_summary").astype(np.float32)
+        self.reward = rows("reward").astype(np.float32)  # of the state observed at step t
         self.goal: np.ndarray | None = None  # (N, D) per step, once load_goals() has run
         self.store = store
         if not np.isfinite(self.action).all():
