@@ -26,7 +26,7 @@ def replay_command(
     """Compare imagined rollouts with the real ones and with baselines on held-out episodes."""
     from replay.evaluate import evaluate
     from replay.report import summary_lines
-    from train.loop import resolve_device
+    from teleworld.device import resolve_device
 
     metrics = evaluate(model, data, out, context, horizon, windows, seed, resolve_device(device),
                        episodes="all" if all_episodes else None, video_windows=video_windows, simulator=simulator)
@@ -49,7 +49,7 @@ def view_command(
 ) -> None:
     """Browse real vs imagined rollouts in a window (keys are listed on screen)."""
     from replay.view import run_view
-    from train.loop import resolve_device
+    from teleworld.device import resolve_device
 
     run_view(model, data, context, horizon, scale, resolve_device(device))
 
@@ -72,7 +72,7 @@ def dream_command(
     """Drive the simulator and the world model side by side with the keyboard or a gamepad; R resyncs."""
     from replay.dream import run_dream
     from replay.planning import PlannerConfig
-    from train.loop import resolve_device
+    from teleworld.device import resolve_device
 
     cfg = PlannerConfig(candidates=candidates, horizon=horizon, repeat=repeat, iterations=iterations,
                         elites=max(4, candidates // 8)) if plan else None
@@ -108,7 +108,7 @@ def plan_command(
     """Reach the scene's goal by planning with the world model; scored in the simulator against baselines."""
     from replay.plan import PlanSettings, run_plan
     from replay.planning import PlannerConfig
-    from train.loop import resolve_device
+    from teleworld.device import resolve_device
 
     cfg = PlannerConfig(planner=planner, candidates=candidates, horizon=horizon, repeat=repeat, iterations=iterations,
                         elites=min(elites, candidates), samples=samples, spread_penalty=spread_penalty, shaping=shaping)

@@ -145,8 +145,8 @@ class ModelScorer:
     def anchored(self, feat: torch.Tensor) -> torch.Tensor:
         """Proprio (rows, H, P) predicted from imagined features, anchored on the observed proprio (as replay)."""
         model = self.model
-        ref_pred = model.heads(model.rssm.feat(self.state))["proprio"]  # (1, P)
-        pred = model.heads(feat)["proprio"]
+        ref_pred = model.heads(model.rssm.feat(self.state), ("proprio",))["proprio"]  # (1, P)
+        pred = model.heads(feat, ("proprio",))["proprio"]
         return model.anchor_proprio(pred, ref_pred.expand(len(pred), -1), self.proprio.expand(len(pred), -1))
 
     @torch.no_grad()

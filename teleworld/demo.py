@@ -18,7 +18,8 @@ from teleworld.errors import TeleworldError
 from teleworld.progress import progress_bar
 from train.configs import make_config
 from train.dataset import DataSpec, EpisodeArrays
-from train.loop import resolve_device, train
+from teleworld.device import resolve_device
+from train.loop import train
 
 
 # `teleworld demo --quick`: under 3 minutes; the clock, not the preset's 40 steps, ends its training

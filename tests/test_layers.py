@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("teleop", "recorder", "train", "replay")
 BOTTOM = ("teleworld/__init__.py", "teleworld/errors.py", "teleworld/progress.py", "teleworld/cpu.py",
-          "teleworld/display.py")
+          "teleworld/device.py", "teleworld/display.py")
 TOP = ("cli.py", "__main__.py", "demo.py")  # teleworld's modules above every stage
 # package -> the top-level packages it must never import
 FORBIDDEN = {

@@ -32,7 +32,8 @@ def train_command(
     from recorder import EpisodeStore
     from train.configs import config_values, make_config, parse_overrides, resume_config, saved_config
     from train.dataset import DataSpec, EpisodeArrays
-    from train.loop import resolve_device, resumable_checkpoint, train
+    from teleworld.device import resolve_device
+    from train.loop import resumable_checkpoint, train
 
     named = {"steps": steps, "minutes": minutes, "batch_size": batch_size, "seq_len": seq_len, "seed": seed}
     options = {**parse_overrides(overrides), **{k: v for k, v in named.items() if v is not None}}

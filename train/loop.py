@@ -31,15 +31,6 @@ from train.validation import Validator
 from recorder.windows import split_episodes
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' picks CUDA when present, else CPU; 'cuda' without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise TeleworldError("--device cuda asked for, but no CUDA GPU is visible")
-    return torch.device(name)
-
-
 def init_distributed(device: torch.device) -> tuple[int, int, torch.device]:
     """(rank, world size, this rank's device); starts a process group when launched by torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -344,13 +344,15 @@ class WorldModel(nn.Module):
             return symlog(proprio)
         return (proprio.float() - self.proprio_mean) / self.proprio_std
 
-    def heads(self, feat: torch.Tensor) -> dict[str, torch.Tensor]:
-        """feat (..., F) -> proprio (..., P) in native units and contact logits (..., G), for the heads present."""
+    def heads(self, feat: torch.Tensor, names: tuple[str, ...] = ("proprio", "contact_logits")
+              ) -> dict[str, torch.Tensor]:
+        """feat (..., F) -> proprio (..., P) in native units and contact logits (..., G), for the heads present and
+        asked for in ``names`` (a planner scoring positions skips the contact head)."""
         out = {}
-        if self.proprio_head is not None:
+        if self.proprio_head is not None and "proprio" in names:
             raw = self.proprio_head(feat)
             out["proprio"] = raw.float() * self.proprio_std + self.proprio_mean if self.standard_heads else symexp(raw)
-        if self.contact_head is not None:
+        if self.contact_head is not None and "contact_logits" in names:
             out["contact_logits"] = self.contact_head(feat)
         return out
 
