@@ -44,6 +44,8 @@ def test_presets_toml_files_and_overrides(tmp_path):
         make_config("tiny", bogus=1)
     with pytest.raises(TeleworldError, match="unknown config 'huge'"):
         make_config("huge")
+    with pytest.raises(TeleworldError, match="model.blend is learned on the long rollout"):  # small blends
+        make_config("small", **parse_overrides(["objective.rollout_steps=0"]))
 
 
 def test_set_overrides_take_dotted_and_flat_keys_into_their_section():

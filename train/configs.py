@@ -179,6 +179,9 @@ def check_resume(saved: TrainConfig, values: dict) -> None:
 def _checked(cfg: TrainConfig) -> TrainConfig:
     if cfg.run.precision not in ("auto", "bf16", "fp32"):
         raise TeleworldError(f"precision must be auto, bf16 or fp32, not {cfg.run.precision!r}")
+    if cfg.model.blend and cfg.objective.rollout_steps < 1:
+        raise TeleworldError("model.blend is learned on the long rollout: set objective.rollout_steps >= 1 or "
+                             "model.blend=false")
     return cfg
 
 
