@@ -4,7 +4,8 @@
    reward head plus push's shaping term on the proprio head, as `plan` scores): p50/p99 ms with its 3 iterations
    on one thread (the baseline), then with 1 iteration (classical MPPI-style replanning: one sampling round per
    control step, the warm start carrying the rest) and on every thread this process may use, each as a ratio of
-   the baseline's p50 (goal for `small` on the 2-core CPU: <= 50 ms p50);
+   the baseline's p50 (goal for `small` on the 2-core CPU: <= 50 ms p50); then the same four with the
+   imagination compiled by torch.compile (`plan --compile`), after its one-off compile (timed);
 2. the arithmetic: floating-point operations of one batched imagination (torch's FLOP counter) and the rate the
    CPU achieved on them, which says how far a faster implementation could go on this machine;
 3. imagination throughput: candidate-steps/s when every candidate is imagined in one batched call vs the model's
@@ -41,12 +42,13 @@ def push_spec() -> DataSpec:
                     proprio_dim=info["nq"] + info["nv"], contact_dim=len(info["contact_groups"]))
 
 
-def scorer_for(model, device: torch.device) -> ModelScorer:
-    """A scorer whose latent is the posterior of one observed push frame, scoring as `teleworld plan` does."""
+def scorer_for(model, device: torch.device, compile: bool = False) -> ModelScorer:
+    """A scorer whose latent is the posterior of one observed push frame, scoring as `teleworld plan` does
+    (``compile``: as `plan --compile` does)."""
     scene = load("push")
     obs = scene.reset(100_000)
     scorer = ModelScorer(model, scene.goal(), samples=1, seed=0, shaping=SHAPING["push"],
-                         shaping_weight=PlannerConfig().shaping)
+                         shaping_weight=PlannerConfig().shaping, compile=compile)
     frame = torch.from_numpy(obs.frames["overhead"]).to(device).permute(2, 0, 1).float().div(255)[None, None]
     with torch.no_grad():
         scorer.state, _ = model.rssm.obs_step(model.rssm.initial(1, device), torch.zeros(1, 2, device=device),
@@ -123,16 +125,24 @@ def main() -> None:
           f"{base.planner}, {base.candidates} candidates x horizon {base.horizon}")
     threads = sorted({1, cpu_threads()}) if device.type == "cpu" else [torch.get_num_threads()]
     baseline = None
-    for iterations in (base.iterations, 1):
-        for n in threads:
-            torch.set_num_threads(n)
-            cfg = PlannerConfig(**{**base.to_dict(), "iterations": iterations})
-            ms = replanning_ms(scorer, cfg, args.repeats, device)
-            p50 = float(np.percentile(ms, 50))
-            baseline = baseline or p50
-            print(f"one replanning step, {iterations} iteration(s), {n} thread(s): p50 {p50:.1f} ms, "
-                  f"p99 {np.percentile(ms, 99):.1f} ms, {baseline / p50:.2f}x the baseline's speed "
-                  f"({'meets' if p50 <= 50 else 'misses'} the 50 ms p50 goal)")
+    for compiled in (False, True):
+        timed = scorer
+        if compiled:
+            start = time.perf_counter()
+            timed = scorer_for(model, device, compile=True)
+            timed.warm_up(base.candidates, base.horizon)
+            print(f"torch.compile of the imagination (plan --compile): {time.perf_counter() - start:.0f} s, once")
+        for iterations in (base.iterations, 1):
+            for n in threads:
+                torch.set_num_threads(n)
+                cfg = PlannerConfig(**{**base.to_dict(), "iterations": iterations})
+                ms = replanning_ms(timed, cfg, args.repeats, device)
+                p50 = float(np.percentile(ms, 50))
+                baseline = baseline or p50
+                print(f"one replanning step, {iterations} iteration(s), {n} thread(s)"
+                      f"{', compiled' if compiled else ''}: p50 {p50:.1f} ms, p99 {np.percentile(ms, 99):.1f} ms, "
+                      f"{baseline / p50:.2f}x the baseline's speed ({'meets' if p50 <= 50 else 'misses'} the 50 ms "
+                      "p50 goal)")
     torch.set_num_threads(threads[0])
     actions = torch.rand(base.candidates, base.horizon, 2) * 2 - 1
     with FlopCounterMode(display=False) as counter:

@@ -104,6 +104,9 @@ def plan_command(
     oracle_iterations: int = typer.Option(2, help="The oracle's refits per replanning step."),
     video_episodes: int = typer.Option(1, min=0, help="Episodes drawn into each method's video."),
     device: str = typer.Option("cpu", help="Torch device of the model: cpu, cuda or auto."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the model's imagination: compiled once "
+                                                           "before the first episode (tens of seconds), then "
+                                                           "1.3-1.6x faster replanning on a CPU (docs/planning.md)."),
 ) -> None:
     """Reach the scene's goal by planning with the world model; scored in the simulator against baselines."""
     from replay.plan import PlanSettings, run_plan
@@ -111,7 +114,8 @@ def plan_command(
     from teleworld.device import resolve_device
 
     cfg = PlannerConfig(planner=planner, candidates=candidates, horizon=horizon, repeat=repeat, iterations=iterations,
-                        elites=min(elites, candidates), samples=samples, spread_penalty=spread_penalty, shaping=shaping)
+                        elites=min(elites, candidates), samples=samples, spread_penalty=spread_penalty, shaping=shaping,
+                        compile=compile)
     settings = PlanSettings(episodes=episodes, steps=steps, replan=replan, seed=seed,
                             methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
                             oracle_candidates=oracle_candidates, oracle_iterations=oracle_iterations,

@@ -121,6 +121,7 @@ class PlanningController:
                  camera: str = "", draw: bool = False):
         self.scene, self.cfg, self.replan, self.model, self.camera = scene, cfg, replan, model, camera
         self.draw = draw  # decode the end of each chosen plan (for the video)
+        self.warm = False  # the compiled imagination has run once (PlannerConfig.compile)
         spec = scene.action_spec
         self.low, self.high = np.asarray(spec.low, np.float32), np.asarray(spec.high, np.float32)
 
@@ -133,8 +134,11 @@ class PlanningController:
             self.scorer = SimulatorScorer(self.scene, self.cfg.shaping)
         else:
             self.scorer = ModelScorer(self.model, self.scene.goal().astype(np.float32), self.cfg.samples, seed,
-                                      SHAPING.get(self.scene.name), self.cfg.shaping)
+                                      SHAPING.get(self.scene.name), self.cfg.shaping, self.cfg.compile)
             self.prev_action = np.zeros(len(self.low), np.float32)
+            if self.cfg.compile and not self.warm:
+                self.scorer.warm_up(self.cfg.candidates, self.cfg.horizon * self.cfg.repeat)
+                self.warm = True
 
     @torch.no_grad()
     def _observe(self, obs: Observation) -> None:

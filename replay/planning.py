@@ -54,6 +54,7 @@ class PlannerConfig:
     samples: int = 1  # sampled futures per candidate (1: the latent's expected value, deterministic)
     spread_penalty: float = 0.0  # score = mean return - this x std of the sampled returns
     shaping: float = 1.0  # weight of the scene's shaping term (SHAPING) in each step's reward (0: the reward alone)
+    compile: bool = False  # torch.compile the model's imagination (compiled before the first episode)
 
     def __post_init__(self) -> None:
         if self.planner not in PLANNERS:
@@ -124,12 +125,48 @@ class Planner:
         return Plan(mean.repeat_interleave(cfg.repeat, 0).numpy(), float(returns.mean()), spread, ms)
 
 
+def imagined_rewards(model: WorldModel, state: dict[str, torch.Tensor], actions: torch.Tensor,
+                     goal: torch.Tensor | None, shaping: Callable[[torch.Tensor], torch.Tensor] | None,
+                     shaping_weight: float, anchor: tuple[torch.Tensor, torch.Tensor] | None,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """Rewards (rows, H) of ``actions`` (rows, H, A) imagined from ``state`` (rows, ...): the reward head plus
+    ``shaping_weight`` x ``shaping`` of the proprio head, its positions anchored on ``anchor`` (the head's and the
+    observed proprio at the current posterior, each (1, P)). Pure tensors in and out, so it can be compiled."""
+    rssm, feats = model.rssm, []
+    for h in range(actions.shape[1]):
+        state = rssm.img_step(state, actions[:, h], sample=False, generator=generator)
+        feats.append(rssm.feat(state))
+    feat = torch.stack(feats, 1)
+    reward = model.reward(feat, goal)
+    if shaping is not None:
+        pred = model.heads(feat, ("proprio",))["proprio"]
+        ref_pred, ref_truth = (a.expand(len(pred), -1) for a in anchor)
+        reward = reward + shaping_weight * shaping(model.anchor_proprio(pred, ref_pred, ref_truth).float())
+    return reward
+
+
+_compiled_rewards: Callable | None = None
+
+
+def compiled_rewards() -> Callable:
+    """imagined_rewards compiled by torch.compile (inductor), once per process; each model and batch shape
+    compiles on first use (tens of seconds on a CPU), then runs with its elementwise work fused."""
+    global _compiled_rewards
+    if _compiled_rewards is None:
+        _compiled_rewards = torch.compile(imagined_rewards, dynamic=False)
+    return _compiled_rewards
+
+
 class ModelScorer:
     """Returns of candidates imagined by the world model from one latent state, summed from its reward head (plus
-    the scene's shaping term on the proprio head, its positions anchored on the last observed proprio)."""
+    the scene's shaping term on the proprio head, its positions anchored on the last observed proprio).
+
+    ``compile``: run the imagination through torch.compile (one future per candidate only; sampled futures stay
+    eager, their draws come from a generator)."""
 
     def __init__(self, model: WorldModel, goal: np.ndarray, samples: int, seed: int,
-                 shaping: Callable[[torch.Tensor], torch.Tensor] | None = None, shaping_weight: float = 0.0):
+                 shaping: Callable[[torch.Tensor], torch.Tensor] | None = None, shaping_weight: float = 0.0,
+                 compile: bool = False):
         if model.reward_head is None:
             raise TeleworldError("this checkpoint has no reward head (trained before planning existed or with "
                                  "reward_weight=0): retrain it with `teleworld train` to plan with it")
@@ -141,31 +178,35 @@ class ModelScorer:
         self.shaping = shaping if shaping is not None and shaping_weight and model.proprio_head is not None else None
         self.shaping_weight = shaping_weight
         self.proprio: torch.Tensor | None = None  # (1, P) the proprio observed with the current posterior
-
-    def anchored(self, feat: torch.Tensor) -> torch.Tensor:
-        """Proprio (rows, H, P) predicted from imagined features, anchored on the observed proprio (as replay)."""
-        model = self.model
-        ref_pred = model.heads(model.rssm.feat(self.state), ("proprio",))["proprio"]  # (1, P)
-        pred = model.heads(feat, ("proprio",))["proprio"]
-        return model.anchor_proprio(pred, ref_pred.expand(len(pred), -1), self.proprio.expand(len(pred), -1))
+        self.rewards = compiled_rewards() if compile and samples == 1 else imagined_rewards
 
     @torch.no_grad()
     def __call__(self, actions: torch.Tensor) -> torch.Tensor:
         """actions (N, H, A) -> returns (N, S): one batched imagination of N x S futures from ``state``."""
-        n, horizon = actions.shape[:2]
+        n = len(actions)
         device = self.state["deter"].device
         rows = n * self.samples
         state = {k: v.expand(rows, *v.shape[1:]) for k, v in self.state.items()}
         actions = actions.to(device).repeat_interleave(self.samples, 0)  # rows: candidate-major
-        rssm, feats = self.model.rssm, []
-        for h in range(horizon):
-            state = rssm.img_step(state, actions[:, h], sample=False, generator=self.generator)
-            feats.append(rssm.feat(state))
-        feat = torch.stack(feats, 1)
-        reward = self.model.reward(feat, self.goal)  # (rows, H)
+        anchor = None
         if self.shaping is not None:
-            reward = reward + self.shaping_weight * self.shaping(self.anchored(feat).float())
+            ref_pred = self.model.heads(self.model.rssm.feat(self.state), ("proprio",))["proprio"]
+            anchor = (ref_pred, self.proprio)
+        reward = self.rewards(self.model, state, actions, self.goal, self.shaping, self.shaping_weight, anchor,
+                              self.generator)
         return reward.sum(1).view(n, self.samples).cpu()
+
+    @torch.no_grad()
+    def warm_up(self, candidates: int, steps: int) -> None:
+        """Run the imagination once at the planner's two batch shapes (its candidates, then the one plan it scores
+        last) from a blank state, so that compiling happens here and not inside a timed replanning step."""
+        model, device = self.model, next(self.model.parameters()).device
+        saved = self.state, self.proprio
+        self.state = model.rssm.initial(1, device)
+        self.proprio = torch.zeros(1, model.cfg.proprio_dim, device=device)
+        for n in (candidates, 1):
+            self(torch.zeros(n, steps, model.cfg.action_dim))
+        self.state, self.proprio = saved
 
     @torch.no_grad()
     def imagine(self, actions: np.ndarray) -> torch.Tensor:

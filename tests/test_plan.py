@@ -15,7 +15,7 @@ import torch
 from browser import CHROMIUM, screenshot
 from recorder import EpisodeStore
 from replay.plan import VIDEO_SCALE, PlanSettings, controller_for, run_episode, run_plan, wilson
-from replay.planning import ModelScorer, Planner, PlannerConfig
+from replay.planning import SHAPING, ModelScorer, Planner, PlannerConfig
 from teleop.scenes import load
 from train.checkpoint import load_model, read_checkpoint
 from train.configs import make_config
@@ -130,6 +130,28 @@ def test_model_scorer_imagines_every_candidate_in_one_batch(run):
     again = ModelScorer(model, scene.goal(), samples=4, seed=3)
     again.state = scorer.state
     torch.testing.assert_close(again(actions), first)
+
+
+def test_compiled_scorer_returns_what_the_eager_one_does(run):
+    """`plan --compile`: the torch.compile'd imagination (with push's shaping on the proprio head) scores every
+    candidate as the eager one does, and its warm-up leaves the scorer's latent and proprio as they were."""
+    model, _, _ = load_model(run)
+    scene = load("push")
+    obs = scene.reset(100_000)
+    scorers = [ModelScorer(model, scene.goal(), samples=1, seed=0, shaping=SHAPING["push"], shaping_weight=1.0,
+                           compile=compiled) for compiled in (False, True)]
+    frame = torch.from_numpy(obs.frames["overhead"]).permute(2, 0, 1).float().div(255)[None, None]
+    with torch.no_grad():
+        state, _ = model.rssm.obs_step(model.rssm.initial(1, "cpu"), torch.zeros(1, 2), model.encode(frame)[:, 0])
+    proprio = torch.from_numpy(np.concatenate([obs.qpos, obs.qvel])).float()[None]
+    for scorer in scorers:
+        scorer.state, scorer.proprio = state, proprio
+    scorers[1].warm_up(6, 4)
+    assert scorers[1].state is state and scorers[1].proprio is proprio
+    actions = torch.rand(6, 4, 2, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    eager, compiled = scorers[0](actions), scorers[1](actions)
+    assert eager.std() > 0
+    torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=1e-4)
 
 
 def test_plan_cli_runs_end_to_end_with_the_schema(cli_plan):
