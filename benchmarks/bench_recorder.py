@@ -3,8 +3,8 @@
     python benchmarks/bench_recorder.py [--episodes 10 --steps 120 --image-size 64]
 
 1. streaming write of the full schema (EpisodeWriter.add per step, committed per episode) vs EpisodeStore writing
-   the same arrays at once vs plain zarr appending them (one call per array, same codec and time chunk), and the
-   fixed cost each episode adds;
+   the same arrays at once (as one episode, and as the same episodes one write_episode each) vs plain zarr
+   appending them (one call per array, same codec and time chunk), and the fixed cost each episode adds;
 2. loader windows/s (WindowLoader with its RAM cache, and reading the store) vs an in-RAM numpy gather of the same
    windows;
 3. bytes per frame with the chosen compression (Blosc zstd 3), next to the alternatives it was chosen over.
@@ -101,6 +101,17 @@ def bulk_write(path: Path, info: dict, arrays: tuple[dict, dict], chunk_bytes: i
     with EpisodeStore.create(path, info, chunk_bytes) as store:
         t0 = time.perf_counter()
         store.write_episode(steps, contacts, {"bulk": True})
+    return time.perf_counter() - t0
+
+
+def bulk_episodes_write(path: Path, info: dict, episodes: list, chunk_bytes: int) -> float:
+    """Seconds for EpisodeStore to write the same episodes one ``write_episode`` each (as `teleworld generate`
+    and imports do: the same commits as streaming, no per-step calls), arrays stacked before the clock starts."""
+    arrays = [stacked([records]) for records in episodes]
+    with EpisodeStore.create(path, info, chunk_bytes) as store:
+        t0 = time.perf_counter()
+        for seed, (steps, contacts) in enumerate(arrays):
+            store.write_episode(steps, contacts, {"seed": seed})
     return time.perf_counter() - t0
 
 
@@ -210,6 +221,8 @@ def main() -> None:
         for i in range(5):
             for name, run in (("plain", plain_zarr_write), ("bulk", bulk_write)):
                 best[name] = min(best.get(name, np.inf), run(tmp / f"{name}{i}.zarr", info, arrays, chunk_bytes))
+            best["bulk_episodes"] = min(best.get("bulk_episodes", np.inf),
+                                        bulk_episodes_write(tmp / f"episodes{i}.zarr", info, episodes, chunk_bytes))
             result = stream_write(tmp / f"stream{i}.zarr", info, episodes, chunk_bytes)
             best["stream"] = min(best.get("stream", np.inf), result["all"])
             for k in ("end", "commit"):
@@ -218,7 +231,7 @@ def main() -> None:
         for name, stream in (("frames_stream", True), ("frames_bulk", False)):
             best[name] = min(frames_write(tmp / f"{name}{i}.zarr", info, frames, len(episodes), chunk_bytes, stream)
                              for i in range(5))
-        rate = {k: n / best[k] for k in ("plain", "bulk", "stream", "frames_stream", "frames_bulk")}
+        rate = {k: n / best[k] for k in ("plain", "bulk", "bulk_episodes", "stream", "frames_stream", "frames_bulk")}
         print(f"frames alone: streamed (whole blocks, then each episode's rest) {rate['frames_stream']:,.0f} frames/s, "
               f"one bulk write {rate['frames_bulk']:,.0f} frames/s, ratio "
               f"{rate['frames_stream'] / rate['frames_bulk']:.2f}x (goal >= 0.8)")
@@ -230,6 +243,9 @@ def main() -> None:
         print(f"ratios: streaming / plain zarr bulk {rate['stream'] / rate['plain']:.2f}x (goal >= 1), "
               f"streaming / EpisodeStore bulk {rate['stream'] / rate['bulk']:.2f}x (goal >= 0.8), "
               f"EpisodeStore bulk / plain zarr bulk {rate['bulk'] / rate['plain']:.2f}x")
+        print(f"the same {e} episodes, one write_episode each (generate's path, the same commits): "
+              f"{rate['bulk_episodes']:,.0f} steps/s; streaming / that {rate['stream'] / rate['bulk_episodes']:.2f}x "
+              "(what streaming step by step costs over writing whole episodes)")
         print(f"per episode: fixed cost {(best['stream'] - best['bulk']) / e * 1e3:.1f} ms (streaming minus bulk, "
               f"per episode), end() {best['end'] / e * 1e3:.1f} ms (last flush + commit), commit "
               f"{best['commit'] / e * 1e3:.1f} ms (goal <= 10)")
