@@ -11,6 +11,7 @@ import numpy as np
 
 from recorder.schema import CONTACT_SPECS
 from recorder.store import EpisodeStore, is_url
+from recorder.windows import episode_starts
 from teleworld.progress import progress_bar
 
 FINITE_KEYS = ("action", "qpos", "qvel", "state", "sim_time", "wall_time", "reward")
@@ -54,7 +55,7 @@ def _check_bookkeeping(store: EpisodeStore, ends: np.ndarray, report: Report) ->
     infos = store.read("meta/episode_info")
     if len(infos) < len(ends):
         report.problems.append(f"meta/episode_info has {len(infos)} entries for {len(ends)} episodes")
-    starts = np.concatenate([[0], ends[:-1]])
+    starts = episode_starts(ends)
     for i in range(min(len(ends), len(infos))):
         try:
             length = json.loads(str(infos[i])).get("length")

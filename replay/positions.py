@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from recorder import EpisodeStore
+from recorder.windows import episode_starts
 from replay.rollout import WindowBatch
 from replay.scores import FLOOR_METHOD
 from teleop.scenes import load
@@ -170,7 +171,7 @@ def detect(detector: PositionDetector, images: np.ndarray, batch: int = 512) -> 
 def training_steps(store: EpisodeStore, episodes: list[int], count: int = TRAIN_FRAMES, seed: int = 0) -> np.ndarray:
     """At most ``count`` store steps of ``episodes``, drawn without replacement with ``seed``, sorted."""
     ends = store.episode_ends
-    starts = np.concatenate([[0], ends[:-1]])
+    starts = episode_starts(ends)
     steps = np.concatenate([np.arange(starts[e], ends[e]) for e in episodes])
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(steps, size=min(count, len(steps)), replace=False))
