@@ -67,14 +67,11 @@ class Dream:
         self.state = {k: v[:, -1] for k, v in posts.items()}
         self.reference = images[:, -1]  # the last real frame the model saw; a composite decoder paints over it
         self.since_resync = 0
-        self.pred = self._decode()
+        self.pred = self._shown(self.model.decode(self.model.rssm.feat(self.state)[:, None], self.reference))
 
-    def _decode(self) -> np.ndarray:
-        """The model's frame for the current state; keeps its contact head's flags in ``pred_contact`` (None
-        without a contact head)."""
-        feat = self.model.rssm.feat(self.state)[:, None]
-        ahead = torch.tensor([self.since_resync]) if self.since_resync else None  # imagined: steps since the real frame
-        out = self.model.decode(feat, self.reference, ahead)
+    def _shown(self, out: dict[str, torch.Tensor]) -> np.ndarray:
+        """The model's decoded frame (1, 1, 3, S, S) as shown; keeps its contact head's flags in ``pred_contact``
+        (None without a contact head)."""
         logits = out.get("contact_logits")
         if logits is None:
             self.pred_contact = None
@@ -95,10 +92,11 @@ class Dream:
         self.obs = self.scene.step(action)
         began = time.perf_counter()
         act = torch.from_numpy(action[None]).to(self.device)
-        self.state = self.model.imagine(self.state, act[:, None])
-        self.state = {k: v[:, -1] for k, v in self.state.items()}
+        out = self.model.open_loop(self.reference[:, None], act[:, None], context=1, horizon=1, start=self.state,
+                                   ahead_from=self.since_resync)  # replay's imagination, one step per call
+        self.state = {k: v[:, -1] for k, v in out["priors"].items()}
         self.since_resync += 1
-        self.pred = self._decode()
+        self.pred = self._shown(out)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         self.latency_ms.append((time.perf_counter() - began) * 1e3)

@@ -185,14 +185,14 @@ def test_dream_shows_real_and_predicted_contact_lights_side_by_side(run):
             ring = colour(1, i, LIGHT_RADIUS + 1)
             assert (ring == LIGHT_MISMATCH) == (real[i] != predicted[i])
         # the model's head says the opposite of the scene: every predicted light flips and is ringed red
-        original = dream._decode
+        original = dream._shown
 
-        def opposite():
-            frame = original()
+        def opposite(out):
+            frame = original(out)
             dream.pred_contact = ~dream.obs.contact_summary.astype(bool)
             return frame
 
-        dream._decode = opposite
+        dream._shown = opposite
         assert dream_loop(dream, screen, 2, keyboard, paced=False, max_steps=1) == 1
         real = dream.contact_lights()[1]
         for i in range(2):

@@ -389,7 +389,7 @@ class WorldModel(nn.Module):
 
     @torch.no_grad()
     def open_loop(self, images: torch.Tensor, actions: torch.Tensor, context: int, horizon: int | None = None,
-                  decode: bool = True, start: dict | None = None) -> dict:
+                  decode: bool = True, start: dict | None = None, ahead_from: int = 0) -> dict:
         """Observe ``context`` frames, then imagine ``horizon`` steps with the given actions: replay's protocol.
 
         images (B, >= K, 3, S, S); actions (B, >= K-1+H, A), action t applied after frame t, so the imagined steps
@@ -397,7 +397,8 @@ class WorldModel(nn.Module):
         of frame K-1 when already observed (then the context is not observed again). Returns "start" (that
         posterior), "priors" (the imagined states, (B, H, ...)) and "feat" (their features, (B, H, F)); with
         ``decode`` also the imagined steps decoded (image painted over and blended toward frame K-1, proprio,
-        contact logits) and, unless given ``start``, "recon": the context frames' reconstructions (B, K, 3, S, S)."""
+        contact logits) and, unless given ``start``, "recon": the context frames' reconstructions (B, K, 3, S, S).
+        ``ahead_from``: steps ``start`` already lies past frame K-1 (dream imagines one step per call)."""
         horizon = images.shape[1] - context if horizon is None else horizon
         posts = None
         if start is None:
@@ -406,7 +407,7 @@ class WorldModel(nn.Module):
         priors = self.imagine(start, actions[:, context - 1 : context - 1 + horizon])
         out = {"start": start, "priors": priors, "feat": self.rssm.feat(priors)}
         if decode:
-            out.update(self.decode(out["feat"], images[:, context - 1], torch.arange(1, horizon + 1)))
+            out.update(self.decode(out["feat"], images[:, context - 1], torch.arange(1, horizon + 1) + ahead_from))
             if posts is not None:
                 out["recon"] = self.decode(self.rssm.feat(posts), images[:, 0])["image"]
         return out
