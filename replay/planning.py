@@ -14,6 +14,7 @@ its current state once per candidate. Same planner, same budget knobs: the gap b
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -153,6 +154,9 @@ def compiled_rewards() -> Callable:
     compiles on first use (tens of seconds on a CPU), then runs with its elementwise work fused."""
     global _compiled_rewards
     if _compiled_rewards is None:
+        # inductor's own imports trip torch.jit's deprecation notice once per module: noise in a user's log
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script_method` is deprecated",
+                                category=DeprecationWarning)
         _compiled_rewards = torch.compile(imagined_rewards, dynamic=False)
     return _compiled_rewards
 
