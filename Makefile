@@ -1,7 +1,7 @@
 # Two entry points for a fresh machine: `make demo` and `make test`. Both set everything up first.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri libopengl0 libosmesa6 ffmpeg chromium xvfb xdotool
+APT_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri libopengl0 libosmesa6 ffmpeg chromium xvfb xdotool g++
 export MUJOCO_GL ?= egl
 export SDL_VIDEODRIVER ?= dummy
 export SDL_AUDIODRIVER ?= dummy
