@@ -68,6 +68,23 @@ def run(push_store, tmp_path_factory) -> str:
     return fit(push_store, tmp_path_factory.mktemp("run"))
 
 
+def test_replay_scores_a_scene_without_contact_groups(tmp_path):
+    """reacher-hard declares no contact groups: replay scores images, proprio and positions and no contact metric
+    (it crashed on the empty contact arrays before)."""
+    scene = load("reacher-hard")
+    assert not scene.info()["contact_groups"]
+    with EpisodeStore.create(tmp_path / "reacher.zarr", scene.info()) as store:
+        collect(scene, scripted_operator(scene), store, 3, 16)
+    scene.close()
+    run = fit(tmp_path / "reacher.zarr", tmp_path / "run")
+    metrics = evaluate(run, tmp_path / "reacher.zarr", tmp_path / "replay", context=K, horizon=H, windows=3, seed=0,
+                       episodes="all", show_progress=False)
+    assert len(metrics["per_step"]["psnr"]["model"]) == H
+    assert not any(metrics["per_step"].get(name) for name in ("contact_f1", "contact_onset_f1"))
+    assert metrics["position_error"]["bodies"]
+    assert (tmp_path / "replay" / "report.html").exists()
+
+
 @pytest.fixture(scope="module")
 def deaf_run(run, tmp_path_factory) -> str:
     """The same model with the action columns of its recurrent input layer zeroed: it cannot hear actions."""
