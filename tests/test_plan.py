@@ -14,7 +14,7 @@ import torch
 
 from browser import CHROMIUM, screenshot
 from recorder import EpisodeStore
-from replay.plan import VIDEO_SCALE, PlanSettings, controller_for, run_episode, run_plan, wilson
+from replay.plan import VIDEO_SCALE, PlanningController, PlanSettings, controller_for, run_episode, run_plan, wilson
 from replay.planning import SHAPING, ModelScorer, Planner, PlannerConfig
 from teleop.scenes import load
 from train.checkpoint import load_model, read_checkpoint
@@ -194,6 +194,31 @@ def test_same_seed_same_result(run, tmp_path):
     assert outcome(tmp_path / "a") == outcome(tmp_path / "b") != outcome(tmp_path / "c")
     assert first["methods"]["model"]["final_distance_mean"] == second["methods"]["model"]["final_distance_mean"]
     assert other["config"]["seeds"] == [7, 8]
+
+
+def test_compiled_planning_compiles_before_the_first_step_and_plans_as_eager(run, tmp_path):
+    """`plan --compile`: the controller compiles at reset (its warm-up), so no replanning step compiles (dynamo
+    captures no new graph while it acts), and run_plan's episodes end as the eager planner's do."""
+    from torch._dynamo.utils import counters
+
+    model, spec, _ = load_model(run)
+    scene = load("push")
+    cfg = PlannerConfig(candidates=16, horizon=4, iterations=1, elites=4, compile=True)
+    controller = PlanningController(scene, cfg, replan=1, model=model, camera=spec.camera)
+    obs = scene.reset(100_000)
+    controller.reset(obs, 100_000)
+    compiled = counters["stats"]["unique_graphs"]
+    assert compiled > 0
+    for _ in range(3):
+        obs = scene.step(controller.act(obs))
+    assert counters["stats"]["unique_graphs"] == compiled and len(controller.plans) == 3
+    settings = PlanSettings(episodes=2, steps=5, methods=("model",), video_episodes=0)
+    distance = {}
+    for compile in (False, True):
+        result = run_plan(run, tmp_path / str(compile), PlannerConfig(**{**cfg.to_dict(), "compile": compile}),
+                          settings, show_progress=False)
+        distance[compile] = result["methods"]["model"]["final_distance_mean"]
+    assert abs(distance[True] - distance[False]) < 0.02
 
 
 def test_oracle_planner_beats_random_on_push(run):
