@@ -106,7 +106,7 @@ def plan_command(
     device: str = typer.Option("cpu", help="Torch device of the model: cpu, cuda or auto."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model's imagination: compiled once "
                                                            "before the first episode (tens of seconds), then "
-                                                           "1.3-1.6x faster replanning on a CPU (docs/planning.md)."),
+                                                           "1.1-1.5x faster replanning on a CPU (docs/planning.md)."),
 ) -> None:
     """Reach the scene's goal by planning with the world model; scored in the simulator against baselines."""
     from replay.plan import PlanSettings, run_plan
