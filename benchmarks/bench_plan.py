@@ -5,13 +5,15 @@
    on one thread (the baseline), then with 1 iteration (classical MPPI-style replanning: one sampling round per
    control step, the warm start carrying the rest) and on every thread this process may use, each as a ratio of
    the baseline's p50 (goal for `small` on the 2-core CPU: <= 50 ms p50); then the same four with the
-   imagination compiled by torch.compile (`plan --compile`), after its one-off compile (timed);
+   imagination compiled (`plan --compile`: torch.compile on a CPU, a captured CUDA graph on a GPU), after its
+   one-off compile (timed). On a GPU the baseline is the eager step with 3 iterations;
 2. the arithmetic: floating-point operations of one batched imagination (torch's FLOP counter) and the rate the
    CPU achieved on them, which says how far a faster implementation could go on this machine;
 3. imagination throughput: candidate-steps/s when every candidate is imagined in one batched call vs the model's
    single-sequence step (batch 1, the same latent update) as the baseline, printed as a ratio.
 
 Usage: python benchmarks/bench_plan.py [--config small] [--model RUN] [--repeats 30] [--device cpu|cuda]
+                                      [--data STORE]  (a recorded push step instead of the simulator's)
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from dataclasses import dataclass
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -26,8 +29,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from recorder import EpisodeStore  # noqa: E402
 from replay.planning import SHAPING, ModelScorer, Planner, PlannerConfig  # noqa: E402
-from teleop.scenes import load  # noqa: E402
 from train.checkpoint import load_model  # noqa: E402
 from train.configs import make_config  # noqa: E402
 from train.dataset import DataSpec  # noqa: E402
@@ -35,26 +38,48 @@ from teleworld.cpu import cpu_threads  # noqa: E402
 from train.loop import build_model  # noqa: E402
 
 
-def push_spec() -> DataSpec:
-    """The shapes of a push store, without one."""
-    info = load("push").info()
-    return DataSpec(scene="push", camera="overhead", image_size=64, action_names=info["action_spec"]["names"],
-                    proprio_dim=info["nq"] + info["nv"], contact_dim=len(info["contact_groups"]))
+@dataclass
+class Start:
+    """What the planner starts from: the data's shapes and one observed push step."""
+
+    spec: DataSpec
+    frame: np.ndarray  # (S, S, 3) uint8
+    proprio: np.ndarray  # concat(qpos, qvel)
+    goal: np.ndarray
 
 
-def scorer_for(model, device: torch.device, compile: bool = False) -> ModelScorer:
-    """A scorer whose latent is the posterior of one observed push frame, scoring as `teleworld plan` does
-    (``compile``: as `plan --compile` does)."""
+def simulated_start() -> Start:
+    """A push scene reset with a seed no run trained on."""
+    from teleop.scenes import load  # the simulator only here: --data runs where MuJoCo cannot render
+
     scene = load("push")
-    obs = scene.reset(100_000)
-    scorer = ModelScorer(model, scene.goal(), samples=1, seed=0, shaping=SHAPING["push"],
+    info, obs = scene.info(), scene.reset(100_000)
+    spec = DataSpec(scene="push", camera="overhead", image_size=64, action_names=info["action_spec"]["names"],
+                    proprio_dim=info["nq"] + info["nv"], contact_dim=len(info["contact_groups"]))
+    start = Start(spec, obs.frames["overhead"], np.concatenate([obs.qpos, obs.qvel]), scene.goal())
+    scene.close()
+    return start
+
+
+def recorded_start(path: str) -> Start:
+    """The first step of a recorded push store's first episode, and its goal."""
+    store = EpisodeStore.open(path)
+    spec = DataSpec.from_store(store)
+    step = store.episode(0, [f"image_{spec.camera}", "qpos", "qvel"])
+    goal = np.asarray(store.episode_info(0)["goal"], np.float64)
+    return Start(spec, step[f"image_{spec.camera}"][0], np.concatenate([step["qpos"][0], step["qvel"][0]]), goal)
+
+
+def scorer_for(model, start: Start, device: torch.device, compile: bool = False) -> ModelScorer:
+    """A scorer whose latent is the posterior of the start's frame, scoring as `teleworld plan` does
+    (``compile``: as `plan --compile` does)."""
+    scorer = ModelScorer(model, start.goal, samples=1, seed=0, shaping=SHAPING["push"],
                          shaping_weight=PlannerConfig().shaping, compile=compile)
-    frame = torch.from_numpy(obs.frames["overhead"]).to(device).permute(2, 0, 1).float().div(255)[None, None]
+    frame = torch.from_numpy(start.frame).to(device).permute(2, 0, 1).float().div(255)[None, None]
     with torch.no_grad():
         scorer.state, _ = model.rssm.obs_step(model.rssm.initial(1, device), torch.zeros(1, 2, device=device),
                                               model.encode(frame)[:, 0])
-    scorer.proprio = torch.from_numpy(np.concatenate([obs.qpos, obs.qvel])).float().to(device)[None]
-    scene.close()
+    scorer.proprio = torch.from_numpy(start.proprio).float().to(device)[None]
     return scorer
 
 
@@ -110,16 +135,18 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=256)
     parser.add_argument("--horizon", type=int, default=16)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--data", help="start from a recorded push store's first step instead of the simulator")
     args = parser.parse_args()
     device = torch.device(args.device)
+    start = recorded_start(args.data) if args.data else simulated_start()
     if args.model:
         model, _, _ = load_model(args.model, device)
         name = args.model
     else:
         torch.manual_seed(0)
-        model = build_model(make_config(args.config), push_spec(), goal_dim=2).to(device).eval()
+        model = build_model(make_config(args.config), start.spec, goal_dim=2).to(device).eval()
         name = args.config
-    scorer = scorer_for(model, device)
+    scorer = scorer_for(model, start, device)
     base = PlannerConfig(candidates=args.candidates, horizon=args.horizon)
     print(f"{name} on {device}, {sum(p.numel() for p in model.parameters()):,} parameters; planner "
           f"{base.planner}, {base.candidates} candidates x horizon {base.horizon}")
@@ -128,10 +155,11 @@ def main() -> None:
     for compiled in (False, True):
         timed = scorer
         if compiled:
-            start = time.perf_counter()
-            timed = scorer_for(model, device, compile=True)
+            began = time.perf_counter()
+            timed = scorer_for(model, start, device, compile=True)
             timed.warm_up(base.candidates, base.horizon)
-            print(f"torch.compile of the imagination (plan --compile): {time.perf_counter() - start:.0f} s, once")
+            how = "CUDA graph capture" if device.type == "cuda" else "torch.compile"
+            print(f"{how} of the imagination (plan --compile): {time.perf_counter() - began:.1f} s, once")
         for iterations in (base.iterations, 1):
             for n in threads:
                 torch.set_num_threads(n)

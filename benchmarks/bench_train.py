@@ -3,7 +3,8 @@
 1. steps/s with the real data path (background prefetch of random windows) vs one batch already resident in
    memory (goal >= 0.9x: the data path never limits training);
 2. samples/s (sequence steps per second) of each config on this machine;
-3. on a GPU: bf16 vs fp32 and compiled vs eager.
+3. on a GPU, for small and medium: the whole step captured in a CUDA graph (run.cuda_graph) vs eager, bf16 vs fp32
+   (goal >= 1.3x), the GPU vs the same machine's CPU on 2 threads.
 
 Usage: python benchmarks/bench_train.py [--steps 12] [--data STORE] [--no-cpu]
 """
@@ -23,30 +24,27 @@ import torch  # noqa: E402
 from recorder import EpisodeStore  # noqa: E402
 from train.configs import make_config  # noqa: E402
 from train.dataset import DataSpec, EpisodeArrays, to_model_inputs  # noqa: E402
-from train.loop import Prefetcher, build_model, window_length  # noqa: E402
+from train.loop import Prefetcher, build_model, train, window_length  # noqa: E402
 from train.objectives import Objective  # noqa: E402
+from train.step import GraphedStep, Step  # noqa: E402
 
 
-def steps_per_second(objective, optimizer, next_batch, steps: int, autocast) -> float:
+def steps_per_second(step: Step, next_batch, steps: int, lr: float) -> float:
     """Time ``steps`` optimiser steps after two warm-up steps."""
     for i in range(steps + 2):
         if i == 2:
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             start = time.perf_counter()
-        batch = next_batch(i)
-        with autocast():
-            loss, _ = objective(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        step(next_batch(i), lr)
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return steps / (time.perf_counter() - start)
 
 
 def measure(data: EpisodeArrays, config: str, device: torch.device, steps: int, bf16: bool = False,
-            compiled: bool = False, resident: bool = False) -> float:
+            compiled: bool = False, graphed: bool = False, resident: bool = False) -> float:
+    """Steps/s of ``config``'s training step: eager, torch.compile'd parts, or one captured CUDA graph."""
     cfg = make_config(config)
     torch.manual_seed(0)
     model = build_model(cfg, data.spec).to(device).train()
@@ -54,7 +52,7 @@ def measure(data: EpisodeArrays, config: str, device: torch.device, steps: int, 
         model.encoder.compile()
         model.decoder.compile()
         model.rssm.img_step = torch.compile(model.rssm.img_step)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.run.lr)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.run.lr, eps=1e-6)
     windows = data.windows(window_length(cfg))
     cfg.run.steps = steps + 2
     objective = Objective(model, cfg.objective)
@@ -64,11 +62,12 @@ def measure(data: EpisodeArrays, config: str, device: torch.device, steps: int, 
     def next_batch(i: int):
         return fixed if resident else to_model_inputs(prefetch.get(i), device)
 
-    def autocast():
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
-
     try:
-        return steps_per_second(objective, optimizer, next_batch, steps, autocast)
+        if graphed:
+            step = GraphedStep(objective, optimizer, cfg.run.grad_clip, bf16, device, fixed)
+        else:
+            step = Step(objective, optimizer, cfg.run.grad_clip, bf16, device)
+        return steps_per_second(step, next_batch, steps, cfg.run.lr)
     finally:
         prefetch.close()
 
@@ -99,18 +98,43 @@ def bench_cpu(data: EpisodeArrays, steps: int) -> None:
 
 
 def bench_gpu(data: EpisodeArrays, steps: int) -> None:
-    gpu = torch.device("cuda")
+    """Per config: eager vs one captured CUDA graph (run.cuda_graph), fp32 vs bf16, the GPU vs this machine's CPU
+    on 2 threads (what the 2-core development machine has), and the real loader vs a resident batch."""
+    gpu, cpu = torch.device("cuda"), torch.device("cpu")
     print(f"[gpu] {torch.cuda.get_device_name()}")
-    for config in ("small", "medium", "large"):
+    for config in ("small", "medium"):
         cfg = make_config(config).run
-        fp32 = measure(data, config, gpu, steps)
-        bf16 = measure(data, config, gpu, steps, bf16=True)
-        comp = measure(data, config, gpu, steps, bf16=True, compiled=True)
-        real = measure(data, config, gpu, steps, bf16=True)
-        res = measure(data, config, gpu, steps, bf16=True, resident=True)
-        print(f"[gpu] {config}: fp32 {fp32:.1f}, bf16 {bf16:.1f} ({bf16 / fp32:.2f}x), "
-              f"bf16+compile {comp:.1f} ({comp / bf16:.2f}x vs eager) steps/s, "
-              f"{bf16 * cfg.batch_size * cfg.seq_len:.0f} samples/s in bf16; real loader / resident {real / res:.2f}x")
+        samples = cfg.batch_size * cfg.seq_len
+        rate = {(precision, mode): measure(data, config, gpu, steps, bf16=precision == "bf16",
+                                           graphed=mode == "graph")
+                for precision in ("fp32", "bf16") for mode in ("eager", "graph")}
+        for (precision, mode), value in rate.items():
+            print(f"[gpu] {config} {precision} {mode:5s}: {value:7.1f} steps/s, {value * samples:9.0f} samples/s")
+        best = max(rate.values())
+        print(f"[gpu] {config}: CUDA graph / eager {rate['fp32', 'graph'] / rate['fp32', 'eager']:.2f}x (fp32), "
+              f"{rate['bf16', 'graph'] / rate['bf16', 'eager']:.2f}x (bf16); bf16 / fp32 "
+              f"{rate['bf16', 'eager'] / rate['fp32', 'eager']:.2f}x eager, "
+              f"{rate['bf16', 'graph'] / rate['fp32', 'graph']:.2f}x graphed (goal >= 1.3x)")
+        real = measure(data, config, gpu, steps, bf16=True, graphed=True)
+        resident = measure(data, config, gpu, steps, bf16=True, graphed=True, resident=True)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(2)
+        on_cpu = measure(data, config, cpu, max(1, steps // 24))
+        torch.set_num_threads(threads)
+        print(f"[gpu] {config}: real loader / resident batch {real / resident:.2f}x (graphed bf16); fastest GPU "
+              f"step / this machine's CPU on 2 threads ({on_cpu:.2f} steps/s): {best / on_cpu:.1f}x")
+    eager, graphed = (trainer_rate(data, "small", gpu, 10 * steps, graph) for graph in (False, True))
+    print(f"[gpu] `teleworld train` small, {10 * steps} steps end to end (bf16; capture, calibration and checkpoint "
+          f"included): eager {eager:.1f} steps/s, run.cuda_graph {graphed:.1f} steps/s ({graphed / eager:.2f}x)")
+
+
+def trainer_rate(data: EpisodeArrays, config: str, device: torch.device, steps: int, graph: bool) -> float:
+    """Steps/s of the trainer itself (train.loop.train), from its first step to its final checkpoint."""
+    cfg = make_config(config, steps=steps, eval_every=0, checkpoint_every=0, cuda_graph=graph)
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        summary = train(data, cfg, out, device, show_progress=False)
+        return summary["steps"] / (time.perf_counter() - start)
 
 
 def main() -> None:

@@ -18,7 +18,6 @@ import warnings
 from dataclasses import asdict, dataclass
 from typing import Callable
 
-import mujoco
 import numpy as np
 import torch
 
@@ -55,7 +54,7 @@ class PlannerConfig:
     samples: int = 1  # sampled futures per candidate (1: the latent's expected value, deterministic)
     spread_penalty: float = 0.0  # score = mean return - this x std of the sampled returns
     shaping: float = 1.0  # weight of the scene's shaping term (SHAPING) in each step's reward (0: the reward alone)
-    compile: bool = False  # torch.compile the model's imagination (compiled before the first episode)
+    compile: bool = False  # compile the imagination before the first episode (CPU: torch.compile; GPU: a CUDA graph)
 
     def __post_init__(self) -> None:
         if self.planner not in PLANNERS:
@@ -161,12 +160,70 @@ def compiled_rewards() -> Callable:
     return _compiled_rewards
 
 
+class CapturedRewards:
+    """imagined_rewards on a GPU, captured in one CUDA graph per batch shape and replayed: the imagination's
+    hundreds of small kernels launch as one (what ``compile`` means on a CUDA device). Called like
+    imagined_rewards; the model, goal presence, shaping and its weight are part of each graph."""
+
+    def __init__(self) -> None:
+        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, dict[str, torch.Tensor], torch.Tensor]] = {}
+
+    @staticmethod
+    def _inputs(state: dict, actions: torch.Tensor, goal: torch.Tensor | None,
+                anchor: tuple[torch.Tensor, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+        named = {f"state.{k}": v for k, v in state.items()} | {"actions": actions}
+        if goal is not None:
+            named["goal"] = goal
+        if anchor is not None:
+            named["anchor.pred"], named["anchor.truth"] = anchor
+        return named
+
+    def __call__(self, model: WorldModel, state: dict[str, torch.Tensor], actions: torch.Tensor,
+                 goal: torch.Tensor | None, shaping: Callable[[torch.Tensor], torch.Tensor] | None,
+                 shaping_weight: float, anchor: tuple[torch.Tensor, torch.Tensor] | None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        if generator is not None:
+            raise TeleworldError("a captured imagination draws no sampled futures; use samples=1")
+        named = self._inputs(state, actions, goal, anchor)
+        key = (id(model), id(shaping), shaping_weight, tuple((k, tuple(v.shape)) for k, v in named.items()))
+        if key not in self.graphs:
+            self.graphs[key] = self._capture(model, named, shaping, shaping_weight)
+        graph, inputs, out = self.graphs[key]
+        for name, value in named.items():
+            inputs[name].copy_(value)
+        graph.replay()
+        return out.clone()
+
+    @staticmethod
+    def _capture(model: WorldModel, named: dict[str, torch.Tensor],
+                 shaping: Callable[[torch.Tensor], torch.Tensor] | None, shaping_weight: float
+                 ) -> tuple[torch.cuda.CUDAGraph, dict[str, torch.Tensor], torch.Tensor]:
+        inputs = {k: v.clone() for k, v in named.items()}
+
+        def run() -> torch.Tensor:
+            state = {k.removeprefix("state."): v for k, v in inputs.items() if k.startswith("state.")}
+            anchor = (inputs["anchor.pred"], inputs["anchor.truth"]) if "anchor.pred" in inputs else None
+            return imagined_rewards(model, state, inputs["actions"], inputs.get("goal"), shaping, shaping_weight,
+                                    anchor)
+
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up: cuBLAS handles and workspaces exist before capture
+            for _ in range(2):
+                run()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = run()
+        return graph, inputs, out
+
+
 class ModelScorer:
     """Returns of candidates imagined by the world model from one latent state, summed from its reward head (plus
     the scene's shaping term on the proprio head, its positions anchored on the last observed proprio).
 
-    ``compile``: run the imagination through torch.compile (one future per candidate only; sampled futures stay
-    eager, their draws come from a generator)."""
+    ``compile``: run the imagination through torch.compile on a CPU, replay it from a captured CUDA graph on a GPU
+    (one future per candidate only; sampled futures stay eager, their draws come from a generator)."""
 
     def __init__(self, model: WorldModel, goal: np.ndarray, samples: int, seed: int,
                  shaping: Callable[[torch.Tensor], torch.Tensor] | None = None, shaping_weight: float = 0.0,
@@ -182,7 +239,9 @@ class ModelScorer:
         self.shaping = shaping if shaping is not None and shaping_weight and model.proprio_head is not None else None
         self.shaping_weight = shaping_weight
         self.proprio: torch.Tensor | None = None  # (1, P) the proprio observed with the current posterior
-        self.rewards = compiled_rewards() if compile and samples == 1 else imagined_rewards
+        self.rewards: Callable = imagined_rewards
+        if compile and samples == 1:  # a GPU replays a captured CUDA graph; a CPU runs inductor's fused kernels
+            self.rewards = CapturedRewards() if device.type == "cuda" else compiled_rewards()
 
     @torch.no_grad()
     def __call__(self, actions: torch.Tensor) -> torch.Tensor:
@@ -231,19 +290,17 @@ class SimulatorScorer:
 
     def __call__(self, actions: torch.Tensor) -> torch.Tensor:
         """actions (N, H, A) -> returns (N, 1), the scene's own reward summed over the steps each one reaches."""
-        scene, model, data = self.scene, self.scene.model, self.scene.data
+        scene = self.scene
         saved = scene.get_state()
-        nstep = scene._n_substeps
         acts = actions.numpy()
         out = np.zeros((len(acts), 1), np.float32)
         try:
             for i, seq in enumerate(acts):
-                mujoco.mj_setState(model, data, saved, mujoco.mjtState.mjSTATE_INTEGRATION)
+                scene.set_state(saved)
                 total = 0.0
                 for a in seq:
-                    scene.apply_action(scene.action_spec.clip(a))
-                    mujoco.mj_step(model, data, nstep=nstep)
-                    total += scene.reward() + (self.shaping(data) if self.shaping is not None else 0.0)
+                    scene.advance(a)
+                    total += scene.reward() + (self.shaping(scene.data) if self.shaping is not None else 0.0)
                 out[i, 0] = total
         finally:
             scene.set_state(saved)

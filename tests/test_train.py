@@ -163,6 +163,14 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path):
     assert read_checkpoint(tmp_path)["step"] == 20
 
 
+def test_a_captured_step_is_refused_where_it_cannot_run(data, tmp_path):
+    with pytest.raises(TeleworldError, match="run.cuda_graph needs a CUDA device, not cpu"):
+        train(data, make_config("tiny", steps=2, cuda_graph=True), tmp_path, show_progress=False)
+    with pytest.raises(TeleworldError, match="run.cuda_graph and run.compile are alternatives"):
+        train(data, make_config("tiny", steps=2, cuda_graph=True, compile=True), tmp_path, show_progress=False)
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
 def test_a_wall_clock_budget_stops_training_checkpoints_and_resumes(data, tmp_path):
     cfg = make_config("tiny", steps=100_000, minutes=0.05, eval_every=0, checkpoint_every=0)
     first = train(data, cfg, tmp_path, show_progress=False)

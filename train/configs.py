@@ -53,6 +53,7 @@ class RunSettings:
     log_every: int = 10
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU), bf16, fp32
     compile: bool = False  # torch.compile the encoder, decoder and the recurrent cell
+    cuda_graph: bool = False  # capture the whole step in a CUDA graph and replay it (one GPU; train/step.py)
     prefetch: int = 2  # batches prepared ahead in a background thread
 
 

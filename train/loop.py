@@ -10,7 +10,6 @@ import math
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -27,8 +26,21 @@ from train.configs import TrainConfig, check_resume, saved_config
 from train.dataset import DataSpec, EpisodeArrays, to_model_inputs
 from train.model import WorldModel, WorldModelConfig
 from train.objectives import Objective
+from train.step import GraphedStep, Step
 from train.validation import Validator
 from recorder.windows import split_episodes
+
+
+def check_cuda_graph(cfg: TrainConfig, device: torch.device, world: int) -> None:
+    """A captured step (run.cuda_graph) needs one CUDA device and replaces torch.compile."""
+    if not cfg.run.cuda_graph:
+        return
+    if cfg.run.compile:
+        raise TeleworldError("run.cuda_graph and run.compile are alternatives; choose one")
+    if device.type != "cuda":
+        raise TeleworldError(f"run.cuda_graph needs a CUDA device, not {device.type}; drop it or pass --device cuda")
+    if world > 1:
+        raise TeleworldError("run.cuda_graph captures one process's step; drop it under torchrun (DDP)")
 
 
 def init_distributed(device: torch.device) -> tuple[int, int, torch.device]:
@@ -163,7 +175,7 @@ def train(
         torch.set_num_threads(cpu_threads())
     torch.manual_seed(run.seed + rank)
     bf16 = run.precision == "bf16" or (run.precision == "auto" and device.type == "cuda")
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+    check_cuda_graph(cfg, device, world)
 
     # ---- data: split by whole episode; windows never cross episodes ----
     ckpt = _resume_checkpoint(out_dir, data.spec, cfg) if resume else None
@@ -207,6 +219,7 @@ def train(
         model.rssm.img_step = torch.compile(model.rssm.img_step)
     objective = Objective(model, cfg.objective)
     ddp = torch.nn.parallel.DistributedDataParallel(objective) if world > 1 else objective
+    step_fn: Step | None = None if run.cuda_graph else Step(ddp, optimizer, run.grad_clip, bf16, device)
 
     extra = {"train_config": cfg.to_dict(), "val_episodes": val_eps.tolist(), "train_episodes": train_eps.tolist()}
 
@@ -237,21 +250,16 @@ def train(
             for step in range(start_step, run.steps):
                 if _everyone(out_of_time(cfg, time.time() - start), world, device):
                     break
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_at(cfg, step, time.time() - start)
                 batch = to_model_inputs(prefetch.get(step), device)
-                with autocast:
-                    loss, terms = ddp(batch)
+                if step_fn is None:  # captured at the first batch: every later one has its shapes
+                    step_fn = GraphedStep(ddp, optimizer, run.grad_clip, bf16, device, batch)
+                loss, terms = step_fn(batch, lr_at(cfg, step, time.time() - start))
                 if not _finite_everywhere(loss, world):
                     raise TeleworldError(
                         f"loss became {loss.item()} at step {step}; stopped, the last good checkpoint is kept")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), run.grad_clip)
-                optimizer.step()
                 done = step + 1
                 if main_process and (step % run.log_every == 0 or done == run.steps):
-                    row = {"step": step, "lr": optimizer.param_groups[0]["lr"],
+                    row = {"step": step, "lr": float(optimizer.param_groups[0]["lr"]),
                            **{k: v.item() for k, v in terms.items()}}
                     history.append(row)
                     for key, value in row.items():

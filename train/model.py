@@ -194,8 +194,11 @@ class RSSM(nn.Module):
         probs = (1 - cfg.unimix) * probs + cfg.unimix / cfg.classes
         if generator is None and not (self.training and sample):
             return probs.log(), probs.flatten(1)
-        index = torch.multinomial(probs.view(-1, cfg.classes), 1, generator=generator).view(-1, cfg.groups)
-        sample = F.one_hot(index, cfg.classes).float() + probs - probs.detach()  # straight-through
+        # Gumbel-max draw of one class per group: no host sync, so a CUDA graph can capture it (multinomial and
+        # one_hot check their inputs on the host)
+        noise = torch.rand(probs.shape, device=probs.device, generator=generator).clamp_min(1e-20)
+        index = (probs.log() - (-noise.log()).log()).argmax(-1, keepdim=True)
+        sample = torch.zeros_like(probs).scatter_(-1, index, 1.0) + probs - probs.detach()  # straight-through
         return probs.log(), sample.flatten(1)
 
     def img_step(self, state: dict, action: torch.Tensor, sample: bool = True,

@@ -185,9 +185,13 @@ class Scene(ABC):
 
     def step(self, action: np.ndarray) -> Observation:
         """Apply ``action`` for one control period and return the next observation."""
+        self.advance(action)
+        return self.observe()
+
+    def advance(self, action: np.ndarray) -> None:
+        """Apply ``action`` for one control period, nothing observed or rendered (a planner's simulated future)."""
         self.apply_action(self.action_spec.clip(action))
         mujoco.mj_step(self.model, self.data, nstep=self._n_substeps)
-        return self.observe()
 
     def observe(self) -> Observation:
         """Read the current state, contacts and camera frames."""
