@@ -43,9 +43,10 @@ def steps_per_second(step: Step, next_batch, steps: int, lr: float) -> float:
 
 
 def measure(data: EpisodeArrays, config: str, device: torch.device, steps: int, bf16: bool = False,
-            compiled: bool = False, graphed: bool = False, resident: bool = False) -> float:
-    """Steps/s of ``config``'s training step: eager, torch.compile'd parts, or one captured CUDA graph."""
-    cfg = make_config(config)
+            compiled: bool = False, graphed: bool = False, resident: bool = False, batch: int = 0) -> float:
+    """Steps/s of ``config``'s training step: eager, torch.compile'd parts, one captured CUDA graph, or both
+    (``batch``: sequences per batch instead of the preset's)."""
+    cfg = make_config(config, **({"batch_size": batch} if batch else {}))
     torch.manual_seed(0)
     model = build_model(cfg, data.spec).to(device).train()
     if compiled:
@@ -123,6 +124,13 @@ def bench_gpu(data: EpisodeArrays, steps: int) -> None:
         torch.set_num_threads(threads)
         print(f"[gpu] {config}: real loader / resident batch {real / resident:.2f}x (graphed bf16); fastest GPU "
               f"step / this machine's CPU on 2 threads ({on_cpu:.2f} steps/s): {best / on_cpu:.1f}x")
+    fp32, bf16 = (measure(data, "medium", gpu, steps, bf16=b, graphed=True, batch=256) for b in (False, True))
+    print(f"[gpu] medium at batch 256 (graphed): fp32 {fp32:.1f}, bf16 {bf16:.1f} steps/s, bf16 / fp32 "
+          f"{bf16 / fp32:.2f}x, {bf16 * 256 * make_config('medium').run.seq_len:.0f} samples/s in bf16")
+    graphed = measure(data, "small", gpu, steps, bf16=True, graphed=True)
+    both = measure(data, "small", gpu, steps, bf16=True, graphed=True, compiled=True)
+    print(f"[gpu] small bf16: torch.compile'd parts inside the graph {both:.1f} steps/s, {both / graphed:.2f}x the "
+          "graph alone")
     eager, graphed = (trainer_rate(data, "small", gpu, 10 * steps, graph) for graph in (False, True))
     print(f"[gpu] `teleworld train` small, {10 * steps} steps end to end (bf16; capture, calibration and checkpoint "
           f"included): eager {eager:.1f} steps/s, run.cuda_graph {graphed:.1f} steps/s ({graphed / eager:.2f}x)")
