@@ -138,7 +138,7 @@ def bench_gpu(data: EpisodeArrays, steps: int) -> None:
 
 def trainer_rate(data: EpisodeArrays, config: str, device: torch.device, steps: int, graph: bool) -> float:
     """Steps/s of the trainer itself (train.loop.train), from its first step to its final checkpoint."""
-    cfg = make_config(config, steps=steps, eval_every=0, checkpoint_every=0, cuda_graph=graph)
+    cfg = make_config(config, steps=steps, eval_every=0, checkpoint_every=0, cuda_graph="on" if graph else "off")
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         summary = train(data, cfg, out, device, show_progress=False)

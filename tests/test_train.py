@@ -165,10 +165,12 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path):
 
 def test_a_captured_step_is_refused_where_it_cannot_run(data, tmp_path):
     with pytest.raises(TeleworldError, match="run.cuda_graph needs a CUDA device, not cpu"):
-        train(data, make_config("tiny", steps=2, cuda_graph=True), tmp_path, show_progress=False)
+        train(data, make_config("tiny", steps=2, cuda_graph="on"), tmp_path, show_progress=False)
     with pytest.raises(TeleworldError, match="run.cuda_graph and run.compile are alternatives"):
         train(data, make_config("tiny", steps=2, cuda_graph=True, compile=True), tmp_path, show_progress=False)
     assert not (tmp_path / "checkpoint.pt").exists()
+    with pytest.raises(TeleworldError, match="cuda_graph must be auto, on or off, not 'sometimes'"):
+        make_config("tiny", cuda_graph="sometimes")
 
 
 def test_a_wall_clock_budget_stops_training_checkpoints_and_resumes(data, tmp_path):

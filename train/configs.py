@@ -53,7 +53,7 @@ class RunSettings:
     log_every: int = 10
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU), bf16, fp32
     compile: bool = False  # torch.compile the encoder, decoder and the recurrent cell
-    cuda_graph: bool = False  # capture the whole step in a CUDA graph and replay it (one GPU; train/step.py)
+    cuda_graph: str = "auto"  # replay the step from a CUDA graph (train/step.py): auto (one GPU, no compile), on, off
     prefetch: int = 2  # batches prepared ahead in a background thread
 
 
@@ -180,6 +180,10 @@ def check_resume(saved: TrainConfig, values: dict) -> None:
 def _checked(cfg: TrainConfig) -> TrainConfig:
     if cfg.run.precision not in ("auto", "bf16", "fp32"):
         raise TeleworldError(f"precision must be auto, bf16 or fp32, not {cfg.run.precision!r}")
+    if isinstance(cfg.run.cuda_graph, bool):  # --set cuda_graph=true reads as TOML's boolean
+        cfg.run.cuda_graph = "on" if cfg.run.cuda_graph else "off"
+    if cfg.run.cuda_graph not in ("auto", "on", "off"):
+        raise TeleworldError(f"cuda_graph must be auto, on or off, not {cfg.run.cuda_graph!r}")
     if cfg.model.blend and cfg.objective.rollout_steps < 1:
         raise TeleworldError("model.blend is learned on the long rollout: set objective.rollout_steps >= 1 or "
                              "model.blend=false")

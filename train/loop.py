@@ -31,16 +31,18 @@ from train.validation import Validator
 from recorder.windows import split_episodes
 
 
-def check_cuda_graph(cfg: TrainConfig, device: torch.device, world: int) -> None:
-    """A captured step (run.cuda_graph) needs one CUDA device and replaces torch.compile."""
-    if not cfg.run.cuda_graph:
-        return
+def captures_step(cfg: TrainConfig, device: torch.device, world: int) -> bool:
+    """Whether the run replays its step from a CUDA graph (run.cuda_graph: auto does where it can)."""
+    mode = cfg.run.cuda_graph
+    if mode != "on":
+        return mode == "auto" and device.type == "cuda" and world == 1 and not cfg.run.compile
     if cfg.run.compile:
         raise TeleworldError("run.cuda_graph and run.compile are alternatives; choose one")
     if device.type != "cuda":
         raise TeleworldError(f"run.cuda_graph needs a CUDA device, not {device.type}; drop it or pass --device cuda")
     if world > 1:
         raise TeleworldError("run.cuda_graph captures one process's step; drop it under torchrun (DDP)")
+    return True
 
 
 def init_distributed(device: torch.device) -> tuple[int, int, torch.device]:
@@ -175,7 +177,7 @@ def train(
         torch.set_num_threads(cpu_threads())
     torch.manual_seed(run.seed + rank)
     bf16 = run.precision == "bf16" or (run.precision == "auto" and device.type == "cuda")
-    check_cuda_graph(cfg, device, world)
+    captured = captures_step(cfg, device, world)
 
     # ---- data: split by whole episode; windows never cross episodes ----
     ckpt = _resume_checkpoint(out_dir, data.spec, cfg) if resume else None
@@ -219,7 +221,7 @@ def train(
         model.rssm.img_step = torch.compile(model.rssm.img_step)
     objective = Objective(model, cfg.objective)
     ddp = torch.nn.parallel.DistributedDataParallel(objective) if world > 1 else objective
-    step_fn: Step | None = None if run.cuda_graph else Step(ddp, optimizer, run.grad_clip, bf16, device)
+    step_fn: Step | None = None if captured else Step(ddp, optimizer, run.grad_clip, bf16, device)
 
     extra = {"train_config": cfg.to_dict(), "val_episodes": val_eps.tolist(), "train_episodes": train_eps.tolist()}
 
