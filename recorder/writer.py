@@ -130,11 +130,12 @@ def timing_health(wall_time: np.ndarray, control_rate: float) -> dict:
         return {"dt_mean_ms": None, "dt_p50_ms": None, "dt_p99_ms": None, "dt_max_ms": None, "jitter_p99_ms": None,
                 "late_steps": 0}
     period_ms = 1e3 / control_rate
+    p50, p99 = np.percentile(dt, [50, 99])  # one call: each percentile costs a partition of the whole episode
     return {
         "dt_mean_ms": round(float(dt.mean()), 3),
-        "dt_p50_ms": round(float(np.percentile(dt, 50)), 3),
-        "dt_p99_ms": round(float(np.percentile(dt, 99)), 3),
+        "dt_p50_ms": round(float(p50), 3),
+        "dt_p99_ms": round(float(p99), 3),
         "dt_max_ms": round(float(dt.max()), 3),
-        "jitter_p99_ms": round(float(np.percentile(np.abs(dt - np.median(dt)), 99)), 3),
+        "jitter_p99_ms": round(float(np.percentile(np.abs(dt - p50), 99)), 3),
         "late_steps": int((dt > 1.5 * period_ms).sum()),
     }
