@@ -25,7 +25,7 @@ import torch
 
 from replay.planning import SHAPING, ModelScorer, Planner, PlannerConfig, SimulatorScorer
 from teleop.devices.base import Device
-from teleop.devices.scripted import PushExpert, RandomPersistent
+from teleop.devices.scripted import RandomPersistent, goal_expert
 from teleop.scenes import load
 from teleop.scenes.base import Observation, Scene
 from teleop.scenes.push import PushScene
@@ -194,7 +194,7 @@ def controller_for(method: str, scene: Scene, cfg: PlannerConfig, settings: Plan
         return PlanningController(scene, oracle, settings.replan)
     if method == "random":
         return ScriptedController(RandomPersistent(scene.action_spec))
-    return ScriptedController(PushExpert(scene, to_goal=True))
+    return ScriptedController(goal_expert(scene))
 
 
 def oracle_elites(cfg: PlannerConfig, candidates: int) -> int:
@@ -203,8 +203,8 @@ def oracle_elites(cfg: PlannerConfig, candidates: int) -> int:
 
 
 def has_expert(scene: Scene) -> bool:
-    """Whether the scene has a goal-aware scripted operator (push does)."""
-    return isinstance(scene, PushScene)
+    """Whether the scene has a goal-aware scripted operator (push and the end-effector arm do)."""
+    return goal_expert(scene) is not None
 
 
 # ----- one episode, one method -----

@@ -147,7 +147,7 @@ def test_expert_places_the_block(seed):
     assert scene.success() and scene.zone_distance() < 0.06 and not scene.held()
 
 
-def test_generate_arm_writes_a_store_validate_accepts(tmp_path):
+def test_generate_arm_writes_a_store_validate_accepts_and_plan_runs_on_it(tmp_path):
     out = tmp_path / "arm.zarr"
     run = subprocess.run([sys.executable, "-m", "teleworld", "generate", "--scene", "arm", "--out", str(out),
                           "--episodes", "2", "--workers", "2", "--image-size", "32", "--randomize"],
@@ -161,6 +161,20 @@ def test_generate_arm_writes_a_store_validate_accepts(tmp_path):
     info = store.episode_info(0)
     assert info["operator"] == "expert" and set(info["randomization"]) == set(ArmScene.randomization.ranges)
     assert {"image_front", "image_wrist", "ee_pose", "joint_command"} <= set(store.keys)
+
+    # the arm in `teleworld plan`: a world model trained on these episodes plans, the goal-aware expert places
+    teleworld = [sys.executable, "-m", "teleworld"]
+    trained = subprocess.run([*teleworld, "train", "--data", str(out), "--out", str(tmp_path / "run"), "--config",
+                              "tiny", "--steps", "10", "--set", "reward_weight=10"], env=ENV, capture_output=True,
+                             text=True, timeout=300)
+    assert trained.returncode == 0, trained.stderr
+    planned = subprocess.run([*teleworld, "plan", "--model", str(tmp_path / "run"), "--out", str(tmp_path / "plan"),
+                              "--methods", "model,expert", "--episodes", "1", "--steps", str(ArmScene.episode_steps),
+                              "--candidates", "16", "--horizon", "4", "--iterations", "1", "--replan", "4"],
+                             env=ENV, capture_output=True, text=True, timeout=600)
+    assert planned.returncode == 0, planned.stderr
+    methods = json.loads((tmp_path / "plan" / "plan.json").read_text())["methods"]
+    assert methods["expert"]["success_rate"] == 1.0 and methods["model"]["plan_ms_p50"] > 0
 
 
 def test_step_extras_round_trip_through_store_and_exports(tmp_path):

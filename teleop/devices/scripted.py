@@ -89,6 +89,16 @@ class RandomPersistent(Device):
         return self._action
 
 
+def goal_expert(scene) -> Device | None:
+    """The scene's goal-aware scripted expert, heading for the episode's goal (push: the box to the goal point;
+    arm with end-effector control: the object to the zone); None for a scene without one."""
+    if isinstance(scene, PushScene):
+        return PushExpert(scene, to_goal=True)
+    if isinstance(scene, ArmScene) and scene.control == "ee":
+        return ArmExpert(scene)
+    return None
+
+
 def scripted_operator(scene) -> Device:
     """The default scripted operator of a scene: its expert when it has one, else persistent random actions."""
     if isinstance(scene, PushScene):
