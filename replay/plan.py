@@ -162,7 +162,7 @@ class PlanningController:
 
     def retarget(self) -> None:
         """Plan toward the scene's goal as it is now (after the operator moved it)."""
-        if self.model is not None and self.scorer.goal is not None:
+        if self.model is not None:
             self.scorer.goal = torch.as_tensor(self.scene.goal(), dtype=torch.float32, device=self.scorer.goal.device)
 
     def act(self, obs: Observation) -> np.ndarray:
@@ -225,7 +225,9 @@ def run_episode(method: str, controller: PlanningController | ScriptedController
         obs = scene.step(action)
         rewards.append(obs.reward)
         proprio = torch.from_numpy(np.concatenate([obs.qpos, obs.qvel]))
-        scored.append(obs.reward + (0.0 if shaping is None else controller.cfg.shaping * float(shaping(proprio))))
+        weight = controller.cfg.shaping if shaping is not None else 0.0
+        shaped = weight * float(shaping(proprio, torch.from_numpy(scene.goal()))) if weight else 0.0
+        scored.append(obs.reward + shaped)
         done = is_success(scene)
         if frames is not None:
             imagined = getattr(controller, "imagined", None)

@@ -28,14 +28,28 @@ PLANNERS = ("cem", "mppi")
 Scorer = Callable[[torch.Tensor], torch.Tensor]  # (N, H, A) -> (N, S) returns
 
 
-def push_reach(proprio: torch.Tensor) -> torch.Tensor:
-    """push: minus the pusher's distance to the box, from concat(qpos, qvel) (..., P) -> (...). The recorded
-    reward (box to goal) is flat until the pusher touches the box; this leads it there."""
+Shaping = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # concat(qpos, qvel) (..., P), goal (D,) -> (...)
+REACHER_LINKS = (0.12, 0.12)  # dm_control reacher.xml: shoulder to wrist, wrist to fingertip, m
+
+
+def push_reach(proprio: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+    """push: minus the pusher's distance to the box. The recorded reward (box to goal) is flat until the pusher
+    touches the box; this leads it there."""
     return -(proprio[..., 0:2] - proprio[..., 2:4]).norm(dim=-1)
 
 
+def reacher_reach(proprio: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+    """reacher-hard: minus the fingertip's distance to the target, the fingertip placed by the two joint angles
+    (forward kinematics). The recorded reward is 1 only while touching the small target, 0 elsewhere."""
+    shoulder, elbow = proprio[..., 0], proprio[..., 0] + proprio[..., 1]
+    (upper, fore), goal = REACHER_LINKS, goal.to(proprio.dtype)
+    x = upper * torch.cos(shoulder) + fore * torch.cos(elbow)
+    y = upper * torch.sin(shoulder) + fore * torch.sin(elbow)
+    return -torch.stack([x - goal[..., 0], y - goal[..., 1]], -1).norm(dim=-1)
+
+
 # Per scene, a shaping term added (times PlannerConfig.shaping) to every step's reward, for model and oracle alike.
-SHAPING: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"push": push_reach}
+SHAPING: dict[str, Shaping] = {"push": push_reach, "reacher-hard": reacher_reach}
 
 
 @dataclass
@@ -126,7 +140,7 @@ class Planner:
 
 
 def imagined_rewards(model: WorldModel, state: dict[str, torch.Tensor], actions: torch.Tensor,
-                     goal: torch.Tensor | None, shaping: Callable[[torch.Tensor], torch.Tensor] | None,
+                     goal: torch.Tensor | None, shaping: Shaping | None,
                      shaping_weight: float, anchor: tuple[torch.Tensor, torch.Tensor] | None,
                      generator: torch.Generator | None = None) -> torch.Tensor:
     """Rewards (rows, H) of ``actions`` (rows, H, A) imagined from ``state`` (rows, ...): the reward head plus
@@ -141,7 +155,7 @@ def imagined_rewards(model: WorldModel, state: dict[str, torch.Tensor], actions:
     if shaping is not None:
         pred = model.heads(feat, ("proprio",))["proprio"]
         ref_pred, ref_truth = (a.expand(len(pred), -1) for a in anchor)
-        reward = reward + shaping_weight * shaping(model.anchor_proprio(pred, ref_pred, ref_truth).float())
+        reward = reward + shaping_weight * shaping(model.anchor_proprio(pred, ref_pred, ref_truth).float(), goal)
     return reward
 
 
@@ -179,7 +193,7 @@ class CapturedRewards:
         return named
 
     def __call__(self, model: WorldModel, state: dict[str, torch.Tensor], actions: torch.Tensor,
-                 goal: torch.Tensor | None, shaping: Callable[[torch.Tensor], torch.Tensor] | None,
+                 goal: torch.Tensor | None, shaping: Shaping | None,
                  shaping_weight: float, anchor: tuple[torch.Tensor, torch.Tensor] | None,
                  generator: torch.Generator | None = None) -> torch.Tensor:
         if generator is not None:
@@ -196,7 +210,7 @@ class CapturedRewards:
 
     @staticmethod
     def _capture(model: WorldModel, named: dict[str, torch.Tensor],
-                 shaping: Callable[[torch.Tensor], torch.Tensor] | None, shaping_weight: float
+                 shaping: Shaping | None, shaping_weight: float
                  ) -> tuple[torch.cuda.CUDAGraph, dict[str, torch.Tensor], torch.Tensor]:
         inputs = {k: v.clone() for k, v in named.items()}
 
@@ -226,14 +240,14 @@ class ModelScorer:
     (one future per candidate only; sampled futures stay eager, their draws come from a generator)."""
 
     def __init__(self, model: WorldModel, goal: np.ndarray, samples: int, seed: int,
-                 shaping: Callable[[torch.Tensor], torch.Tensor] | None = None, shaping_weight: float = 0.0,
+                 shaping: Shaping | None = None, shaping_weight: float = 0.0,
                  compile: bool = False):
         if model.reward_head is None:
             raise TeleworldError("this checkpoint has no reward head (trained before planning existed or with "
                                  "reward_weight=0): retrain it with `teleworld train` to plan with it")
         self.model, self.samples = model, samples
         device = next(model.parameters()).device
-        self.goal = torch.as_tensor(goal, dtype=torch.float32, device=device) if model.cfg.goal_dim else None
+        self.goal = torch.as_tensor(goal, dtype=torch.float32, device=device)  # the reward head's input, if it has one
         self.generator = torch.Generator(device).manual_seed(seed) if samples > 1 else None
         self.state: dict[str, torch.Tensor] | None = None  # the current posterior, (1, ...)
         self.shaping = shaping if shaping is not None and shaping_weight and model.proprio_head is not None else None
@@ -286,7 +300,7 @@ class SimulatorScorer:
         self.scene = scene
         shaping = SHAPING.get(scene.name) if shaping_weight else None
         self.shaping = None if shaping is None else (lambda d: shaping_weight * float(
-            shaping(torch.from_numpy(np.concatenate([d.qpos, d.qvel])))))
+            shaping(torch.from_numpy(np.concatenate([d.qpos, d.qvel])), torch.from_numpy(scene.goal()))))
 
     def __call__(self, actions: torch.Tensor) -> torch.Tensor:
         """actions (N, H, A) -> returns (N, 1), the scene's own reward summed over the steps each one reaches."""

@@ -15,7 +15,7 @@ import torch
 from browser import CHROMIUM, screenshot
 from recorder import EpisodeStore
 from replay.plan import VIDEO_SCALE, PlanningController, PlanSettings, controller_for, run_episode, run_plan, wilson
-from replay.planning import SHAPING, ModelScorer, Planner, PlannerConfig
+from replay.planning import SHAPING, ModelScorer, Planner, PlannerConfig, reacher_reach
 from teleop.scenes import load
 from train.checkpoint import load_model, read_checkpoint
 from train.configs import make_config
@@ -262,6 +262,19 @@ def test_bad_methods_are_refused_in_one_line(run, tmp_path):
                        log=tmp_path)
     lines = [ln for ln in result.stderr.strip().splitlines() if ln.strip()]
     assert result.returncode == 1 and len(lines) == 1 and "--methods" in lines[0], result.stderr
+
+
+def test_reacher_shaping_is_minus_the_fingertip_distance_the_simulator_measures():
+    scene = load("reacher-hard", image_size=(32, 32))
+    rng = np.random.default_rng(3)
+    obs = scene.reset(3)
+    for _ in range(15):
+        obs = scene.step(rng.uniform(-1, 1, 2))
+        scene.set_state(obs.state)  # kinematics of the new state (a step leaves them at the old one's)
+        proprio = torch.from_numpy(np.concatenate([obs.qpos, obs.qvel]))
+        shaped = float(reacher_reach(proprio, torch.from_numpy(scene.goal())))
+        assert -shaped == pytest.approx(scene.task.goal_distance(scene), abs=1e-6)
+    scene.close()
 
 
 def test_wilson_interval_matches_known_values():
