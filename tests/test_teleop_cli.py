@@ -34,7 +34,7 @@ def operator(script: list[tuple[float, int]]) -> threading.Thread:
 def test_teleop_command_records_saves_and_asks_on_close(tmp_path, capsys):
     out = tmp_path / "s.zarr"
     # record + save, record again, close the window, answer "save"
-    script = [(0.3, pygame.K_r), (0.5, pygame.K_r), (0.2, pygame.K_r), (0.3, pygame.QUIT), (0.3, pygame.K_RETURN)]
+    script = [(0.3, pygame.K_r), (0.6, pygame.K_r), (0.2, pygame.K_r), (0.6, pygame.QUIT), (0.3, pygame.K_RETURN)]
     thread = operator(script)
     teleop(out=out, scene="push", device=DeviceKind.keyboard, bindings=None, rate=50.0, image_size=32, view=128,
            seed=0, append=False, on_quit=OnQuit.ask, replay_from=None, episode=0)
