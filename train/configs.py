@@ -31,6 +31,7 @@ class ModelSettings:
     classes: int = 16
     hidden: int = 192
     composite: bool = True  # the decoder paints over the last observed frame (false: draws every pixel)
+    transport: bool = False  # the composite decoder first moves the reference's pixels by a predicted flow
     blend: bool = False  # learn a per-pixel blend of imagined frames toward the last observed one (needs rollout_steps)
     blend_kernel: int = 3  # receptive field of that blend, in pixels
 

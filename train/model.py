@@ -32,6 +32,7 @@ class WorldModelConfig:
     hidden: int = 256
     unimix: float = 0.01
     composite: bool = False  # paint over the last observed frame (False: draw every pixel from the latent)
+    transport: bool = False  # a composite decoder first moves the reference's pixels by a predicted flow
     blend: bool = False  # learn how much of the last observed frame to keep in each imagined one
     blend_kernel: int = 3  # receptive field of that per-pixel blend
     blend_horizon: int = 0  # steps ahead the blend tells apart (the training rollout's length)
@@ -105,6 +106,11 @@ class Decoder(nn.Module):
     it: image = alpha * drawn + (1 - alpha) * reference, alpha per pixel from the latent's features next to the
     reference's pixel. What did not move is copied exactly; the latent only has to draw what changed (in the
     manner of Finn et al. 2016's compositing video predictors).
+
+    With ``transport`` the reference is first warped by a flow field (pixels, predicted at S/4 from the latent's
+    features next to a small encoding of the reference, then upsampled) and painted over: what moved can be carried
+    along sharp instead of redrawn (Finn et al.'s transport, SV2P). The flow starts at zero, so the decoder starts as
+    the plain composite one.
     """
 
     def __init__(self, cfg: WorldModelConfig):
@@ -122,20 +128,67 @@ class Decoder(nn.Module):
         else:
             layers.append(nn.ConvTranspose2d(ch, 3, 4, 2, 1))
             self.paint = None
-        self.net = nn.Sequential(*layers)
+        if cfg.transport and not cfg.composite:
+            raise ValueError("transport moves the reference a composite decoder paints over: set composite = true")
+        self.transport = Transport(d) if cfg.transport else None
+        split = 6 if self.transport else 0  # the layers up to S/4, whose features the flow reads
+        self.coarse, self.net = nn.Sequential(*layers[:split]), nn.Sequential(*layers[split:])
 
     def forward(self, feat: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
         """``reference`` (N, 3, S, S) in [0, 1]: required by a composite decoder, ignored otherwise."""
         x = self.fc(feat).view(-1, self.ch, self.side, self.side).contiguous(memory_format=torch.channels_last)
+        x = self.coarse(x)
+        if self.paint is not None and reference is None:
+            raise ValueError("a composite decoder needs the reference frame it paints over")
+        if self.transport is not None:
+            reference = self.transport(x, reference.to(x.dtype))
         x = self.net(x)
         if self.paint is None:
             return x.contiguous() + 0.5
-        if reference is None:
-            raise ValueError("a composite decoder needs the reference frame it paints over")
         reference = reference.to(x.dtype)
         out = self.paint(torch.cat([x.contiguous(), reference - 0.5], 1))
         alpha = torch.sigmoid(out[:, 3:])
         return reference + alpha * (out[:, :3] + 0.5 - reference)
+
+
+class Transport(nn.Module):
+    """Warps a reference frame by a flow predicted from decoder features at S/4 and the reference's own encoding.
+
+    flow (N, 2, S/4, S/4) in pixels = convs(concat(features, encode(reference))), upsampled bilinearly; each output
+    pixel samples the reference at its position plus the flow (backward warping, borders repeated). The last conv
+    starts at zero: no motion until the data asks for it."""
+
+    def __init__(self, depth: int, scale: float = 4.0):
+        super().__init__()
+        self.scale = scale  # pixels per unit of the last conv's output: large moves need no large weights
+        self.encode = nn.Sequential(nn.Conv2d(3, depth // 2, 4, 2, 1), nn.SiLU(), nn.Conv2d(depth // 2, depth, 4, 2, 1),
+                                    nn.SiLU())
+        self.flow = nn.Sequential(nn.Conv2d(3 * depth, 2 * depth, 3, padding=1), nn.SiLU(),
+                                  nn.Conv2d(2 * depth, 2 * depth, 3, padding=2, dilation=2), nn.SiLU(),
+                                  nn.Conv2d(2 * depth, 2, 3, padding=1))
+        nn.init.zeros_(self.flow[-1].weight)
+        nn.init.zeros_(self.flow[-1].bias)
+
+    def forward(self, features: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """features (N, 2 * depth, S/4, S/4), reference (N, 3, S, S) in [0, 1] -> the reference warped."""
+        flow = self.flows(features, reference)
+        return warp(reference, flow)
+
+    def flows(self, features: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """The flow (N, 2, S, S) in pixels (x, y) that ``forward`` samples the reference with."""
+        coarse = self.flow(torch.cat([features, self.encode(reference - 0.5)], 1)) * self.scale
+        return F.interpolate(coarse.float(), size=reference.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """image (N, C, H, W) sampled at every pixel's position plus flow (N, 2, H, W) in pixels (x, y), bilinearly."""
+    n, _, h, w = image.shape
+    ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=image.device)
+    xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=image.device)
+    base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)  # (H, W, 2) as grid_sample's (x, y)
+    offset = flow.permute(0, 2, 3, 1) * torch.tensor([2 / w, 2 / h], device=image.device)
+    grid = (base + offset).to(image.dtype)
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 class Blend(nn.Module):
