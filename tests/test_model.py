@@ -211,6 +211,26 @@ def test_transport_decoder_starts_as_the_composite_one_and_needs_it():
         WorldModel(WorldModelConfig(**{**sizes, "composite": False}, transport=True))
 
 
+def test_transport_term_scores_the_warped_reference_and_reaches_the_flow():
+    from train.model import WorldModel, WorldModelConfig
+
+    torch.manual_seed(0)
+    model = WorldModel(WorldModelConfig(image_size=16, depth=4, deter=8, hidden=8, groups=2, classes=2,
+                                        composite=True, transport=True))
+    images, reference = torch.rand(2, 5, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    batch = {"image": images, "action": torch.zeros(2, 5, 2), "reference": reference}
+    _, terms = loss(model, batch, transport_weight=1.0)
+    # no flow yet: at every scale the error of the reference itself, each scale's sum times its pixels' area
+    pooled = [(lambda x, s=s: torch.nn.functional.avg_pool2d(x.flatten(0, 1), s)) for s in (1, 2, 4)]
+    expected = sum(s**2 * (pool(reference[:, None].expand_as(images)) - pool(images)).pow(2).flatten(1).sum(-1).mean()
+                   for s, pool in zip((1, 2, 4), pooled))
+    assert torch.allclose(terms["transport"], expected, rtol=1e-4)
+    terms["transport"].backward()
+    assert model.decoder.transport.flow[-1].weight.grad.abs().sum() > 0
+    _, off = loss(model, batch, transport_weight=0.0)
+    assert "transport" not in off
+
+
 def test_transport_learns_to_carry_a_square_sharp():
     """A square moves 3 pixels left or right, which the features say: the flow learns to carry it, and the
     warped reference matches the next frame far better than the reference does."""

@@ -134,6 +134,11 @@ class Decoder(nn.Module):
         split = 6 if self.transport else 0  # the layers up to S/4, whose features the flow reads
         self.coarse, self.net = nn.Sequential(*layers[:split]), nn.Sequential(*layers[split:])
 
+    def flow(self, feat: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """(N, feat), reference (N, 3, S, S) -> the transport's flow (N, 2, S, S) in pixels (a transport decoder)."""
+        x = self.fc(feat).view(-1, self.ch, self.side, self.side).contiguous(memory_format=torch.channels_last)
+        return self.transport.flows(self.coarse(x), reference.to(x.dtype))
+
     def forward(self, feat: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
         """``reference`` (N, 3, S, S) in [0, 1]: required by a composite decoder, ignored otherwise."""
         x = self.fc(feat).view(-1, self.ch, self.side, self.side).contiguous(memory_format=torch.channels_last)

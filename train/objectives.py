@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.model import WorldModel
+from train.model import WorldModel, warp
 
 
 @dataclass
@@ -38,6 +38,7 @@ class ObjectiveConfig:
     rollout_weight: float = 1.0  # weight of that term
     rollout_context: int = 5  # frames observed before the long rollout (replay's K)
     blend_weight: float = 1.0  # weight of the blend's error (it reaches only the blend's own weights)
+    transport_weight: float = 1.0  # weight of the transport's own error (a transport decoder's flow; 0: off)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -146,6 +147,37 @@ class Image(Term):
     def __call__(self, p: Pass) -> dict[str, torch.Tensor]:
         weight = p.pixel_weight(p.images)
         return {"image": sum_sq(p.decoded["image"] * weight, p.images * weight, 3)}
+
+
+class Carry(Term):
+    """A transport decoder's own error: the reference warped by the posteriors' flow against their frames, moving
+    pixels weighted, at full, half and quarter resolution (each scale's sum times its pixels' area). Without it the
+    flow learns nothing where the composite draws instead of copying, which is where things moved; the coarse
+    scales see a box that moved several pixels, where the full-resolution image has no gradient."""
+
+    weight_key = "transport_weight"
+
+    def __init__(self, model: WorldModel, cfg: ObjectiveConfig):
+        super().__init__(model, cfg)
+        self.needs = ("image", "action", "reference")
+
+    def active(self) -> bool:
+        return self.model.decoder.transport is not None and self.cfg.transport_weight > 0
+
+    def __call__(self, p: Pass) -> dict[str, torch.Tensor]:
+        B, T = p.images.shape[:2]
+        reference = p.reference[:, None].expand(B, T, *p.images.shape[2:]).flatten(0, 1)
+        flow = self.model.decoder.flow(p.feat.flatten(0, 1), reference)
+        truth = p.images.flatten(0, 1)
+        weight = p.pixel_weight(p.images)
+        weight = weight.flatten(0, 1) if torch.is_tensor(weight) else torch.ones_like(truth[:, :1])
+        total = torch.zeros((), device=truth.device)
+        for scale in (1, 2, 4):
+            pool = (lambda x: F.avg_pool2d(x, scale)) if scale > 1 else (lambda x: x)
+            moved = warp(pool(reference), pool(flow) / scale)
+            w = pool(weight)
+            total = total + scale**2 * sum_sq(moved * w, pool(truth) * w, 3)
+        return {"transport": total}
 
 
 class Heads(Term):
@@ -336,7 +368,7 @@ class RolloutReward(Term):
         return {"rollout_reward": reward_term(self.model, p.rollout, p.batch.get("goal"), reward)}
 
 
-TERMS: tuple[type[Term], ...] = (Image, Heads, KLDyn, KLRep, Reward, OpenLoop, Rollout, BlendError, RolloutHeads,
+TERMS: tuple[type[Term], ...] = (Image, Carry, Heads, KLDyn, KLRep, Reward, OpenLoop, Rollout, BlendError, RolloutHeads,
                                  RolloutReward)
 
 
