@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -26,6 +27,7 @@ class EpisodeWriter:
             store.truncate_uncommitted()
         self.flush_every = min(store.block(f"data/{k}") for k in self.specs)
         self._shapes = {k: spec.shape for k, spec in self.specs.items()}
+        self._contact_dtypes = {k: np.dtype(spec.dtype) for k, spec in CONTACT_SPECS.items()}
         self._steps: dict[str, list] = {}  # per key, the buffered steps' values as given (converted at flush)
         self._buffered = 0
         self._contacts: dict[str, list[np.ndarray]] = {}
@@ -55,23 +57,27 @@ class EpisodeWriter:
         """Buffer one step (keys of data/) and its contact rows (keys of contacts/)."""
         if not self.recording:
             raise TeleworldError("no open episode; call begin() first")
-        action = np.asarray(step["action"])
-        if not np.isfinite(action).all():
-            raise TeleworldError(f"refusing a non-finite action at step {self._length}: {action.tolist()}")
+        # add() runs once per control step: plain Python on a few numbers beats numpy's per-call overhead here
+        action = np.asarray(step["action"]).ravel().tolist()
+        if not all(map(math.isfinite, action)):
+            raise TeleworldError(f"refusing a non-finite action at step {self._length}: {action}")
         values = []
         for key, shape in self._shapes.items():
             value = step[key]
-            if isinstance(value, np.ndarray):
-                got = value.shape
-            elif isinstance(value, (float, int)):
+            kind = type(value)
+            if kind is float or kind is int:
                 got = ()
-            else:
-                got = np.shape(value)
+            else:  # arrays and numpy scalars have a shape; lists and the like are measured
+                got = getattr(value, "shape", None)
+                got = np.shape(value) if got is None else got
             if got != shape:
                 raise TeleworldError(f"data/{key} expects shape {shape}, got {got}")
             values.append(value)
         wall = float(step["wall_time"])
-        rows = {key: np.asarray(contacts[key], dtype=spec.dtype) for key, spec in CONTACT_SPECS.items()}
+        rows = {}
+        for key, dtype in self._contact_dtypes.items():
+            value = contacts[key]
+            rows[key] = value if type(value) is np.ndarray and value.dtype == dtype else np.asarray(value, dtype)
         for buffer, value in zip(self._steps.values(), values):  # only once the whole step checked out
             buffer.append(value)
         for key, value in rows.items():
