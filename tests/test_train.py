@@ -173,6 +173,20 @@ def test_a_captured_step_is_refused_where_it_cannot_run(data, tmp_path):
         make_config("tiny", cuda_graph="sometimes")
 
 
+def test_config_values_of_the_wrong_type_are_refused():
+    from train.configs import parse_overrides
+
+    with pytest.raises(TeleworldError, match="model.transport must be true or false, not 'maybe'"):
+        make_config("tiny", **parse_overrides(["model.transport=maybe"]))
+    with pytest.raises(TeleworldError, match="run.lr must be a number, not 'fast'"):
+        make_config("tiny", **parse_overrides(["run.lr=fast"]))
+    with pytest.raises(TeleworldError, match="run.steps must be an integer, not True"):
+        make_config("tiny", steps=True)
+    assert make_config("tiny", **parse_overrides(["run.lr=1"])).run.lr == 1.0  # an integer where a float belongs
+    with pytest.raises(TeleworldError, match="model.transport moves the frame a compositing decoder paints over"):
+        make_config("tiny", transport=True, composite=False)
+
+
 def test_a_wall_clock_budget_stops_training_checkpoints_and_resumes(data, tmp_path):
     cfg = make_config("tiny", steps=100_000, minutes=0.05, eval_every=0, checkpoint_every=0)
     first = train(data, cfg, tmp_path, show_progress=False)

@@ -183,12 +183,34 @@ def _checked(cfg: TrainConfig) -> TrainConfig:
         raise TeleworldError(f"precision must be auto, bf16 or fp32, not {cfg.run.precision!r}")
     if isinstance(cfg.run.cuda_graph, bool):  # --set cuda_graph=true reads as TOML's boolean
         cfg.run.cuda_graph = "on" if cfg.run.cuda_graph else "off"
+    _check_types(cfg)
     if cfg.run.cuda_graph not in ("auto", "on", "off"):
         raise TeleworldError(f"cuda_graph must be auto, on or off, not {cfg.run.cuda_graph!r}")
     if cfg.model.blend and cfg.objective.rollout_steps < 1:
         raise TeleworldError("model.blend is learned on the long rollout: set objective.rollout_steps >= 1 or "
                              "model.blend=false")
+    if cfg.model.transport and not cfg.model.composite:
+        raise TeleworldError("model.transport moves the frame a compositing decoder paints over: set "
+                             "model.composite=true or model.transport=false")
     return cfg
+
+
+# the settings' field types (their annotations as text): the type and how an error names it
+KINDS = {"bool": (bool, "true or false"), "int": (int, "an integer"), "float": (float, "a number"),
+         "str": (str, "a string")}
+
+
+def _check_types(cfg: TrainConfig) -> None:
+    """Refuse a value of the wrong type in one line (``--set model.blend=maybe`` reads as the string "maybe"); an
+    integer where a float belongs becomes that float."""
+    for section in SECTIONS:
+        settings = getattr(cfg, section)
+        for f in fields(settings):
+            (kind, name), value = KINDS[str(f.type)], getattr(settings, f.name)
+            if kind is float and type(value) is int:
+                setattr(settings, f.name, float(value))
+            elif not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+                raise TeleworldError(f"{section}.{f.name} must be {name}, not {value!r}")
 
 
 def parse_overrides(pairs: list[str]) -> dict:

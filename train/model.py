@@ -134,15 +134,19 @@ class Decoder(nn.Module):
         split = 6 if self.transport else 0  # the layers up to S/4, whose features the flow reads
         self.coarse, self.net = nn.Sequential(*layers[:split]), nn.Sequential(*layers[split:])
 
+    def _coarse(self, feat: torch.Tensor) -> torch.Tensor:
+        """(N, feat) -> the features of the layers before ``net`` (at S/4 for a transport decoder, else S/16)."""
+        x = self.fc(feat).view(-1, self.ch, self.side, self.side).contiguous(memory_format=torch.channels_last)
+        return self.coarse(x)
+
     def flow(self, feat: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """(N, feat), reference (N, 3, S, S) -> the transport's flow (N, 2, S, S) in pixels (a transport decoder)."""
-        x = self.fc(feat).view(-1, self.ch, self.side, self.side).contiguous(memory_format=torch.channels_last)
-        return self.transport.flows(self.coarse(x), reference.to(x.dtype))
+        x = self._coarse(feat)
+        return self.transport.flows(x, reference.to(x.dtype))
 
     def forward(self, feat: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
         """``reference`` (N, 3, S, S) in [0, 1]: required by a composite decoder, ignored otherwise."""
-        x = self.fc(feat).view(-1, self.ch, self.side, self.side).contiguous(memory_format=torch.channels_last)
-        x = self.coarse(x)
+        x = self._coarse(feat)
         if self.paint is not None and reference is None:
             raise ValueError("a composite decoder needs the reference frame it paints over")
         if self.transport is not None:
@@ -176,8 +180,7 @@ class Transport(nn.Module):
 
     def forward(self, features: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """features (N, 2 * depth, S/4, S/4), reference (N, 3, S, S) in [0, 1] -> the reference warped."""
-        flow = self.flows(features, reference)
-        return warp(reference, flow)
+        return warp(reference, self.flows(features, reference))
 
     def flows(self, features: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """The flow (N, 2, S, S) in pixels (x, y) that ``forward`` samples the reference with."""

@@ -172,11 +172,10 @@ class Carry(Term):
         weight = p.pixel_weight(p.images)
         weight = weight.flatten(0, 1) if torch.is_tensor(weight) else torch.ones_like(truth[:, :1])
         total = torch.zeros((), device=truth.device)
-        for scale in (1, 2, 4):
-            pool = (lambda x: F.avg_pool2d(x, scale)) if scale > 1 else (lambda x: x)
-            moved = warp(pool(reference), pool(flow) / scale)
-            w = pool(weight)
-            total = total + scale**2 * sum_sq(moved * w, pool(truth) * w, 3)
+        for scale in (1, 2, 4):  # a pool of 1 is the frame itself
+            moved = warp(F.avg_pool2d(reference, scale), F.avg_pool2d(flow, scale) / scale)
+            w = F.avg_pool2d(weight, scale)
+            total = total + scale**2 * sum_sq(moved * w, F.avg_pool2d(truth, scale) * w, 3)
         return {"transport": total}
 
 
