@@ -15,6 +15,7 @@ from zarr.codecs.sharding import MAX_UINT_64, ShardingCodec, ShardingCodecIndexL
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import _get_loop, collect_aiterator
 
+from recorder.precode import Precoder
 from recorder.schema import (
     CONTACT_SPECS,
     EPISODES_KEY,
@@ -91,6 +92,7 @@ class EpisodeStore:
         self._open: dict[str, tuple[int, np.ndarray]] = {}  # as _tails, for unsharded frames (written, not held)
         self._shards: dict[str, tuple[int, list[bytes], np.ndarray]] = {}  # per sharded array, its open shard:
         # (first row, its whole inner chunks encoded, the rows of its open inner chunk)
+        self._precoder = Precoder()  # frames' inner chunks encoded while the episode is recorded
         marker = self._meta.attrs.get(WRITTEN_KEY) if self._meta is not None else None
         self._written: dict | None = dict(marker) if marker else None  # None: a 1.0 store, lengths are shapes
         self._load_tail()
@@ -435,6 +437,7 @@ class EpisodeStore:
         """Cut every array to the given lengths: the mark (and tail file) first, meta's attribute, then the arrays."""
         self._committed, self._pending_info, self._info_written = None, None, None
         self._shards.clear()  # frames' open shards and chunks are read back when next extended
+        self._precoder.forget()
         self._open.clear()
         for name, (first, kept) in list(self._tails.items()):
             limit = steps if name.startswith("data/") else rows if name.startswith("contacts/") else episodes
@@ -451,6 +454,23 @@ class EpisodeStore:
         self._resize("meta/episode_info", episodes)
         self._resize("meta/episode_ends", episodes)
 
+    def next_row(self, path: str) -> int:
+        """The row the next append to ``data/<key>`` or ``contacts/<key>`` writes."""
+        mark = self.written
+        return self._ends.get(path, mark["steps"] if path.startswith("data/") else mark["contact_rows"])
+
+    def precode_rows(self, path: str) -> int:
+        """Rows per inner chunk if ``path``'s chunks can be encoded ahead of their append (``precode``), else 0:
+        frames of a local store, sharded."""
+        arr = self.arr(path)
+        return int(arr.chunks[0]) if arr.shards is not None and self._writes_directly(arr) else 0
+
+    def precode(self, path: str, first: int, rows: np.ndarray) -> None:
+        """Start encoding one whole inner chunk (``precode_rows`` rows from row ``first``, a multiple of it) in
+        the background; the append that later stores exactly these rows there takes the bytes."""
+        arr = self.arr(path)
+        self._precoder.submit(path, first, rows, lambda block: self._encode_inner(arr, block))
+
     def append(self, path: str, values: np.ndarray) -> None:
         """Append rows along time to ``data/<key>`` or ``contacts/<key>`` (one write per call)."""
         self.append_many({path: values})
@@ -463,11 +483,10 @@ class EpisodeStore:
         ``written`` mark are not data.
         Returns when every write is on disk (then mark_written, or commit_episode, which marks).
         """
-        mark = self.written
         writes, direct, ends = [], [], {}
         for path, rows in values.items():
             arr = self.arr(path)
-            start = self._ends.get(path, mark["steps"] if path.startswith("data/") else mark["contact_rows"])
+            start = self.next_row(path)
             end = start + len(rows)
             if end > arr.shape[0]:
                 grow = max(self.block(path) * CAPACITY_BLOCKS, arr.shape[0])
@@ -493,7 +512,9 @@ class EpisodeStore:
         """Several array writes at once, every one on disk when this returns.
 
         ``writes`` (fsspec stores) go through zarr, concurrently in one event-loop round trip; ``direct`` ones (a
-        local store's, see _writes_directly) are encoded and stored by this thread meanwhile."""
+        local store's, see _writes_directly) are encoded and stored by this thread meanwhile, sharded ones (frames)
+        last, so that their chunks still being encoded in the background (precode) finish meanwhile."""
+        direct = sorted(direct, key=lambda write: write[0].shards is not None)
         if not writes:
             for arr, sel, rows in direct:
                 (self._write_shards if arr.shards else self._write_chunks)(arr, sel, rows)
@@ -540,9 +561,11 @@ class EpisodeStore:
                       known[whole:])
         first, encoded, _ = cached
         block = np.concatenate([cached[2], np.asarray(rows, dtype=arr.dtype)])
-        whole = len(block) // inner * inner
+        whole, start = len(block) // inner * inner, first + len(encoded) * inner
         for offset in range(0, whole, inner):
-            encoded.append(self._encode_inner(arr, block[offset : offset + inner]))
+            chunk = block[offset : offset + inner]
+            done = self._precoder.take(name, start + offset, chunk)
+            encoded.append(self._encode_inner(arr, chunk) if done is None else done)
             if len(encoded) == shard // inner:  # a full shard: stored once, never again
                 self._store_shard(arr, first // shard, encoded)
                 first, encoded = first + shard, []
@@ -550,6 +573,7 @@ class EpisodeStore:
         if len(rest) or encoded:
             self._store_shard(arr, first // shard, encoded + ([self._encode_inner(arr, rest)] if len(rest) else []))
         self._shards[name] = (first, encoded, rest)
+        self._precoder.forget(name, before=start + whole)
 
     def _encode_inner(self, arr: zarr.Array, rows: np.ndarray) -> bytes:
         """One inner chunk of a sharded array (rows past ``rows`` are fill), encoded with its inner codecs."""
@@ -740,6 +764,7 @@ class EpisodeStore:
 
     def close(self) -> None:
         """Move the tail file into the chunk files and release the writer lock (reading needs no close)."""
+        self._precoder.close()
         if self._lock is not None:
             try:
                 self._checkpoint()

@@ -28,6 +28,9 @@ class EpisodeWriter:
         self.flush_every = min(store.block(f"data/{k}") for k in self.specs)
         self._shapes = {k: spec.shape for k, spec in self.specs.items()}
         self._contact_dtypes = {k: np.dtype(spec.dtype) for k, spec in CONTACT_SPECS.items()}
+        # frames whose inner chunks the store encodes in the background as they fill: key -> rows per chunk
+        self._precode = {k: n for k in self.specs if (n := store.precode_rows(f"data/{k}"))}
+        self._precode_next: dict[str, tuple[int, int]] = {}  # key -> (its next chunk's buffer index, store row)
         self._steps: dict[str, list] = {}  # per key, the buffered steps' values as given (converted at flush)
         self._buffered = 0
         self._contacts: dict[str, list[np.ndarray]] = {}
@@ -87,6 +90,17 @@ class EpisodeWriter:
         self._length += 1
         if self._buffered >= self.flush_every:
             self.flush()
+        else:
+            for key, (index, row) in self._precode_next.items():
+                if self._buffered - index >= self._precode[key]:
+                    self._precode_chunk(key, index, row)
+
+    def _precode_chunk(self, key: str, index: int, row: int) -> None:
+        """Hand a whole inner chunk of buffered frames to the store's background encoder."""
+        size = self._precode[key]
+        rows = np.array(self._steps[key][index : index + size], dtype=self.specs[key].dtype)
+        self.store.precode(f"data/{key}", row, rows)
+        self._precode_next[key] = (index + size, row + size)
 
     def flush(self) -> None:
         """Write buffered steps to the store (whole arrays at once, never one step per write) and mark them."""
@@ -127,6 +141,9 @@ class EpisodeWriter:
         self._buffered = 0
         self._steps = {k: [] for k in self.specs}
         self._contacts = {k: [] for k in CONTACT_SPECS}
+        for key, size in self._precode.items():  # the first chunk boundary at or after the store's next row
+            row = self.store.next_row(f"data/{key}")
+            self._precode_next[key] = ((-row) % size, row + (-row) % size)
 
 
 def timing_health(wall_time: np.ndarray, control_rate: float) -> dict:

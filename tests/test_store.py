@@ -296,3 +296,39 @@ def test_a_failing_close_keeps_the_tail_file_and_shows_the_first_error(tmp_path,
         pass
     assert not (path / TAIL_FILE).exists()
     _assert_episodes(EpisodeStore.open(path), episodes[:2])
+
+
+def test_frames_are_encoded_while_recording_and_only_for_the_rows_they_were_given(tmp_path, push_records, monkeypatch):
+    """EpisodeWriter hands each whole inner chunk of frames to the store's background encoder as it fills, so the
+    episode's last flush encodes only the chunks an episode boundary cut; a precoded chunk whose rows differ from
+    what is then appended (a rewrite) is encoded again, never stored with the other rows' bytes."""
+    import threading
+
+    from recorder.schema import image_key
+
+    info, episodes = push_records
+    key = f"data/{image_key(info['cameras'][0])}"
+    encoders = []
+    original = EpisodeStore._encode_inner
+
+    def encode_inner(self, arr, rows):
+        encoders.append(threading.current_thread() is threading.main_thread())
+        return original(self, arr, rows)
+
+    monkeypatch.setattr(EpisodeStore, "_encode_inner", encode_inner)
+    path = tmp_path / "s.zarr"
+    with EpisodeStore.create(path, info) as store:
+        assert store.precode_rows(key) == 16
+        _write(EpisodeWriter(store), episodes, range(3))  # rows [0, 13), [13, 35), [35, 65)
+        assert encoders.count(False) == 2  # the inner chunks inside one episode: [16, 32) and [48, 64)
+        stored = store.next_row(key)
+        store.precode(key, 64, np.zeros((16, *store.specs[key[5:]].shape), np.uint8))  # then others go there
+        extra = episodes[0][:13] + episodes[1][:3]
+        store.write_episode({k: np.stack([np.asarray(s[k]) for s, _ in extra]) for k in store.keys},
+                            {k: np.concatenate([np.asarray(c[k]) for _, c in extra]) for k in extra[0][1]},
+                            {"seed": 3})
+    assert stored == 65
+    reader = EpisodeStore.open(path)
+    _assert_episodes(reader, [*episodes, extra])  # episode 3's frames, not the zeros precoded at row 64
+    plain = zarr.open_group(path, mode="r")
+    assert np.array_equal(plain[key][: reader.num_steps], reader.read(key, slice(0, reader.num_steps)))
