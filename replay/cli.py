@@ -103,6 +103,9 @@ def plan_command(
     oracle_candidates: int = typer.Option(64, help="The oracle's candidates (it steps MuJoCo per candidate)."),
     oracle_iterations: int = typer.Option(2, help="The oracle's refits per replanning step."),
     video_episodes: int = typer.Option(1, min=0, help="Episodes drawn into each method's video."),
+    rank_checks: int = typer.Option(0, min=0, help="The model's first N plans per episode: also score their "
+                                                   "candidates in the simulator and report how well the model "
+                                                   "ranked them (Spearman rho; not timed)."),
     device: str = typer.Option("cpu", help="Torch device of the model: cpu, cuda or auto."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model's imagination: compiled once "
                                                            "before the first episode (tens of seconds), then "
@@ -119,13 +122,17 @@ def plan_command(
     settings = PlanSettings(episodes=episodes, steps=steps, replan=replan, seed=seed,
                             methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
                             oracle_candidates=oracle_candidates, oracle_iterations=oracle_iterations,
-                            video_episodes=video_episodes)
+                            video_episodes=video_episodes, rank_checks=rank_checks)
     summary = run_plan(model, out, cfg, settings, resolve_device(device))
     console = Console()
     for name, s in summary["methods"].items():
         ms = "" if s["plan_ms_p50"] is None else f", plan {s['plan_ms_p50']:.1f} ms p50 / {s['plan_ms_p99']:.1f} p99"
         console.print(f"{name}: success {s['success_rate']:.2f} [{s['ci'][0]:.2f}, {s['ci'][1]:.2f}] "
                       f"({s['successes']}/{s['episodes']}), final distance {s['final_distance_mean']:.3f}{ms}")
+        if "ranking" in s and s["ranking"]["rho_mean"] is not None:
+            r = s["ranking"]
+            console.print(f"{name}: ranks candidates as the simulator does with rho {r['rho_mean']:.2f} (mean over "
+                          f"{r['checks']} plans); its favourite's true-return quantile {r['chosen_quantile_mean']:.2f}")
     console.print(f"report: {out / 'report.html'}")
 
 

@@ -6,7 +6,8 @@
                             planners: every `replan` steps, plan (replay/planning.py) and queue the first actions
                             the simulator executes one action
         until the scene's success or `steps` steps
-    -> plan.json (success rate with Wilson 95 % CI per method, distances, plan ms), episodes.csv, calibration.csv,
+    -> plan.json (success rate with Wilson 95 % CI per method, distances, plan ms, the model's ranking agreement
+       with the simulator under --rank-checks), episodes.csv, calibration.csv, ranking.csv,
        plan_<method>.mp4 (real | imagined end of the chosen plan | goal), report.html
 """
 
@@ -23,7 +24,7 @@ import mujoco
 import numpy as np
 import torch
 
-from replay.planning import SHAPING, ModelScorer, Planner, PlannerConfig, SimulatorScorer
+from replay.planning import SHAPING, ModelScorer, Planner, PlannerConfig, SimulatorScorer, ranking_agreement
 from teleop.devices.base import Device
 from teleop.devices.scripted import RandomPersistent, goal_expert
 from teleop.scenes import load
@@ -51,6 +52,7 @@ class PlanSettings:
     oracle_candidates: int = 64  # the oracle's smaller budget: MuJoCo steps each candidate for real
     oracle_iterations: int = 2
     video_episodes: int = 1  # episodes drawn into each method's video
+    rank_checks: int = 0  # the model's first plans per episode whose candidates the simulator scores too
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -59,6 +61,8 @@ class PlanSettings:
                                  f"got {','.join(self.methods) or 'nothing'}")
         if self.episodes < 1 or self.steps < 1 or self.replan < 1:
             raise TeleworldError("--episodes, --steps and --replan must each be at least 1")
+        if self.rank_checks < 0:
+            raise TeleworldError(f"--rank-checks must be at least 0, got {self.rank_checks}")
 
 
 @dataclass
@@ -74,6 +78,7 @@ class Episode:
     return_: float  # sum of the scene's rewards over the steps taken
     plan_ms: list[float] = field(default_factory=list)
     calibration: list[tuple[int, float, float, float]] = field(default_factory=list)  # step, predicted, spread, real
+    ranking: list[tuple[int, float | None, float]] = field(default_factory=list)  # step, rho, chosen quantile
 
 
 # ----- what a scene means by done, how far, and what its goal looks like -----
@@ -118,9 +123,10 @@ class PlanningController:
     """Replans every ``replan`` steps with a scorer; the model's scorer first observes each real frame."""
 
     def __init__(self, scene: Scene, cfg: PlannerConfig, replan: int, model: WorldModel | None = None,
-                 camera: str = "", draw: bool = False):
+                 camera: str = "", draw: bool = False, rank_checks: int = 0):
         self.scene, self.cfg, self.replan, self.model, self.camera = scene, cfg, replan, model, camera
         self.draw = draw  # decode the end of each chosen plan (for the video)
+        self.rank_checks = rank_checks if model is not None else 0  # plans per episode checked in the simulator
         self.warm = False  # the compiled imagination has run once (PlannerConfig.compile)
         spec = scene.action_spec
         self.low, self.high = np.asarray(spec.low, np.float32), np.asarray(spec.high, np.float32)
@@ -129,6 +135,7 @@ class PlanningController:
         self.planner = Planner(self.cfg, self.low, self.high, seed)
         self.queue: list[np.ndarray] = []
         self.plans: list[tuple[int, float, float, float]] = []  # step, predicted return, spread, ms
+        self.ranking: list[tuple[int, float | None, float]] = []  # step, rho, chosen quantile (rank checks)
         self.step, self.imagined = 0, None
         if self.model is None:
             self.scorer = SimulatorScorer(self.scene, self.cfg.shaping)
@@ -160,6 +167,12 @@ class PlanningController:
         image = self.model.decode(feat, self.frame, ahead)["image"][0, 0]
         return (image.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
 
+    def _check_ranking(self, plan) -> None:
+        """Score the plan's last candidates in the simulator from the current state (restored afterwards) and
+        record how well the model ranked them; outside the timed replanning step."""
+        truth = SimulatorScorer(self.scene, self.cfg.shaping)(plan.candidates.repeat_interleave(self.cfg.repeat, 1))
+        self.ranking.append((self.step, *ranking_agreement(plan.scores, truth[:, 0])))
+
     def retarget(self) -> None:
         """Plan toward the scene's goal as it is now (after the operator moved it)."""
         if self.model is not None:
@@ -171,6 +184,8 @@ class PlanningController:
         if not self.queue:
             plan = self.planner.plan(self.scorer)
             self.plans.append((self.step, plan.predicted_return, plan.spread, plan.ms))
+            if len(self.ranking) < self.rank_checks:
+                self._check_ranking(plan)
             self.queue = list(plan.actions[: self.replan * self.cfg.repeat])
             self.planner.shift(self.replan)
             if self.draw and self.model is not None:
@@ -186,7 +201,7 @@ def controller_for(method: str, scene: Scene, cfg: PlannerConfig, settings: Plan
                    model: WorldModel | None, camera: str) -> PlanningController | ScriptedController:
     """The controller of one method on ``scene``."""
     if method == "model":
-        return PlanningController(scene, cfg, settings.replan, model, camera)
+        return PlanningController(scene, cfg, settings.replan, model, camera, rank_checks=settings.rank_checks)
     if method == "oracle":
         oracle = PlannerConfig(**{**cfg.to_dict(), "candidates": settings.oracle_candidates, "samples": 1,
                                   "iterations": settings.oracle_iterations,
@@ -235,6 +250,7 @@ def run_episode(method: str, controller: PlanningController | ScriptedController
     result = Episode(method, episode, seed, done, len(rewards), scene.task.goal_distance(scene), float(sum(rewards)))
     if isinstance(controller, PlanningController):
         result.plan_ms = [p[3] for p in controller.plans]
+        result.ranking = list(controller.ranking)
         if scored:  # the return the simulator then gave over the plan's horizon (past the end: the last step's)
             padded = np.concatenate([scored, np.full(horizon, scored[-1])])
             result.calibration = [(t, pred, spread, float(padded[t : t + horizon].sum()))
@@ -282,6 +298,12 @@ def summarise(episodes: list[Episode]) -> dict:
         out["calibration"] = {"plans": len(rows), "abs_error_mean": float(error.mean()),
                               "spread_mean": float(spread.mean()),
                               "spread_error_corr": _corr(spread, error)}
+    checks = [row for e in episodes for row in e.ranking]
+    if checks:
+        rho = np.array([r[1] for r in checks if r[1] is not None])
+        out["ranking"] = {"checks": len(checks), "rho_mean": float(rho.mean()) if len(rho) else None,
+                          "rho_median": float(np.median(rho)) if len(rho) else None,
+                          "chosen_quantile_mean": float(np.mean([r[2] for r in checks]))}
     return out
 
 
@@ -377,4 +399,12 @@ def write_tables(results: dict[str, list[Episode]], out_dir: Path) -> None:
             for e in episodes:
                 for step, pred, spread, real in e.calibration:
                     w.writerow([method, e.episode, step, f"{pred:.5f}", f"{spread:.5f}", f"{real:.5f}"])
+    if any(e.ranking for episodes in results.values() for e in episodes):
+        with open(out_dir / "ranking.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["method", "episode", "step", "rho", "chosen_quantile"])
+            for method, episodes in results.items():
+                for e in episodes:
+                    for step, rho, quantile in e.ranking:
+                        w.writerow([method, e.episode, step, "" if rho is None else f"{rho:.4f}", f"{quantile:.4f}"])
 

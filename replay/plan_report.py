@@ -66,6 +66,23 @@ def calibration_plot(results: dict) -> str | None:
     return _png(fig)
 
 
+def ranking_plot(results: dict) -> str | None:
+    """Per rank-checked plan of the model: how its candidate ranking agreed with the simulator's."""
+    rows = [r for e in results.get("model", []) for r in e.ranking]
+    rho = np.array([r[1] for r in rows if r[1] is not None])
+    if not len(rho):
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(10.4, 3.4))
+    axes[0].hist(rho, bins=np.linspace(-1, 1, 21), color="#37c")
+    axes[0].set_xlabel("Spearman rho: model vs simulator returns of the same candidates")
+    axes[0].set_ylabel("plans")
+    axes[0].set_title(f"does the model rank plans as the world does? (mean {rho.mean():.2f})")
+    axes[1].hist([r[2] for r in rows], bins=np.linspace(0, 1, 11), color="#c83")
+    axes[1].set_xlabel("true-return quantile of the model's favourite (1: the best)")
+    axes[1].set_ylabel("plans")
+    return _png(fig)
+
+
 def _gif(video: Path) -> str:
     frames = [f[::GIF_STRIDE, ::GIF_STRIDE] for i, f in enumerate(imageio.get_reader(video)) if i % GIF_STRIDE == 0]
     buf = io.BytesIO()
@@ -116,6 +133,11 @@ def write_report(summary: dict, results: dict, videos: dict[str, Path], out_dir:
     cal_html = (f"<h2>Calibration</h2><p>Each dot is one plan of the model: its imagined return against the return "
                 f"the simulator then gave over the same horizon (replanning in between).</p>"
                 f"<figure><img alt='calibration' src='{calibration}'></figure>") if calibration else ""
+    ranking = ranking_plot(results)
+    rank_html = (f"<h2>Ranking</h2><p>At the model's first {cfg.get('rank_checks', 0)} plans of each episode, the "
+                 f"simulator also scored the candidates of the planner's last iteration from the same state: rho 1 "
+                 f"means the model orders candidates as the world would, 0 that its order is noise.</p>"
+                 f"<figure><img alt='ranking' src='{ranking}'></figure>") if ranking else ""
     clips = "".join(f"<figure><figcaption>{m}: <a href='{p.name}'>{p.name}</a></figcaption>"
                     f"<img class='video' alt='{m} video' src='{_gif(p)}'></figure>" for m, p in videos.items())
     planner = cfg["planner"]
@@ -137,6 +159,7 @@ own success. Planner {planner["planner"]}: {planner["candidates"]} candidates x 
 <ul>{notes}</ul>
 <figure><img alt='success rates' src='{success_plot(methods)}'></figure>
 {cal_html}
+{rank_html}
 <h2>Episodes</h2>
 <p>Each clip: the real camera | the frame the model imagines at the end of its chosen plan (grey: the method imagines
 nothing) | the goal.</p>

@@ -20,6 +20,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from scipy.stats import rankdata
 
 from teleworld.errors import TeleworldError
 from train.model import WorldModel
@@ -91,6 +92,8 @@ class Plan:
     predicted_return: float  # mean over sampled futures of the plan's return, as the scorer predicts it
     spread: float  # std of those returns (0 with one future)
     ms: float  # wall-clock milliseconds of the replanning step
+    candidates: torch.Tensor | None = None  # (N, H, A) knots of the last iteration's candidates
+    scores: torch.Tensor | None = None  # (N,) their scores, as the planner ranked them
 
 
 class Planner:
@@ -123,6 +126,7 @@ class Planner:
             candidates = (mean + std * eps).clamp(self.low, self.high)
             candidates[0] = mean  # the current mean competes too: a good warm start is never lost
             score, _ = self._score(scorer, candidates)
+            last = candidates, score
             top = score.topk(cfg.elites).indices
             elites = candidates[top]
             if cfg.planner == "cem":
@@ -136,7 +140,18 @@ class Planner:
         _, returns = self._score(scorer, mean[None])
         ms = (time.perf_counter() - start) * 1e3
         spread = float(returns.std(unbiased=False)) if returns.shape[1] > 1 else 0.0
-        return Plan(mean.repeat_interleave(cfg.repeat, 0).numpy(), float(returns.mean()), spread, ms)
+        return Plan(mean.repeat_interleave(cfg.repeat, 0).numpy(), float(returns.mean()), spread, ms, *last)
+
+
+def ranking_agreement(scores: torch.Tensor, truth: torch.Tensor) -> tuple[float | None, float]:
+    """How well a scorer ranks the same candidates as the simulator: Spearman's rho of ``scores`` against the
+    simulator's returns ``truth`` (None where the simulator returns them all alike), and the quantile of the
+    scorer's favourite among the true returns (1: it picked the truly best; 0.5: no better than a coin)."""
+    s, t = scores.double().numpy(), truth.double().numpy()
+    quantile = float((t <= t[s.argmax()]).mean())
+    if t.std() == 0 or s.std() == 0:
+        return None, quantile
+    return float(np.corrcoef(rankdata(s), rankdata(t))[0, 1]), quantile
 
 
 def imagined_rewards(model: WorldModel, state: dict[str, torch.Tensor], actions: torch.Tensor,

@@ -15,7 +15,7 @@ import torch
 from browser import CHROMIUM, screenshot
 from recorder import EpisodeStore
 from replay.plan import VIDEO_SCALE, PlanningController, PlanSettings, controller_for, run_episode, run_plan, wilson
-from replay.planning import SHAPING, ModelScorer, Planner, PlannerConfig, reacher_reach
+from replay.planning import SHAPING, ModelScorer, Planner, PlannerConfig, ranking_agreement, reacher_reach
 from teleop.scenes import load
 from train.checkpoint import load_model, read_checkpoint
 from train.configs import make_config
@@ -54,7 +54,7 @@ def cli_plan(run, tmp_path_factory):
     """`teleworld plan` run once through the CLI on the tiny model, output piped to files."""
     out = tmp_path_factory.mktemp("plan")
     result = teleworld("plan", "--model", run, "--out", str(out / "plan"), "--episodes", "2", "--steps", "6",
-                       *TINY_PLAN, log=out)
+                       "--rank-checks", "1", *TINY_PLAN, log=out)
     return result, out / "plan"
 
 
@@ -177,6 +177,36 @@ def test_plan_cli_runs_end_to_end_with_the_schema(cli_plan):
         assert len(frames) >= 1 and frames[0].shape[1] == 3 * frames[0].shape[0] + 4 * VIDEO_SCALE  # real | imagined | goal, 2-px gaps
     with open(out / "calibration.csv") as f:
         assert sum(1 for r in csv.DictReader(f) if r["method"] == "model") >= 2
+    ranking = summary["methods"]["model"]["ranking"]  # --rank-checks 1: one checked plan per episode
+    assert ranking["checks"] == 2 and "ranking" not in summary["methods"]["oracle"]
+    with open(out / "ranking.csv") as f:
+        assert [r["method"] for r in csv.DictReader(f)] == ["model", "model"]
+
+
+def test_ranking_agreement_tells_a_faithful_scorer_from_a_wrong_one():
+    truth = torch.tensor([3.0, -1.0, 2.0, 0.5, 7.0])
+    assert ranking_agreement(truth * 2 + 1, truth) == (pytest.approx(1.0), 1.0)  # same order, its favourite the best
+    rho, quantile = ranking_agreement(-truth, truth)
+    assert rho == pytest.approx(-1.0) and quantile == pytest.approx(0.2)  # picks the worst of five
+    assert ranking_agreement(truth, torch.zeros(5)) == (None, 1.0)  # the simulator cannot tell them apart
+
+
+def test_rank_checks_score_the_models_candidates_in_the_simulator_without_changing_the_episode(run):
+    """The check steps MuJoCo from the current state: the episode must go on from exactly where it was."""
+    model, spec, _ = load_model(run)
+    scene = load("push", image_size=(spec.image_size, spec.image_size), cameras=(spec.camera,))
+    cfg = PlannerConfig(candidates=16, horizon=4, iterations=2, elites=4)
+
+    def episode(checks: int):
+        settings = PlanSettings(replan=2, rank_checks=checks)
+        controller = controller_for("model", scene, cfg, settings, model, spec.camera)
+        return run_episode("model", controller, scene, 0, 100_000, 16, 4, spec.camera)
+
+    checked, plain = episode(3), episode(0)
+    assert [row[0] for row in checked.ranking] == [0, 2, 4] and plain.ranking == []
+    assert all(rho is None or -1 <= rho <= 1 for _, rho, _ in checked.ranking)
+    assert all(1 / 16 <= q <= 1 for _, _, q in checked.ranking)
+    assert (checked.final_distance, checked.return_) == (plain.final_distance, plain.return_)
 
 
 def test_same_seed_same_result(run, tmp_path):
@@ -286,7 +316,7 @@ def test_wilson_interval_matches_known_values():
 def test_plan_report_shows_its_images_in_headless_chromium(cli_plan, tmp_path):
     _, out = cli_plan
     html = (out / "report.html").read_text()
-    assert html.count("src='data:image/png;base64,") == 2  # success rates and calibration
+    assert html.count("src='data:image/png;base64,") == 3  # success rates, calibration and ranking (--rank-checks)
     assert html.count("src='data:image/gif;base64,") == 4 and "file://" not in html
     shown = screenshot(out / "report.html", tmp_path / "shown.png", 2400)
     broken = tmp_path / "broken.html"
