@@ -74,12 +74,13 @@ def ranking_plot(results: dict) -> str | None:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(10.4, 3.4))
     axes[0].hist(rho, bins=np.linspace(-1, 1, 21), color="#37c")
-    axes[0].set_xlabel("Spearman rho: model vs simulator returns of the same candidates")
+    axes[0].set_xlabel("Spearman rho, model vs simulator returns")
     axes[0].set_ylabel("plans")
-    axes[0].set_title(f"does the model rank plans as the world does? (mean {rho.mean():.2f})")
+    axes[0].set_title(f"ranks plans as the world does? (mean {rho.mean():.2f})")
     axes[1].hist([r[2] for r in rows], bins=np.linspace(0, 1, 11), color="#c83")
-    axes[1].set_xlabel("true-return quantile of the model's favourite (1: the best)")
+    axes[1].set_xlabel("true quantile of the model's pick (1: best)")
     axes[1].set_ylabel("plans")
+    axes[1].set_title("does its favourite truly lead?")
     return _png(fig)
 
 
