@@ -24,7 +24,7 @@ import mujoco
 import numpy as np
 import torch
 
-from replay.planning import SHAPING, ModelScorer, Planner, PlannerConfig, SimulatorScorer, ranking_agreement
+from replay.planning import SHAPING, ModelScorer, Plan, Planner, PlannerConfig, SimulatorScorer, ranking_agreement
 from teleop.devices.base import Device
 from teleop.devices.scripted import RandomPersistent, goal_expert
 from teleop.scenes import load
@@ -167,7 +167,7 @@ class PlanningController:
         image = self.model.decode(feat, self.frame, ahead)["image"][0, 0]
         return (image.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
 
-    def _check_ranking(self, plan) -> None:
+    def _check_ranking(self, plan: Plan) -> None:
         """Score the plan's last candidates in the simulator from the current state (restored afterwards) and
         record how well the model ranked them; outside the timed replanning step."""
         truth = SimulatorScorer(self.scene, self.cfg.shaping)(plan.candidates.repeat_interleave(self.cfg.repeat, 1))

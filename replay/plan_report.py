@@ -135,7 +135,7 @@ def write_report(summary: dict, results: dict, videos: dict[str, Path], out_dir:
                 f"the simulator then gave over the same horizon (replanning in between).</p>"
                 f"<figure><img alt='calibration' src='{calibration}'></figure>") if calibration else ""
     ranking = ranking_plot(results)
-    rank_html = (f"<h2>Ranking</h2><p>At the model's first {cfg.get('rank_checks', 0)} plans of each episode, the "
+    rank_html = (f"<h2>Ranking</h2><p>At the model's first {cfg['rank_checks']} plans of each episode, the "
                  f"simulator also scored the candidates of the planner's last iteration from the same state: rho 1 "
                  f"means the model orders candidates as the world would, 0 that its order is noise.</p>"
                  f"<figure><img alt='ranking' src='{ranking}'></figure>") if ranking else ""

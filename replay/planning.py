@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
+from scipy.stats import spearmanr
 
 from teleworld.errors import TeleworldError
 from train.model import WorldModel
@@ -92,8 +92,8 @@ class Plan:
     predicted_return: float  # mean over sampled futures of the plan's return, as the scorer predicts it
     spread: float  # std of those returns (0 with one future)
     ms: float  # wall-clock milliseconds of the replanning step
-    candidates: torch.Tensor | None = None  # (N, H, A) knots of the last iteration's candidates
-    scores: torch.Tensor | None = None  # (N,) their scores, as the planner ranked them
+    candidates: torch.Tensor  # (N, H, A) knots of the last iteration's candidates
+    scores: torch.Tensor  # (N,) their scores, as the planner ranked them
 
 
 class Planner:
@@ -151,7 +151,7 @@ def ranking_agreement(scores: torch.Tensor, truth: torch.Tensor) -> tuple[float 
     quantile = float((t <= t[s.argmax()]).mean())
     if t.std() == 0 or s.std() == 0:
         return None, quantile
-    return float(np.corrcoef(rankdata(s), rankdata(t))[0, 1]), quantile
+    return float(spearmanr(s, t).statistic), quantile
 
 
 def imagined_rewards(model: WorldModel, state: dict[str, torch.Tensor], actions: torch.Tensor,
