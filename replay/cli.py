@@ -80,7 +80,8 @@ def dream_command(
 
 
 def plan_command(
-    model: Path = typer.Option(..., "--model", help="Run directory or checkpoint file (with a reward head)."),
+    model: list[Path] = typer.Option(..., "--model", help="Run directory or checkpoint file (with a reward head); "
+                                                          "repeat it to plan with an ensemble of runs."),
     out: Path = typer.Option(..., "--out", help="Directory for plan.json, episodes.csv, calibration.csv, videos, "
                                                 "report.html."),
     episodes: int = typer.Option(50, help="Episodes per method (the same seeds for every method)."),
@@ -93,7 +94,7 @@ def plan_command(
     elites: int = typer.Option(32, help="Top candidates each refit uses."),
     replan: int = typer.Option(1, help="Knots executed per plan before replanning."),
     samples: int = typer.Option(1, help="Sampled futures per candidate (1: the latent's expected value)."),
-    spread_penalty: float = typer.Option(0.0, help="Score = mean imagined return - this x their spread."),
+    spread_penalty: float = typer.Option(0.0, help="Score = mean imagined return - this x their spread (over sampled futures and ensemble members)."),
     shaping: float = typer.Option(1.0, help="Weight of the scene's shaping term in each step's reward (push: minus "
                                             "the pusher-to-box distance; 0: the reward alone)."),
     seed: int = typer.Option(100_000, help="Episode i resets the scene with seed + i (use seeds the run never "
@@ -106,6 +107,9 @@ def plan_command(
     rank_checks: int = typer.Option(0, min=0, help="The model's first N plans per episode: also score their "
                                                    "candidates in the simulator and report how well the model "
                                                    "ranked them (Spearman rho; not timed)."),
+    record: Path | None = typer.Option(None, "--record", help="Also record every episode run into this Zarr "
+                                                               "store (created, or appended to), to train on what "
+                                                               "the planner did; use seeds you will not evaluate on."),
     device: str = typer.Option("cpu", help="Torch device of the model: cpu, cuda or auto."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model's imagination: compiled once "
                                                            "before the first episode (tens of seconds), then "
@@ -123,7 +127,7 @@ def plan_command(
                             methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
                             oracle_candidates=oracle_candidates, oracle_iterations=oracle_iterations,
                             video_episodes=video_episodes, rank_checks=rank_checks)
-    summary = run_plan(model, out, cfg, settings, resolve_device(device))
+    summary = run_plan(model[0], out, cfg, settings, resolve_device(device), ensemble=model[1:], record=record)
     console = Console()
     for name, s in summary["methods"].items():
         ms = "" if s["plan_ms_p50"] is None else f", plan {s['plan_ms_p50']:.1f} ms p50 / {s['plan_ms_p99']:.1f} p99"

@@ -16,23 +16,29 @@ from __future__ import annotations
 import csv
 import json
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import imageio
 import mujoco
 import numpy as np
 import torch
 
-from replay.planning import SHAPING, ModelScorer, Plan, Planner, PlannerConfig, SimulatorScorer, ranking_agreement
+from recorder import EpisodeStore, EpisodeWriter
+from replay.planning import (SHAPING, EnsembleScorer, ModelScorer, Plan, Planner, PlannerConfig, SimulatorScorer,
+                             ranking_agreement)
 from teleop.devices.base import Device
 from teleop.devices.scripted import RandomPersistent, goal_expert
+from teleop.loop import step_record
 from teleop.scenes import load
 from teleop.scenes.base import Observation, Scene
 from teleop.scenes.push import PushScene
 from teleworld.errors import TeleworldError
 from teleworld.progress import progress_bar
 from train.checkpoint import load_model
+from train.dataset import DataSpec
 from train.model import WorldModel
 
 METHODS = ("model", "random", "oracle", "expert")
@@ -120,11 +126,15 @@ class ScriptedController:
 
 
 class PlanningController:
-    """Replans every ``replan`` steps with a scorer; the model's scorer first observes each real frame."""
+    """Replans every ``replan`` steps with a scorer; the model's scorer first observes each real frame.
+
+    ``members``: further world models of the same data; with them every candidate is scored by each model from its
+    own posterior (an ensemble), and ``cfg.spread_penalty`` penalises their disagreement."""
 
     def __init__(self, scene: Scene, cfg: PlannerConfig, replan: int, model: WorldModel | None = None,
-                 camera: str = "", draw: bool = False, rank_checks: int = 0):
+                 camera: str = "", draw: bool = False, rank_checks: int = 0, members: Sequence[WorldModel] = ()):
         self.scene, self.cfg, self.replan, self.model, self.camera = scene, cfg, replan, model, camera
+        self.models = [model, *members] if model is not None else []
         self.draw = draw  # decode the end of each chosen plan (for the video)
         self.rank_checks = rank_checks if model is not None else 0  # plans per episode checked in the simulator
         self.warm = False  # the compiled imagination has run once (PlannerConfig.compile)
@@ -138,31 +148,37 @@ class PlanningController:
         self.ranking: list[tuple[int, float | None, float]] = []  # step, rho, chosen quantile (rank checks)
         self.step, self.imagined = 0, None
         if self.model is None:
+            self.members: list[ModelScorer] = []
             self.scorer = SimulatorScorer(self.scene, self.cfg.shaping)
         else:
-            self.scorer = ModelScorer(self.model, self.scene.goal().astype(np.float32), self.cfg.samples, seed,
-                                      SHAPING.get(self.scene.name), self.cfg.shaping, self.cfg.compile)
+            self.members = [ModelScorer(m, self.scene.goal().astype(np.float32), self.cfg.samples, seed,
+                                        SHAPING.get(self.scene.name), self.cfg.shaping, self.cfg.compile)
+                            for m in self.models]
+            self.scorer = self.members[0] if len(self.members) == 1 else EnsembleScorer(self.members)
             self.prev_action = np.zeros(len(self.low), np.float32)
             if self.cfg.compile and not self.warm:
-                self.scorer.warm_up(self.cfg.candidates, self.cfg.horizon * self.cfg.repeat)
+                for member in self.members:
+                    member.warm_up(self.cfg.candidates, self.cfg.horizon * self.cfg.repeat)
                 self.warm = True
 
     @torch.no_grad()
     def _observe(self, obs: Observation) -> None:
-        """Filter the real frame into the posterior, after the action that led to it."""
-        model, device = self.model, next(self.model.parameters()).device
+        """Filter the real frame into each model's posterior, after the action that led to it."""
+        device = next(self.model.parameters()).device
         frame = torch.from_numpy(obs.frames[self.camera]).to(device).permute(2, 0, 1).float().div(255.0)
         self.frame = frame[None]
-        embed = model.encode(self.frame[:, None])[:, 0]
-        state = self.scorer.state or model.rssm.initial(1, device)
         action = torch.from_numpy(self.prev_action).to(device)[None]
-        self.scorer.state, _ = model.rssm.obs_step(state, action, embed)
-        self.scorer.proprio = torch.from_numpy(np.concatenate([obs.qpos, obs.qvel])).float().to(device)[None]
+        proprio = torch.from_numpy(np.concatenate([obs.qpos, obs.qvel])).float().to(device)[None]
+        for member in self.members:
+            model = member.model
+            state = member.state or model.rssm.initial(1, device)
+            member.state, _ = model.rssm.obs_step(state, action, model.encode(self.frame[:, None])[:, 0])
+            member.proprio = proprio
 
     @torch.no_grad()
     def _draw(self, actions: np.ndarray) -> np.ndarray:
         """The frame the model imagines at the end of the plan, painted over the last real frame."""
-        feat = self.scorer.imagine(actions)[:, -1:]
+        feat = self.members[0].imagine(actions)[:, -1:]
         ahead = torch.tensor([len(actions)])
         image = self.model.decode(feat, self.frame, ahead)["image"][0, 0]
         return (image.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
@@ -175,8 +191,8 @@ class PlanningController:
 
     def retarget(self) -> None:
         """Plan toward the scene's goal as it is now (after the operator moved it)."""
-        if self.model is not None:
-            self.scorer.goal = torch.as_tensor(self.scene.goal(), dtype=torch.float32, device=self.scorer.goal.device)
+        for member in self.members:
+            member.goal = torch.as_tensor(self.scene.goal(), dtype=torch.float32, device=member.goal.device)
 
     def act(self, obs: Observation) -> np.ndarray:
         if self.model is not None:
@@ -198,10 +214,12 @@ class PlanningController:
 
 
 def controller_for(method: str, scene: Scene, cfg: PlannerConfig, settings: PlanSettings,
-                   model: WorldModel | None, camera: str) -> PlanningController | ScriptedController:
-    """The controller of one method on ``scene``."""
+                   model: WorldModel | None, camera: str, members: Sequence[WorldModel] = ()
+                   ) -> PlanningController | ScriptedController:
+    """The controller of one method on ``scene`` (``members``: the model's fellow ensemble members)."""
     if method == "model":
-        return PlanningController(scene, cfg, settings.replan, model, camera, rank_checks=settings.rank_checks)
+        return PlanningController(scene, cfg, settings.replan, model, camera, rank_checks=settings.rank_checks,
+                                  members=members)
     if method == "oracle":
         oracle = PlannerConfig(**{**cfg.to_dict(), "candidates": settings.oracle_candidates, "samples": 1,
                                   "iterations": settings.oracle_iterations,
@@ -224,9 +242,13 @@ def has_expert(scene: Scene) -> bool:
 
 # ----- one episode, one method -----
 def run_episode(method: str, controller: PlanningController | ScriptedController, scene: Scene, episode: int,
-                seed: int, steps: int, horizon: int, camera: str, frames: list | None = None) -> Episode:
-    """Reset with ``seed`` and let ``controller`` act until success or ``steps``; ``frames`` collects the video."""
+                seed: int, steps: int, horizon: int, camera: str, frames: list | None = None,
+                writer: EpisodeWriter | None = None) -> Episode:
+    """Reset with ``seed`` and let ``controller`` act until success or ``steps``; ``frames`` collects the video,
+    ``writer`` records the episode (frames, actions, proprio, contacts, rewards) as `teleworld generate` does."""
     obs = scene.reset(seed)
+    if writer is not None:
+        writer.begin(seed=seed, scene=scene.name, device=f"planner-{method}", operator="planner")
     controller.reset(obs, seed)
     if isinstance(controller, PlanningController):
         controller.draw = frames is not None and controller.model is not None
@@ -236,7 +258,9 @@ def run_episode(method: str, controller: PlanningController | ScriptedController
     shaping = SHAPING.get(scene.name) if isinstance(controller, PlanningController) and controller.cfg.shaping else None
     done = is_success(scene)
     while not done and len(rewards) < steps:
-        action = controller.act(obs)
+        action = scene.action_spec.clip(controller.act(obs))
+        if writer is not None:
+            writer.add(*step_record(obs, action, time.monotonic()))
         obs = scene.step(action)
         rewards.append(obs.reward)
         proprio = torch.from_numpy(np.concatenate([obs.qpos, obs.qvel]))
@@ -248,6 +272,10 @@ def run_episode(method: str, controller: PlanningController | ScriptedController
             imagined = getattr(controller, "imagined", None)
             frames.append(video_frame(obs.frames[camera], imagined, goal))
     result = Episode(method, episode, seed, done, len(rewards), scene.task.goal_distance(scene), float(sum(rewards)))
+    if writer is not None and rewards:
+        writer.end(success=done, goal=scene.goal().tolist())
+    elif writer is not None:
+        writer.discard()  # solved at reset: no step to record
     if isinstance(controller, PlanningController):
         result.plan_ms = [p[3] for p in controller.plans]
         result.ranking = list(controller.ranking)
@@ -326,14 +354,15 @@ def comparisons(methods: dict) -> dict:
 
 # ----- the whole run -----
 def run_plan(model_path: str | Path, out_dir: str | Path, cfg: PlannerConfig, settings: PlanSettings,
-             device: torch.device | str = "cpu", show_progress: bool = True) -> dict:
-    """Run every method on the same seeds and write plan.json, episodes.csv, calibration.csv, videos, report."""
+             device: torch.device | str = "cpu", show_progress: bool = True,
+             ensemble: Sequence[str | Path] = (), record: str | Path | None = None) -> dict:
+    """Run every method on the same seeds and write plan.json, episodes.csv, calibration.csv, videos, report.
+    ``ensemble``: further runs on the same scene and camera that score every candidate alongside ``model_path``.
+    ``record``: a store (created, or appended to) that receives every episode run, to train on what the planner did."""
     from replay.plan_report import write_report
 
-    model, spec, ckpt = load_model(model_path, device)
-    if "model" in settings.methods and model.reward_head is None:
-        raise TeleworldError(f"{model_path} has no reward head (trained before planning existed or with "
-                             "reward_weight=0); retrain it with `teleworld train` to plan with it")
+    model, spec, ckpt = load_planning_model(model_path, device, settings)
+    members = [load_planning_model(path, device, settings, spec)[0] for path in ensemble]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     scene = load(spec.scene, image_size=(spec.image_size, spec.image_size), cameras=(spec.camera,))
@@ -342,17 +371,19 @@ def run_plan(model_path: str | Path, out_dir: str | Path, cfg: PlannerConfig, se
     seeds = [settings.seed + i for i in range(settings.episodes)]
     results: dict[str, list[Episode]] = {}
     videos: dict[str, Path] = {}
+    store = open_record_store(Path(record), scene) if record is not None else None
+    writer = EpisodeWriter(store) if store is not None else None
     torch.set_grad_enabled(False)
     try:
         with progress_bar(show_progress) as progress:
             for method in methods:
-                controller = controller_for(method, scene, cfg, settings, model, spec.camera)
+                controller = controller_for(method, scene, cfg, settings, model, spec.camera, members)
                 task = progress.add_task(f"plan {method}", total=len(seeds), status="", unit="episodes")
                 results[method], frames = [], []
                 for i, seed in enumerate(seeds):
-                    record = frames if i < settings.video_episodes else None
+                    drawn = frames if i < settings.video_episodes else None
                     ep = run_episode(method, controller, scene, i, seed, settings.steps, cfg.horizon * cfg.repeat,
-                                     spec.camera, record)
+                                     spec.camera, drawn, writer)
                     results[method].append(ep)
                     wins = sum(e.success for e in results[method])
                     progress.update(task, advance=1, status=f"success {wins}/{i + 1}")
@@ -361,10 +392,14 @@ def run_plan(model_path: str | Path, out_dir: str | Path, cfg: PlannerConfig, se
     finally:
         torch.set_grad_enabled(True)
         scene.close()
+        if store is not None:
+            store.close()
     summary = {
         "methods": {m: summarise(eps) for m, eps in results.items()},
-        "config": {"model": str(model_path), "model_step": ckpt.get("step"), "scene": spec.scene,
-                   "planner": cfg.to_dict(), **{k: v for k, v in asdict(settings).items() if k != "methods"},
+        "config": {"model": str(model_path), "model_step": ckpt.get("step"), "ensemble": [str(p) for p in ensemble],
+                   "scene": spec.scene,
+                   "record": None if record is None else str(record), "planner": cfg.to_dict(),
+                   **{k: v for k, v in asdict(settings).items() if k != "methods"},
                    "methods": list(methods), "skipped": skipped, "seeds": [seeds[0], seeds[-1]],
                    "device": str(device), "threads": torch.get_num_threads()},
     }
@@ -373,6 +408,36 @@ def run_plan(model_path: str | Path, out_dir: str | Path, cfg: PlannerConfig, se
     (out_dir / "plan.json").write_text(json.dumps(summary, indent=2))
     write_report(summary, results, videos, out_dir)
     return summary
+
+
+def load_planning_model(path: str | Path, device: torch.device | str, settings: PlanSettings,
+                        like: DataSpec | None = None) -> tuple[WorldModel, DataSpec, dict]:
+    """A run to plan with: it needs a reward head, and an ensemble member must see what the first run sees."""
+    model, spec, ckpt = load_model(path, device)
+    if "model" in settings.methods and model.reward_head is None:
+        raise TeleworldError(f"{path} has no reward head (trained before planning existed or with "
+                             "reward_weight=0); retrain it with `teleworld train` to plan with it")
+    if like is not None and (spec.scene, spec.camera, spec.image_size, spec.action_names) != (
+            like.scene, like.camera, like.image_size, like.action_names):
+        raise TeleworldError(f"{path} was trained on {spec.scene}/{spec.camera} at {spec.image_size} px, the first "
+                             f"--model on {like.scene}/{like.camera} at {like.image_size} px: an ensemble needs "
+                             "runs of one scene, camera and image size")
+    return model, spec, ckpt
+
+
+def open_record_store(path: Path, scene: Scene) -> EpisodeStore:
+    """The store `plan --record` writes to: created, or appended to when it holds this scene's kind of episodes."""
+    from teleop.operate import check_compatible
+
+    if not path.exists():
+        return EpisodeStore.create(path, scene.info())
+    store = EpisodeStore.open(path, mode="a")
+    try:
+        check_compatible(store.info, scene.info())
+    except TeleworldError:
+        store.close()
+        raise
+    return store
 
 
 def write_video(frames: list[np.ndarray], path: Path, fps: float) -> Path:

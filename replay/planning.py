@@ -31,12 +31,17 @@ Scorer = Callable[[torch.Tensor], torch.Tensor]  # (N, H, A) -> (N, S) returns
 
 Shaping = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # concat(qpos, qvel) (..., P), goal (D,) -> (...)
 REACHER_LINKS = (0.12, 0.12)  # dm_control reacher.xml: shoulder to wrist, wrist to fingertip, m
+PUSH_STANDOFF = 0.085  # push: box half side 0.05 + pusher radius 0.035 (unrandomized), centre to centre face-on, m
 
 
-def push_reach(proprio: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
-    """push: minus the pusher's distance to the box. The recorded reward (box to goal) is flat until the pusher
-    touches the box; this leads it there."""
-    return -(proprio[..., 0:2] - proprio[..., 2:4]).norm(dim=-1)
+def push_behind(proprio: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+    """push: minus the pusher's distance to the spot behind the box, on the far side from the goal, where the pusher
+    touches the box face-on. The recorded reward (box to goal) is flat until the pusher touches the box; this leads
+    it there, and to the side from which a push moves the box toward the goal (the spot moves with the box)."""
+    pusher, box = proprio[..., 0:2], proprio[..., 2:4]
+    to_goal = goal.to(proprio.dtype) - box
+    spot = box - PUSH_STANDOFF * to_goal / (to_goal.norm(dim=-1, keepdim=True) + 1e-6)
+    return -(pusher - spot).norm(dim=-1)
 
 
 def reacher_reach(proprio: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
@@ -50,7 +55,7 @@ def reacher_reach(proprio: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
 
 
 # Per scene, a shaping term added (times PlannerConfig.shaping) to every step's reward, for model and oracle alike.
-SHAPING: dict[str, Shaping] = {"push": push_reach, "reacher-hard": reacher_reach}
+SHAPING: dict[str, Shaping] = {"push": push_behind, "reacher-hard": reacher_reach}
 
 
 @dataclass
@@ -306,6 +311,17 @@ class ModelScorer:
         device = self.state["deter"].device
         act = torch.as_tensor(actions, dtype=torch.float32, device=device)[None]
         return self.model.rssm.feat(self.model.rssm.imagine(self.state, act, sample=False))
+
+
+class EnsembleScorer:
+    """Several world models score the same candidates, each from its own posterior: returns (N, M x S), so the
+    planner's ``spread_penalty`` penalises the members' disagreement as well as each one's sampled futures."""
+
+    def __init__(self, members: list[ModelScorer]):
+        self.members = members
+
+    def __call__(self, actions: torch.Tensor) -> torch.Tensor:
+        return torch.cat([member(actions) for member in self.members], 1)
 
 
 class SimulatorScorer:

@@ -13,10 +13,12 @@ import pytest
 import torch
 
 from browser import CHROMIUM, screenshot
+from conftest import record
 from recorder import EpisodeStore
 from replay.plan import VIDEO_SCALE, PlanningController, PlanSettings, controller_for, run_episode, run_plan, wilson
 from replay.planning import SHAPING, ModelScorer, Planner, PlannerConfig, ranking_agreement, reacher_reach
 from teleop.scenes import load
+from teleworld.errors import TeleworldError
 from train.checkpoint import load_model, read_checkpoint
 from train.configs import make_config
 from train.dataset import DataSpec, EpisodeArrays
@@ -209,6 +211,70 @@ def test_rank_checks_score_the_models_candidates_in_the_simulator_without_changi
     assert (checked.final_distance, checked.return_) == (plain.final_distance, plain.return_)
 
 
+def test_an_ensemble_scores_every_candidate_with_each_member_from_its_own_posterior(run, push_store, tmp_path):
+    """Two runs of the same data: one return per member and candidate, each what that member alone returns after
+    observing the same frame; the planner's spread is their disagreement, and plan.json names the members."""
+    other = fit(push_store, tmp_path / "other", seed=1)
+    (first, spec, _), (second, _, _) = load_model(run), load_model(other)
+    scene = load("push", image_size=(spec.image_size, spec.image_size), cameras=(spec.camera,))
+    cfg = PlannerConfig(candidates=16, horizon=4, iterations=2, elites=4)
+
+    def observed(model, members=()):
+        controller = controller_for("model", scene, cfg, PlanSettings(replan=2), model, spec.camera, members)
+        obs = scene.reset(100_000)
+        controller.reset(obs, 100_000)
+        controller._observe(obs)
+        return controller
+
+    actions = torch.rand(5, 4, 2, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    ensemble = observed(first, [second])
+    both = ensemble.scorer(actions)
+    assert both.shape == (5, 2) and not torch.allclose(both[:, 0], both[:, 1])
+    torch.testing.assert_close(both[:, 0], observed(first).scorer(actions)[:, 0])
+    torch.testing.assert_close(both[:, 1], observed(second).scorer(actions)[:, 0])
+    assert ensemble.planner.plan(ensemble.scorer).spread > 0
+    settings = PlanSettings(episodes=1, steps=4, methods=("model",), video_episodes=0)
+    summary = run_plan(run, tmp_path / "plan", cfg, settings, show_progress=False, ensemble=[other])
+    assert summary["config"]["ensemble"] == [other] and summary["methods"]["model"]["calibration"]["spread_mean"] > 0
+
+
+def test_an_ensemble_of_runs_that_see_differently_is_refused_in_one_line(run, tmp_path):
+    small = fit(record(tmp_path / "small.zarr", episodes=2, image_size=32), tmp_path / "small")
+    result = teleworld("plan", "--model", run, "--model", small, "--out", str(tmp_path / "plan"), "--episodes", "1",
+                       *TINY_PLAN, log=tmp_path)
+    lines = [ln for ln in result.stderr.strip().splitlines() if ln.strip()]
+    assert result.returncode == 1 and len(lines) == 1 and "32 px" in lines[0], result.stderr
+    assert not (tmp_path / "plan" / "plan.json").exists()
+
+
+def test_plan_records_the_episodes_it_runs_into_a_store_that_trains(run, tmp_path):
+    """`plan --record`: every step the planner took, in a store train reads; its actions replayed from the recorded
+    seed give back the recorded rewards; a second run appends; a store of another scene kind is refused."""
+    cfg = PlannerConfig(candidates=16, horizon=4, iterations=2, elites=4)
+    settings = PlanSettings(episodes=2, steps=6, methods=("model", "random"), video_episodes=0, seed=300_000)
+    path = tmp_path / "planned.zarr"
+    run_plan(run, tmp_path / "a", cfg, settings, show_progress=False, record=path)
+    with open(tmp_path / "a" / "episodes.csv") as f:
+        taken = [int(r["steps"]) for r in csv.DictReader(f)]
+    store = EpisodeStore.open(path)
+    assert store.num_episodes == 4 and [len(store.episode(i)["action"]) for i in range(4)] == taken
+    info = store.episode_info(0)
+    assert info["seed"] == 300_000 and info["operator"] == "planner" and len(info["goal"]) == 2
+    scene = load("push", image_size=(64, 64))
+    scene.reset(info["seed"])
+    steps = store.episode(0)
+    replayed = [scene.step(a).reward for a in steps["action"]]
+    np.testing.assert_allclose(replayed[:-1], steps["reward"][1:], atol=1e-6)  # a row's reward: before its action
+    EpisodeArrays(store, DataSpec.from_store(store))  # train reads it
+    store.close()
+    run_plan(run, tmp_path / "b", cfg, PlanSettings(episodes=1, steps=4, methods=("model",), video_episodes=0,
+                                                    seed=300_002), show_progress=False, record=path)
+    assert EpisodeStore.open(path).num_episodes == 5
+    other = record(tmp_path / "small.zarr", episodes=1, steps=4, image_size=32)
+    with pytest.raises(TeleworldError, match="image_size"):
+        run_plan(run, tmp_path / "c", cfg, settings, show_progress=False, record=other)
+
+
 def test_same_seed_same_result(run, tmp_path):
     cfg = PlannerConfig(candidates=16, horizon=4, iterations=2, elites=4, samples=2)
     settings = PlanSettings(episodes=2, steps=6, methods=("model", "random"), video_episodes=0)
@@ -292,6 +358,27 @@ def test_bad_methods_are_refused_in_one_line(run, tmp_path):
                        log=tmp_path)
     lines = [ln for ln in result.stderr.strip().splitlines() if ln.strip()]
     assert result.returncode == 1 and len(lines) == 1 and "--methods" in lines[0], result.stderr
+
+
+def test_push_shaping_leads_the_pusher_behind_the_box_not_to_its_nearest_side():
+    """Zero where the pusher touches the box face-on from the far side of the goal; a pusher as close on the goal's
+    side scores lower; the spot follows the box."""
+    scene = load("push")
+    scene.reset(100_000)
+    box, goal = scene.box_xy(), scene.goal()
+    away = (box - goal) / np.linalg.norm(box - goal)
+    shaping = SHAPING["push"]
+
+    def score(pusher: np.ndarray, box_at: np.ndarray = box) -> float:
+        proprio = torch.zeros(scene.data.qpos.size + scene.data.qvel.size, dtype=torch.float64)
+        proprio[0:2], proprio[2:4] = torch.from_numpy(pusher), torch.from_numpy(box_at)
+        return float(shaping(proprio, torch.from_numpy(goal)))
+
+    touching = box + 0.085 * away
+    assert score(touching) == pytest.approx(0.0, abs=1e-5)
+    assert score(box - 0.085 * away) == pytest.approx(-0.17, abs=1e-4)  # touching too, but on the goal's side
+    assert score(touching + 0.05 * away) > score(touching + np.array([-away[1], away[0]]) * 0.1)
+    assert score(touching + 0.1 * away, box + 0.1 * away) == pytest.approx(0.0, abs=1e-5)
 
 
 def test_reacher_shaping_is_minus_the_fingertip_distance_the_simulator_measures():
