@@ -94,9 +94,11 @@ def plan_command(
     elites: int = typer.Option(32, help="Top candidates each refit uses."),
     replan: int = typer.Option(1, help="Knots executed per plan before replanning."),
     samples: int = typer.Option(1, help="Sampled futures per candidate (1: the latent's expected value)."),
-    spread_penalty: float = typer.Option(0.0, help="Score = mean imagined return - this x their spread (over sampled futures and ensemble members)."),
+    spread_penalty: float = typer.Option(0.0, help="Score = mean imagined return - this x their spread (over "
+                                                   "sampled futures and ensemble members)."),
     shaping: float = typer.Option(1.0, help="Weight of the scene's shaping term in each step's reward (push: minus "
-                                            "the pusher-to-box distance; 0: the reward alone)."),
+                                            "the pusher's distance to the spot behind the box; 0: the reward "
+                                            "alone)."),
     seed: int = typer.Option(100_000, help="Episode i resets the scene with seed + i (use seeds the run never "
                                            "trained on)."),
     methods: str = typer.Option("model,random,oracle,expert", help="Comma-separated subset of model, random, "

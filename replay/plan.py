@@ -392,6 +392,8 @@ def run_plan(model_path: str | Path, out_dir: str | Path, cfg: PlannerConfig, se
     finally:
         torch.set_grad_enabled(True)
         scene.close()
+        if writer is not None and writer.recording:
+            writer.discard()  # an episode cut short by an error: the committed ones stay whole
         if store is not None:
             store.close()
     summary = {
