@@ -32,6 +32,7 @@ from replay.planning import (SHAPING, EnsembleScorer, ModelScorer, Plan, Planner
 from teleop.devices.base import Device
 from teleop.devices.scripted import RandomPersistent, goal_expert
 from teleop.loop import step_record
+from teleop.operate import check_compatible
 from teleop.scenes import load
 from teleop.scenes.base import Observation, Scene
 from teleop.scenes.push import PushScene
@@ -429,8 +430,6 @@ def load_planning_model(path: str | Path, device: torch.device | str, settings: 
 
 def open_record_store(path: Path, scene: Scene) -> EpisodeStore:
     """The store `plan --record` writes to: created, or appended to when it holds this scene's kind of episodes."""
-    from teleop.operate import check_compatible
-
     if not path.exists():
         return EpisodeStore.create(path, scene.info())
     store = EpisodeStore.open(path, mode="a")
