@@ -47,7 +47,8 @@ class Dream:
         """New episode from ``seed``; the model observes its first frame."""
         self.seed = seed
         self.obs = self.scene.reset(seed)
-        self.history: deque = deque(maxlen=RESYNC_CONTEXT)  # (frame (3, S, S), action applied after it)
+        # (frame (3, S, S), its proprio concat(qpos, qvel), the action applied after it)
+        self.history: deque = deque(maxlen=RESYNC_CONTEXT)
         self.latency_ms: deque = deque(maxlen=50)
         self.steps = 0
         self.resync()
@@ -56,14 +57,21 @@ class Dream:
         """The current real camera frame as (3, S, S) in [0, 1]."""
         return np.moveaxis(self.obs.frames[self.spec.camera], -1, 0).astype(np.float32) / 255.0
 
+    def real_proprio(self) -> np.ndarray:
+        """The current real concat(qpos, qvel), what a model with ``proprio_input`` observes next to the frame."""
+        return np.concatenate([self.obs.qpos, self.obs.qvel]).astype(np.float32)
+
     @torch.no_grad()
     def resync(self) -> None:
         """Put the model on the real state: observe the last K real frames with the actions between them."""
-        frames = [f for f, _ in self.history] + [self.real_frame()]
-        actions = [a for _, a in self.history] + [np.zeros(self.scene.action_spec.size, np.float32)]  # unused
+        frames = [f for f, _, _ in self.history] + [self.real_frame()]
+        proprio = [p for _, p, _ in self.history] + [self.real_proprio()]
+        actions = [a for _, _, a in self.history] + [np.zeros(self.scene.action_spec.size, np.float32)]  # unused
         images = torch.from_numpy(np.stack(frames)[None]).to(self.device)
         acts = torch.from_numpy(np.stack(actions)[None]).to(self.device)
-        posts, _ = self.model.observe(images[:, -RESYNC_CONTEXT:], acts[:, -RESYNC_CONTEXT:])
+        states = torch.from_numpy(np.stack(proprio)[None]).to(self.device)
+        posts, _ = self.model.observe(images[:, -RESYNC_CONTEXT:], acts[:, -RESYNC_CONTEXT:],
+                                      states[:, -RESYNC_CONTEXT:])
         self.state = {k: v[:, -1] for k, v in posts.items()}
         self.reference = images[:, -1]  # the last real frame the model saw; a composite decoder paints over it
         self.since_resync = 0
@@ -88,7 +96,7 @@ class Dream:
     def step(self, action: np.ndarray) -> None:
         """Apply one action to the simulator and to the model."""
         action = self.scene.action_spec.clip(action)
-        self.history.append((self.real_frame(), action))
+        self.history.append((self.real_frame(), self.real_proprio(), action))
         self.obs = self.scene.step(action)
         began = time.perf_counter()
         act = torch.from_numpy(action[None]).to(self.device)

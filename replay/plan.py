@@ -28,7 +28,7 @@ import torch
 
 from recorder import EpisodeStore, EpisodeWriter
 from replay.planning import (SHAPING, EnsembleScorer, ModelScorer, Plan, Planner, PlannerConfig, SimulatorScorer,
-                             ranking_agreement)
+                             StateScorer, ranking_agreement)
 from teleop.devices.base import Device
 from teleop.devices.scripted import RandomPersistent, goal_expert
 from teleop.loop import step_record
@@ -38,9 +38,11 @@ from teleop.scenes.base import Observation, Scene
 from teleop.scenes.push import PushScene
 from teleworld.errors import TeleworldError
 from teleworld.progress import progress_bar
-from train.checkpoint import load_model
+from train.checkpoint import load_model, read_checkpoint
 from train.dataset import DataSpec
 from train.model import WorldModel
+from train.state_model import KIND as STATE_KIND
+from train.state_model import StateModel, load_state_model
 
 METHODS = ("model", "random", "oracle", "expert")
 FIRST_SEED = 100_000  # episode seeds start here by default: far from the 0.. seeds `generate` and the demo record
@@ -132,11 +134,13 @@ class PlanningController:
     ``members``: further world models of the same data; with them every candidate is scored by each model from its
     own posterior (an ensemble), and ``cfg.spread_penalty`` penalises their disagreement."""
 
-    def __init__(self, scene: Scene, cfg: PlannerConfig, replan: int, model: WorldModel | None = None,
-                 camera: str = "", draw: bool = False, rank_checks: int = 0, members: Sequence[WorldModel] = ()):
+    def __init__(self, scene: Scene, cfg: PlannerConfig, replan: int, model: WorldModel | StateModel | None = None,
+                 camera: str = "", draw: bool = False, rank_checks: int = 0,
+                 members: Sequence[WorldModel | StateModel] = ()):
         self.scene, self.cfg, self.replan, self.model, self.camera = scene, cfg, replan, model, camera
         self.models = [model, *members] if model is not None else []
-        self.draw = draw  # decode the end of each chosen plan (for the video)
+        self.draws = isinstance(model, WorldModel)  # an image world model can show its imagined plan
+        self.draw = draw and self.draws  # decode the end of each chosen plan (for the video)
         self.rank_checks = rank_checks if model is not None else 0  # plans per episode checked in the simulator
         self.warm = False  # the compiled imagination has run once (PlannerConfig.compile)
         spec = scene.action_spec
@@ -152,29 +156,31 @@ class PlanningController:
             self.members: list[ModelScorer] = []
             self.scorer = SimulatorScorer(self.scene, self.cfg.shaping)
         else:
-            self.members = [ModelScorer(m, self.scene.goal().astype(np.float32), self.cfg.samples, seed,
-                                        SHAPING.get(self.scene.name), self.cfg.shaping, self.cfg.compile)
-                            for m in self.models]
+            self.members = [self._scorer(m, seed) for m in self.models]
             self.scorer = self.members[0] if len(self.members) == 1 else EnsembleScorer(self.members)
             self.prev_action = np.zeros(len(self.low), np.float32)
             if self.cfg.compile and not self.warm:
                 for member in self.members:
-                    member.warm_up(self.cfg.candidates, self.cfg.horizon * self.cfg.repeat)
+                    if isinstance(member, ModelScorer):  # a state model is not compiled
+                        member.warm_up(self.cfg.candidates, self.cfg.horizon * self.cfg.repeat)
                 self.warm = True
+
+    def _scorer(self, model: WorldModel | StateModel, seed: int) -> ModelScorer | StateScorer:
+        goal, shaping = self.scene.goal().astype(np.float32), SHAPING.get(self.scene.name)
+        if isinstance(model, StateModel):
+            return StateScorer(model, goal, shaping, self.cfg.shaping)
+        return ModelScorer(model, goal, self.cfg.samples, seed, shaping, self.cfg.shaping, self.cfg.compile)
 
     @torch.no_grad()
     def _observe(self, obs: Observation) -> None:
-        """Filter the real frame into each model's posterior, after the action that led to it."""
+        """Give each model the real frame and state, after the action that led to them."""
         device = next(self.model.parameters()).device
         frame = torch.from_numpy(obs.frames[self.camera]).to(device).permute(2, 0, 1).float().div(255.0)
         self.frame = frame[None]
         action = torch.from_numpy(self.prev_action).to(device)[None]
         proprio = torch.from_numpy(np.concatenate([obs.qpos, obs.qvel])).float().to(device)[None]
         for member in self.members:
-            model = member.model
-            state = member.state or model.rssm.initial(1, device)
-            member.state, _ = model.rssm.obs_step(state, action, model.encode(self.frame[:, None])[:, 0])
-            member.proprio = proprio
+            member.observe(self.frame, action, proprio)
 
     @torch.no_grad()
     def _draw(self, actions: np.ndarray) -> np.ndarray:
@@ -252,7 +258,7 @@ def run_episode(method: str, controller: PlanningController | ScriptedController
         writer.begin(seed=seed, scene=scene.name, device=f"planner-{method}", operator="planner")
     controller.reset(obs, seed)
     if isinstance(controller, PlanningController):
-        controller.draw = frames is not None and controller.model is not None
+        controller.draw = frames is not None and controller.draws
     goal = goal_frame(scene, camera) if frames is not None else None
     rewards: list[float] = []
     scored: list[float] = []  # what a planner scores: the reward plus its shaping term, as the simulator gives them
@@ -414,9 +420,13 @@ def run_plan(model_path: str | Path, out_dir: str | Path, cfg: PlannerConfig, se
 
 
 def load_planning_model(path: str | Path, device: torch.device | str, settings: PlanSettings,
-                        like: DataSpec | None = None) -> tuple[WorldModel, DataSpec, dict]:
-    """A run to plan with: it needs a reward head, and an ensemble member must see what the first run sees."""
-    model, spec, ckpt = load_model(path, device)
+                        like: DataSpec | None = None) -> tuple[WorldModel | StateModel, DataSpec, dict]:
+    """A run to plan with, an image world model or a state model (train/state_model.py): it needs a reward head,
+    and an ensemble member must see what the first run sees."""
+    if read_checkpoint(path).get("kind") == STATE_KIND:
+        model, spec, ckpt = load_state_model(path, device)
+    else:
+        model, spec, ckpt = load_model(path, device)
     if "model" in settings.methods and model.reward_head is None:
         raise TeleworldError(f"{path} has no reward head (trained before planning existed or with "
                              "reward_weight=0); retrain it with `teleworld train` to plan with it")

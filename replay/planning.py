@@ -2,7 +2,8 @@
 
 A planner only sees a scoring function: candidate action sequences (N, H, A) -> returns (N, S), S sampled futures
 per candidate. ``ModelScorer`` imagines every candidate from the world model's current posterior in one batched
-call (no pixel decoding) and sums its reward head; ``SimulatorScorer`` (the oracle) steps the true MuJoCo scene from
+call (no pixel decoding) and sums its reward head; ``StateScorer`` does the same with a state-space model from the
+observed simulator state (the learned baseline); ``SimulatorScorer`` (the oracle) steps the true MuJoCo scene from
 its current state once per candidate. Same planner, same budget knobs: the gap between them is the model's.
 
     each control step:  warm start (last plan shifted)  ->  for each iteration:
@@ -24,6 +25,7 @@ from scipy.stats import spearmanr
 
 from teleworld.errors import TeleworldError
 from train.model import WorldModel
+from train.state_model import StateModel
 
 PLANNERS = ("cem", "mppi")
 Scorer = Callable[[torch.Tensor], torch.Tensor]  # (N, H, A) -> (N, S) returns
@@ -294,6 +296,16 @@ class ModelScorer:
         return reward.sum(1).view(n, self.samples).cpu()
 
     @torch.no_grad()
+    def observe(self, frame: torch.Tensor, action: torch.Tensor, proprio: torch.Tensor) -> None:
+        """Filter the real frame (1, 3, S, S), reached by ``action`` (1, A), into the posterior; ``proprio`` (1, P):
+        the state observed with it (the shaping term's anchor, and an input of a model that observes it)."""
+        model = self.model
+        state = self.state or model.rssm.initial(1, frame.device)
+        embed = model.encode(frame[:, None], proprio[:, None])[:, 0]
+        self.state, _ = model.rssm.obs_step(state, action, embed)
+        self.proprio = proprio
+
+    @torch.no_grad()
     def warm_up(self, candidates: int, steps: int) -> None:
         """Run the imagination once at the planner's two batch shapes (its candidates, then the one plan it scores
         last) from a blank state, so that compiling happens here and not inside a timed replanning step."""
@@ -313,11 +325,38 @@ class ModelScorer:
         return self.model.rssm.feat(self.model.rssm.imagine(self.state, act, sample=False))
 
 
+class StateScorer:
+    """Returns of candidates imagined by a state-space model (train/state_model.py) from the observed state: its
+    reward head plus the scene's shaping term, summed over the imagined states. The baseline of ModelScorer: the
+    same planner and the same objective, with the simulator's state observed instead of the camera's frames."""
+
+    def __init__(self, model: StateModel, goal: np.ndarray, shaping: Shaping | None = None,
+                 shaping_weight: float = 0.0):
+        self.model = model
+        self.goal = torch.as_tensor(goal, dtype=torch.float32)
+        self.shaping = shaping if shaping_weight else None
+        self.shaping_weight = shaping_weight
+        self.proprio: torch.Tensor | None = None  # (1, P) the state observed now
+
+    def observe(self, frame: torch.Tensor, action: torch.Tensor, proprio: torch.Tensor) -> None:
+        """Keep the observed state (1, P); the frame and the action that led to it are not needed."""
+        self.proprio = proprio.float().cpu()
+
+    @torch.no_grad()
+    def __call__(self, actions: torch.Tensor) -> torch.Tensor:
+        """actions (N, H, A) -> returns (N, 1)."""
+        states = self.model.imagine(self.proprio.expand(len(actions), -1), actions.float())
+        reward = self.model.reward(states, self.goal)
+        if self.shaping is not None:
+            reward = reward + self.shaping_weight * self.shaping(states, self.goal)
+        return reward.sum(1, keepdim=True)
+
+
 class EnsembleScorer:
     """Several world models score the same candidates, each from its own posterior: returns (N, M x S), so the
     planner's ``spread_penalty`` penalises the members' disagreement as well as each one's sampled futures."""
 
-    def __init__(self, members: list[ModelScorer]):
+    def __init__(self, members: list[ModelScorer] | list[StateScorer]):
         self.members = members
 
     def __call__(self, actions: torch.Tensor) -> torch.Tensor:

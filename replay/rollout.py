@@ -99,7 +99,8 @@ def predict(model: WorldModel, batch: dict[str, torch.Tensor], shuffled: torch.T
     cut = None if thresholds is None else torch.from_numpy(np.asarray(thresholds, np.float32))
     images, actions = batch["image"], batch["action"]
     horizon = images.shape[1] - context
-    posts, _ = model.observe(images, actions)  # causal: the first K posteriors saw only the context
+    # causal: the first K posteriors saw only the context (and its proprio, for a model that observes it)
+    posts, _ = model.observe(images, actions, batch.get("proprio"))
     last = {k: v[:, context - 1] for k, v in posts.items()}
     heads = model.heads(model.rssm.feat(last))
     anchor = (heads["proprio"], batch["proprio"][:, context - 1]) if "proprio" in heads and "proprio" in batch else None

@@ -444,3 +444,37 @@ def test_dream_plan_drives_the_scene_and_the_keys_move_the_goal(run):
     finally:
         driver.disconnect()
         dream.scene.close()
+
+
+def test_a_model_that_observes_proprio_trains_plans_replays_and_dreams(push_store, tmp_path):
+    """`model.proprio_input`: the posterior observes concat(qpos, qvel) next to the frame, in training, planning,
+    replay and dream alike; the state changes the posterior, and a caller that forgets it is told in one line."""
+    from replay.dream import open_dream
+    from replay.rollout import predict
+
+    path = fit(push_store, tmp_path / "run", proprio_input=True)
+    model, _, _ = load_model(path)
+    assert model.cfg.proprio_input and model.proprio_encoder is not None
+    store = EpisodeStore.open(push_store)
+    data = EpisodeArrays(store, DataSpec.from_store(store))
+    batch = data.batch(data.windows(8)[[0, -1]], 8)
+    with pytest.raises(ValueError, match="observes proprio"):
+        model.observe(batch["image"], batch["action"])
+    posts, _ = model.observe(batch["image"], batch["action"], batch["proprio"])
+    moved = batch["proprio"].clone()
+    moved[..., 2:4] += 0.1  # the box 10 cm away, same frames
+    other, _ = model.observe(batch["image"], batch["action"], moved)
+    assert (posts["stoch"] - other["stoch"]).abs().max() > 1e-4
+    truth, preds, _ = predict(model, batch, batch["action"].flip(0), context=3)
+    assert preds["model"]["image"].shape == truth["image"][:, 3:].shape
+    settings = PlanSettings(episodes=1, steps=4, methods=("model",), video_episodes=0)
+    result = run_plan(path, tmp_path / "plan", PlannerConfig(candidates=16, horizon=4, iterations=1, elites=4),
+                      settings, show_progress=False)
+    assert result["methods"]["model"]["episodes"] == 1
+    dream = open_dream(path, "push", seed=100_000)
+    try:
+        dream.step(np.zeros(2, np.float32))
+        dream.resync()
+        assert dream.pred.shape == (3, 64, 64)
+    finally:
+        dream.scene.close()

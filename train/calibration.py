@@ -48,7 +48,8 @@ def contact_thresholds(model: WorldModel, data: EpisodeArrays, starts: np.ndarra
     probabilities, truths = [], []
     for i in range(0, len(starts), batch_size):
         batch = data.batch(starts[i : i + batch_size], context + horizon, device)
-        dreamed = model.open_loop(batch["image"], batch["action"], context, horizon, decode=False)
+        dreamed = model.open_loop(batch["image"], batch["action"], context, horizon, decode=False,
+                                  proprio=batch.get("proprio"))
         logits = model.heads(dreamed["feat"])["contact_logits"]
         probabilities.append(torch.sigmoid(logits.float()).cpu().numpy())
         truths.append(batch["contact"][:, context:].cpu().numpy() > 0.5)

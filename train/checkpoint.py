@@ -20,18 +20,21 @@ CHECKPOINT_NAME = "checkpoint.pt"
 
 def save_checkpoint(path: str | os.PathLike, model: WorldModel, spec: DataSpec, step: int, extra: dict | None = None) -> Path:
     """Write model weights, the config to rebuild it and the data spec; temp file + rename, never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "schema_version": SCHEMA_VERSION,
+    return write_checkpoint(path, {
         "config": model.cfg.to_dict(),
         "data_spec": vars(spec).copy(),
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "step": int(step),
         **(extra or {}),
-    }
+    })
+
+
+def write_checkpoint(path: str | os.PathLike, contents: dict) -> Path:
+    """Write ``contents`` with the format's header atomically (temp file + rename); a failed write (e.g. a full
+    disk) keeps the previous checkpoint and says why in one line."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"format": FORMAT, "format_version": FORMAT_VERSION, "schema_version": SCHEMA_VERSION, **contents}
     tmp = path.with_suffix(path.suffix + ".tmp")
     try:
         with open(tmp, "wb") as f:
@@ -77,6 +80,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
 def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[WorldModel, DataSpec, dict]:
     """Rebuild the model from a checkpoint; returns (model in eval mode, its data spec, the raw dict)."""
     ckpt = read_checkpoint(path)
+    if ckpt.get("kind", "image") != "image":
+        raise TeleworldError(f"{path} is a {ckpt['kind']} model (`teleworld train --config {ckpt['kind']}`), not an "
+                             "image world model: `teleworld plan` plans with it; replay, view and dream need an image "
+                             "world model")
     model = WorldModel(WorldModelConfig.from_dict(ckpt["config"]))
     try:
         model.load_state_dict(ckpt["model"])

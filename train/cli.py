@@ -12,7 +12,9 @@ def train_command(
     data: Path = typer.Option(..., "--data", help="Episode store to train on."),
     out: Path = typer.Option(..., "--out", help="Run directory: checkpoint.pt and tensorboard/."),
     config: str | None = typer.Option(None, help="Preset (tiny, small, medium, large) or a path to a .toml file; "
-                                      "default small, or with --resume the run's saved config."),
+                                      "default small, or with --resume the run's saved config. `state`: a "
+                                      "state-space model (an MLP on qpos, qvel) for planning, the baseline of the "
+                                      "image world model (docs/planning.md)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     steps: int = typer.Option(None, help="Override the number of training steps."),
     minutes: float = typer.Option(None, min=0, help="Wall-clock budget: stop after this many minutes of training "
@@ -37,6 +39,9 @@ def train_command(
 
     named = {"steps": steps, "minutes": minutes, "batch_size": batch_size, "seq_len": seq_len, "seed": seed}
     options = {**parse_overrides(overrides), **{k: v for k, v in named.items() if v is not None}}
+    if config == STATE:
+        train_state(data, out, resume, options)
+        return
     if resume:
         cfg = resume_config(saved_config(resumable_checkpoint(out)), config_values(config, **options))
     else:
@@ -53,6 +58,35 @@ def train_command(
             v = result["validation"]
             summary += f"; val open-loop PSNR {v['openloop_psnr']:.2f} dB vs copy-last {v['copy_last_psnr']:.2f} dB"
         Console().print(summary)
+
+
+STATE = "state"
+
+
+def train_state(data: Path, out: Path, resume: bool, values: dict) -> None:
+    """`teleworld train --config state`: fit a state-space model (train/state_model.py) and print its summary."""
+    from dataclasses import fields
+
+    from recorder import EpisodeStore
+    from teleworld.errors import TeleworldError
+    from train.dataset import DataSpec, EpisodeArrays
+    from train.state_model import StateTrainSettings, train_state_model
+
+    known = {f.name for f in fields(StateTrainSettings)}
+    unknown = sorted(set(values) - known)
+    if resume or unknown:
+        what = "--resume" if resume else f"{', '.join(unknown)}"
+        raise TeleworldError(f"a state model trains in minutes and takes neither {what}; its settings are "
+                             f"{', '.join(sorted(known))}")
+    store = EpisodeStore.open(data)
+    arrays = EpisodeArrays(store, DataSpec.from_store(store), cache="chunks")  # it reads no frame
+    result = train_state_model(arrays, out, StateTrainSettings(**values))
+    summary = f"checkpoint: {result['checkpoint']} ({result['steps']} steps, {result['seconds']:.0f} s)"
+    if result["validation"]:
+        v = result["validation"]
+        summary += (f"; val state error {v['state']:.4f} vs copy-last {v['copy_last']:.4f} (standardised, "
+                    f"{StateTrainSettings(**values).unroll} steps open loop), reward {v['reward']:.4f}")
+    Console().print(summary)
 
 
 def register(app: typer.Typer) -> None:

@@ -34,6 +34,7 @@ class ModelSettings:
     transport: bool = False  # the composite decoder first moves the reference's pixels by a predicted flow
     blend: bool = False  # learn a per-pixel blend of imagined frames toward the last observed one (needs rollout_steps)
     blend_kernel: int = 3  # receptive field of that blend, in pixels
+    proprio_input: bool = False  # the posterior also observes concat(qpos, qvel): a state observation (planning)
 
 
 @dataclass

@@ -39,6 +39,7 @@ class WorldModelConfig:
     heads: str = "standard"  # proprio/contact heads: "standard" (below) or "legacy" (symlog proprio, posteriors only)
     reward: bool = False  # a reward head (what the planner sums)
     goal_dim: int = 0  # the reward head also sees the episode's task goal (train/goals.py), this long
+    proprio_input: bool = False  # the posterior also observes concat(qpos, qvel), standardised (a state observation)
 
     @property
     def stoch(self) -> int:
@@ -338,7 +339,10 @@ class WorldModel(nn.Module):
             raise ValueError(f"heads must be one of {', '.join(HEADS)}, not {cfg.heads!r}")
         # channels_last convolutions are about 25 % faster on CPU and what cuDNN prefers
         self.encoder = Encoder(cfg).to(memory_format=torch.channels_last)
-        self.rssm = RSSM(cfg, self.encoder.out_dim)
+        if cfg.proprio_input and not (cfg.proprio_dim and cfg.heads == "standard"):
+            raise ValueError("proprio_input needs proprio in the data and standard heads (their proprio statistics)")
+        self.proprio_encoder = _mlp(cfg.proprio_dim, cfg.hidden, cfg.hidden) if cfg.proprio_input else None
+        self.rssm = RSSM(cfg, self.encoder.out_dim + (cfg.hidden if cfg.proprio_input else 0))
         self.decoder = Decoder(cfg).to(memory_format=torch.channels_last)
         self.proprio_head = _mlp(cfg.feat, cfg.hidden, cfg.proprio_dim) if cfg.proprio_dim else None
         self.contact_head = _mlp(cfg.feat, cfg.hidden, cfg.contact_dim) if cfg.contact_dim else None
@@ -420,10 +424,17 @@ class WorldModel(nn.Module):
             out["contact_logits"] = self.contact_head(feat)
         return out
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """images (B, T, 3, S, S) in [0, 1] -> embeds (B, T, E)."""
+    def encode(self, images: torch.Tensor, proprio: torch.Tensor | None = None) -> torch.Tensor:
+        """images (B, T, 3, S, S) in [0, 1] -> embeds (B, T, E); a model with ``proprio_input`` also embeds the
+        observed proprio (B, T, P), native units, next to them."""
         B, T = images.shape[:2]
-        return self.encoder(images.flatten(0, 1)).view(B, T, -1)
+        embed = self.encoder(images.flatten(0, 1)).view(B, T, -1)
+        if self.proprio_encoder is None:
+            return embed
+        if proprio is None:
+            raise ValueError("this model observes proprio (proprio_input): pass the observed concat(qpos, qvel)")
+        state = self.proprio_encoder(self.proprio_units(proprio[:, :T].to(embed.device)).to(embed.dtype))
+        return torch.cat([embed, state], -1)
 
     def decode(self, feat: torch.Tensor, reference: torch.Tensor, ahead: torch.Tensor | None = None
                ) -> dict[str, torch.Tensor]:
@@ -443,9 +454,11 @@ class WorldModel(nn.Module):
         out.update({k: v.view(B, T, -1) for k, v in self.heads(flat).items()})
         return out
 
-    def observe(self, images: torch.Tensor, actions: torch.Tensor) -> tuple[dict, dict]:
-        """Posteriors and priors for a sequence of frames and the actions applied after each."""
-        return self.rssm.observe(self.encode(images), actions)
+    def observe(self, images: torch.Tensor, actions: torch.Tensor, proprio: torch.Tensor | None = None
+                ) -> tuple[dict, dict]:
+        """Posteriors and priors for a sequence of frames (and their proprio, for a model that observes it) and the
+        actions applied after each."""
+        return self.rssm.observe(self.encode(images, proprio), actions)
 
     def imagine(self, state: dict, actions: torch.Tensor) -> dict:
         """Open-loop states after applying ``actions`` (B, H, A) from ``state``."""
@@ -453,7 +466,8 @@ class WorldModel(nn.Module):
 
     @torch.no_grad()
     def open_loop(self, images: torch.Tensor, actions: torch.Tensor, context: int, horizon: int | None = None,
-                  decode: bool = True, start: dict | None = None, ahead_from: int = 0) -> dict:
+                  decode: bool = True, start: dict | None = None, ahead_from: int = 0,
+                  proprio: torch.Tensor | None = None) -> dict:
         """Observe ``context`` frames, then imagine ``horizon`` steps with the given actions: replay's protocol.
 
         images (B, >= K, 3, S, S); actions (B, >= K-1+H, A), action t applied after frame t, so the imagined steps
@@ -462,11 +476,12 @@ class WorldModel(nn.Module):
         posterior), "priors" (the imagined states, (B, H, ...)) and "feat" (their features, (B, H, F)); with
         ``decode`` also the imagined steps decoded (image painted over and blended toward frame K-1, proprio,
         contact logits) and, unless given ``start``, "recon": the context frames' reconstructions (B, K, 3, S, S).
-        ``ahead_from``: steps ``start`` already lies past frame K-1 (dream imagines one step per call)."""
+        ``ahead_from``: steps ``start`` already lies past frame K-1 (dream imagines one step per call).
+        ``proprio`` (B, >= K, P): the observed proprio, for a model with ``proprio_input``."""
         horizon = images.shape[1] - context if horizon is None else horizon
         posts = None
         if start is None:
-            posts, _ = self.observe(images[:, :context], actions[:, :context])
+            posts, _ = self.observe(images[:, :context], actions[:, :context], proprio)
             start = {k: v[:, -1] for k, v in posts.items()}
         priors = self.imagine(start, actions[:, context - 1 : context - 1 + horizon])
         out = {"start": start, "priors": priors, "feat": self.rssm.feat(priors)}

@@ -57,7 +57,7 @@ class Pass:
 
     @cached_property
     def observed(self) -> tuple[dict, dict]:
-        return self.model.observe(self.images, self.batch["action"])
+        return self.model.observe(self.images, self.batch["action"], self.batch.get("proprio"))
 
     @property
     def posts(self) -> dict:
@@ -131,6 +131,10 @@ class Term:
         """The term's named values (none when the batch lacks what it needs); the term is their sum."""
         raise NotImplementedError
 
+    def _observed(self) -> tuple[str, ...]:
+        """What filtering a window into posteriors reads: its frames and actions (and proprio, when observed)."""
+        return ("image", "action", *(("proprio",) if self.model.cfg.proprio_input else ()))
+
     def _composite(self) -> tuple[str, ...]:
         return ("reference",) if self.model.cfg.composite else ()
 
@@ -142,7 +146,7 @@ class Image(Term):
 
     def __init__(self, model: WorldModel, cfg: ObjectiveConfig):
         super().__init__(model, cfg)
-        self.needs = ("image", "action", *self._composite())
+        self.needs = (*self._observed(), *self._composite())
 
     def __call__(self, p: Pass) -> dict[str, torch.Tensor]:
         weight = p.pixel_weight(p.images)
@@ -159,7 +163,7 @@ class Carry(Term):
 
     def __init__(self, model: WorldModel, cfg: ObjectiveConfig):
         super().__init__(model, cfg)
-        self.needs = ("image", "action", "reference")
+        self.needs = (*self._observed(), "reference")
 
     def active(self) -> bool:
         return self.model.decoder.transport is not None and self.cfg.transport_weight > 0
@@ -202,7 +206,7 @@ class KLDyn(Term):
 
     def __init__(self, model: WorldModel, cfg: ObjectiveConfig):
         super().__init__(model, cfg)
-        self.needs = ("image", "action")
+        self.needs = self._observed()
 
     def __call__(self, p: Pass) -> dict[str, torch.Tensor]:
         post, prior = p.observed
@@ -243,7 +247,7 @@ class OpenLoop(Term):
 
     def __init__(self, model: WorldModel, cfg: ObjectiveConfig):
         super().__init__(model, cfg)
-        self.needs = ("image", "action", *self._composite())
+        self.needs = (*self._observed(), *self._composite())
 
     def active(self) -> bool:
         return self.cfg.openloop_steps > 0
@@ -304,7 +308,7 @@ class BlendError(Rollout):
 
     def __init__(self, model: WorldModel, cfg: ObjectiveConfig):
         super().__init__(model, cfg)
-        self.needs = ("image", "action", "rollout_image", "rollout_step")
+        self.needs = (*self._observed(), "rollout_image", "rollout_step")
 
     def active(self) -> bool:
         return self.cfg.rollout_steps > 0 and self.model.blend is not None

@@ -1,0 +1,75 @@
+"""The state-space model (`teleworld train --config state`): trained on a real store, planned with in real MuJoCo."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from recorder import EpisodeStore
+from test_plan import TINY_PLAN, teleworld
+from train.dataset import DataSpec, EpisodeArrays
+from train.state_model import StateTrainSettings, Windows, load_state_model, train_state_model
+
+
+@pytest.fixture(scope="module")
+def state_run(push_store, tmp_path_factory):
+    """`teleworld train --config state` through the CLI, output piped to files."""
+    out = tmp_path_factory.mktemp("state")
+    result = teleworld("train", "--config", "state", "--data", push_store, "--out", str(out / "run"), "--steps",
+                       "20", log=out)
+    assert result.returncode == 0, result.stderr
+    return out / "run", result
+
+
+def test_train_state_prints_its_validation_next_to_copy_last(state_run):
+    run, result = state_run
+    assert "checkpoint:" in result.stdout and "vs copy-last" in result.stdout
+    model, spec, ckpt = load_state_model(run)
+    assert spec.scene == "push" and ckpt["step"] == 20 and ckpt["kind"] == "state"
+    assert model.cfg.goal_dim == 2 and float(model.std.min()) >= 1e-3
+
+
+def test_state_model_learns_the_pushers_motion_from_the_actions(push_store, tmp_path):
+    """Unrolled 8 steps on held-out windows, the trained model places the pusher (which moves as the actions say)
+    well within copy-last's error."""
+    store = EpisodeStore.open(push_store)
+    data = EpisodeArrays(store, DataSpec.from_store(store), cache="chunks")
+    result = train_state_model(data, tmp_path / "run", StateTrainSettings(steps=1000, batch_size=128),
+                               show_progress=False)
+    model, _, ckpt = load_state_model(result["checkpoint"])
+    held_out = Windows(data, np.array(ckpt["val_episodes"]), 9)
+    batch = held_out.batch(held_out.starts)
+    with torch.no_grad():
+        imagined = model.imagine(batch["proprio"][:, 0], batch["action"][:, :-1])
+    pusher_error = (imagined[..., :2] - batch["proprio"][:, 1:, :2]).norm(dim=-1).mean()
+    copy_error = (batch["proprio"][:, :1, :2] - batch["proprio"][:, 1:, :2]).norm(dim=-1).mean()
+    assert pusher_error < 0.5 * copy_error, (pusher_error, copy_error)
+
+
+def test_plan_with_a_state_model_end_to_end(state_run, tmp_path):
+    run, _ = state_run
+    result = teleworld("plan", "--model", str(run), "--out", str(tmp_path / "plan"), "--episodes", "1", "--steps",
+                       "6", "--methods", "model,random", "--rank-checks", "1", *TINY_PLAN, log=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "plan" / "plan.json").read_text())
+    assert set(summary["methods"]) == {"model", "random"} and summary["methods"]["model"]["episodes"] == 1
+    assert (tmp_path / "plan" / "plan_model.mp4").stat().st_size > 0
+
+
+@pytest.mark.parametrize("command", [["replay", "--out", "{out}"], ["view"]])
+def test_a_state_model_is_refused_where_frames_are_needed_in_one_line(state_run, push_store, tmp_path, command):
+    run, _ = state_run
+    args = [a.format(out=tmp_path / "out") for a in command]
+    result = teleworld(args[0], "--model", str(run), "--data", push_store, *args[1:], log=tmp_path)
+    lines = [ln for ln in result.stderr.strip().splitlines() if ln.strip()]
+    assert result.returncode == 1 and len(lines) == 1 and "state model" in lines[0], result.stderr
+
+
+@pytest.mark.parametrize("flags", [["--set", "deter=64"], ["--resume"], ["--seq-len", "8"]])
+def test_train_state_refuses_what_it_does_not_take_in_one_line(push_store, tmp_path, flags):
+    result = teleworld("train", "--config", "state", "--data", push_store, "--out", str(tmp_path / "run"), *flags,
+                       log=tmp_path)
+    lines = [ln for ln in result.stderr.strip().splitlines() if ln.strip()]
+    assert result.returncode == 1 and len(lines) == 1 and "state model" in lines[0], result.stderr
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()

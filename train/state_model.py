@@ -1,0 +1,207 @@
+"""A state-space world model: an MLP that steps concat(qpos, qvel) under an action, and a reward head on the state.
+
+The simple learned model that planning with the image world model is judged against (PETS and TD-MPC on state
+inputs, in their simplest form): it sees what the simulator's state holds, not the camera, so it tells how much of
+a planner's gap comes from learning from pixels. ``teleworld train --config state`` fits it (train_state_model),
+``teleworld plan --model RUN`` plans with it (replay/planning.py's StateScorer). The state is standardised by the
+training episodes' statistics; a step predicts the change of the state, scaled by the spread of one step's change;
+training unrolls ``unroll`` steps open loop with the real actions, so the model learns to correct its own drift.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from recorder.windows import split_episodes
+from teleworld.errors import TeleworldError
+from teleworld.progress import progress_bar
+from train.checkpoint import read_checkpoint, write_checkpoint
+from train.dataset import DataSpec, EpisodeArrays
+
+KIND = "state"
+
+
+@dataclass
+class StateModelConfig:
+    """Sizes of the state model; ``proprio_dim``/``action_dim``/``goal_dim`` come from the data."""
+
+    proprio_dim: int
+    action_dim: int
+    goal_dim: int = 0
+    hidden: int = 256
+    layers: int = 3
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class StateTrainSettings:
+    """How a state model trains: ``steps`` (an upper bound when ``minutes`` is set), batches of ``batch_size``
+    windows of ``unroll`` + 1 steps."""
+
+    steps: int = 5000
+    minutes: float = 0.0
+    batch_size: int = 512
+    unroll: int = 8
+    lr: float = 1e-3
+    val_fraction: float = 0.1
+    seed: int = 0
+
+
+def _mlp(inp: int, hidden: int, out: int, layers: int) -> nn.Sequential:
+    parts: list[nn.Module] = []
+    for i in range(layers):
+        parts += [nn.Linear(inp if i == 0 else hidden, hidden), nn.SiLU()]
+    return nn.Sequential(*parts, nn.Linear(hidden, out))
+
+
+class StateModel(nn.Module):
+    """``step(state, action)`` -> next state; ``imagine(state, actions)`` -> the states after each action;
+    ``reward(states, goal)`` -> the reward of each state, in the recorded units."""
+
+    def __init__(self, cfg: StateModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.dynamics = _mlp(cfg.proprio_dim + cfg.action_dim, cfg.hidden, cfg.proprio_dim, cfg.layers)
+        self.reward_head = _mlp(cfg.proprio_dim + cfg.goal_dim, cfg.hidden, 1, 1)
+        for name, size in (("mean", cfg.proprio_dim), ("std", cfg.proprio_dim), ("delta_std", cfg.proprio_dim),
+                           ("goal_mean", cfg.goal_dim), ("goal_std", cfg.goal_dim)):
+            self.register_buffer(name, torch.ones(size) if "std" in name else torch.zeros(size))
+        self.register_buffer("reward_mean", torch.zeros(()))
+        self.register_buffer("reward_std", torch.ones(()))
+
+    @torch.no_grad()
+    def set_stats(self, proprio: np.ndarray, delta: np.ndarray, reward: np.ndarray, goal: np.ndarray) -> None:
+        """Standardise by the training steps' proprio (N, P), one step's change of it (M, P), rewards (N,), goals."""
+        self.mean.copy_(torch.from_numpy(proprio.mean(0)))
+        self.std.copy_(torch.from_numpy(proprio.std(0)).clamp_min(1e-3))
+        self.delta_std.copy_(torch.from_numpy(delta.std(0)).clamp_min(1e-5))
+        self.reward_mean.fill_(float(reward.mean()))
+        self.reward_std.fill_(max(float(reward.std()), 1e-6))
+        if self.cfg.goal_dim:
+            self.goal_mean.copy_(torch.from_numpy(goal.mean(0)))
+            self.goal_std.copy_(torch.from_numpy(goal.std(0)).clamp_min(1e-6))
+
+    def normalised(self, state: torch.Tensor) -> torch.Tensor:
+        return (state - self.mean) / self.std
+
+    def step(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """state (N, P) in native units, action (N, A) -> the state after the action (N, P)."""
+        return state + self.dynamics(torch.cat([self.normalised(state), action], -1)) * self.delta_std
+
+    def imagine(self, state: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """state (N, P), actions (N, H, A) -> the states after each action (N, H, P), open loop."""
+        states = []
+        for h in range(actions.shape[1]):
+            state = self.step(state, actions[:, h])
+            states.append(state)
+        return torch.stack(states, 1)
+
+    def reward(self, states: torch.Tensor, goal: torch.Tensor | None = None, standardised: bool = False
+               ) -> torch.Tensor:
+        """states (..., P), goal (D,) or (..., D) -> the predicted reward (...)."""
+        inputs = self.normalised(states)
+        if self.cfg.goal_dim:
+            if goal is None:
+                raise ValueError(f"this reward head needs the task goal ({self.cfg.goal_dim} values)")
+            goal = (goal.to(states.dtype) - self.goal_mean) / self.goal_std
+            inputs = torch.cat([inputs, goal.expand(*states.shape[:-1], -1)], -1)
+        raw = self.reward_head(inputs)[..., 0]
+        return raw if standardised else raw * self.reward_std + self.reward_mean
+
+
+class Windows:
+    """Windows of ``length`` steps of a set of episodes, as tensors of states, actions, rewards and goals."""
+
+    def __init__(self, data: EpisodeArrays, episodes: np.ndarray, length: int):
+        self.starts = data.windows(length, episodes)
+        self.length = length
+        self.proprio = torch.from_numpy(data.proprio.astype(np.float32))
+        self.action = torch.from_numpy(data.action)
+        self.reward = torch.from_numpy(data.reward)
+        self.goal = torch.from_numpy(data.goal) if data.goal is not None else torch.zeros(len(data.reward), 0)
+
+    def batch(self, starts: np.ndarray) -> dict[str, torch.Tensor]:
+        index = torch.from_numpy(starts)[:, None] + torch.arange(self.length)  # (B, L)
+        return {"proprio": self.proprio[index], "action": self.action[index], "reward": self.reward[index],
+                "goal": self.goal[index[:, 0]]}
+
+
+def losses(model: StateModel, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The unrolled state error (standardised, mean over steps and entries), the reward head's error on the real
+    states (standardised), and copy-last's state error on the same windows (not trained: the baseline)."""
+    proprio, actions = batch["proprio"], batch["action"]
+    imagined = model.imagine(proprio[:, 0], actions[:, :-1])
+    truth = proprio[:, 1:]
+    state = ((model.normalised(imagined) - model.normalised(truth)) ** 2).mean()
+    copy = ((model.normalised(proprio[:, :1]) - model.normalised(truth)) ** 2).mean()
+    target = (batch["reward"] - model.reward_mean) / model.reward_std
+    reward = ((model.reward(proprio, batch["goal"][:, None], standardised=True) - target) ** 2).mean()
+    return {"state": state, "reward": reward, "copy_last": copy.detach()}
+
+
+def train_state_model(data: EpisodeArrays, out_dir: str | Path, settings: StateTrainSettings,
+                      show_progress: bool = True) -> dict:
+    """Fit a StateModel on the episodes of ``data`` (split by whole episode), write ``out_dir``/checkpoint.pt and
+    return {"checkpoint", "steps", "seconds", "validation": {"state", "copy_last", "reward"}}."""
+    torch.manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed)
+    if data.stored_split is not None:
+        train_eps, val_eps = data.stored_split["train"], data.stored_split["val"]
+    else:
+        train, val = split_episodes(len(data.active), settings.val_fraction, settings.seed)
+        train_eps, val_eps = data.active[train], data.active[val]
+    data.load_goals()
+    length = settings.unroll + 1
+    train_windows, val_windows = Windows(data, train_eps, length), Windows(data, val_eps, length)
+    if len(train_windows.starts) == 0:
+        raise TeleworldError(f"no training episode has {length} steps; record longer episodes or lower --set unroll")
+    steps = data.steps_of(train_eps)
+    within = steps[np.isin(steps + 1, steps) & ~np.isin(steps + 1, data.episode_begins)]
+    cfg = StateModelConfig(data.spec.proprio_dim, len(data.spec.action_names), data.goal.shape[1])
+    model = StateModel(cfg)
+    model.set_stats(data.proprio[steps], data.proprio[within + 1] - data.proprio[within], data.reward[steps],
+                    data.goal[steps])
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    began, done = time.perf_counter(), 0
+    budget = f", at most {settings.minutes:g} min" if settings.minutes else ""
+    with progress_bar(show_progress) as progress:
+        task = progress.add_task(f"train state model{budget}", total=settings.steps, status="", unit="steps")
+        while done < settings.steps and not (settings.minutes and time.perf_counter() - began > settings.minutes * 60):
+            terms = losses(model, train_windows.batch(rng.choice(train_windows.starts, settings.batch_size)))
+            optimizer.zero_grad(set_to_none=True)
+            (terms["state"] + terms["reward"]).backward()
+            optimizer.step()
+            done += 1
+            progress.update(task, advance=1, status=f"state {terms['state'].item():.3f} (copy-last "
+                            f"{terms['copy_last'].item():.3f}) reward {terms['reward'].item():.3f}")
+        progress.update(task, total=done)
+    validation = None
+    if len(val_windows.starts):
+        with torch.no_grad():
+            picked = rng.choice(val_windows.starts, min(4096, len(val_windows.starts)), replace=False)
+            validation = {k: round(v.item(), 5) for k, v in losses(model, val_windows.batch(picked)).items()}
+    seconds = time.perf_counter() - began
+    path = write_checkpoint(Path(out_dir) / "checkpoint.pt", {
+        "kind": KIND, "config": cfg.to_dict(), "settings": asdict(settings), "data_spec": vars(data.spec).copy(),
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "step": done,
+        "train_episodes": train_eps.tolist(), "val_episodes": val_eps.tolist(), "validation": validation,
+        "seconds": seconds})
+    return {"checkpoint": str(path), "steps": done, "seconds": seconds, "validation": validation}
+
+
+def load_state_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[StateModel, DataSpec, dict]:
+    """A state model from its checkpoint: (model in eval mode, its data spec, the raw dict)."""
+    ckpt = read_checkpoint(path)
+    if ckpt.get("kind") != KIND:
+        raise TeleworldError(f"{path} is an image world model, not a state model")
+    model = StateModel(StateModelConfig(**ckpt["config"]))
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), DataSpec(**ckpt["data_spec"]), ckpt
