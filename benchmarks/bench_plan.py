@@ -10,7 +10,9 @@
 2. the arithmetic: floating-point operations of one batched imagination (torch's FLOP counter) and the rate the
    CPU achieved on them, which says how far a faster implementation could go on this machine;
 3. imagination throughput: candidate-steps/s when every candidate is imagined in one batched call vs the model's
-   single-sequence step (batch 1, the same latent update) as the baseline, printed as a ratio.
+   single-sequence step (batch 1, the same latent update) as the baseline, printed as a ratio;
+4. the same replanning step with a state model (`train --config state`, an MLP on concat(qpos, qvel); untrained,
+   timing only), 3 iterations on one thread, as a ratio of the baseline's p50.
 
 Usage: python benchmarks/bench_plan.py [--config small] [--model RUN] [--repeats 30] [--device cpu|cuda]
                                       [--data STORE]  (a recorded push step instead of the simulator's)
@@ -30,12 +32,13 @@ import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from recorder import EpisodeStore  # noqa: E402
-from replay.planning import SHAPING, ModelScorer, Planner, PlannerConfig  # noqa: E402
+from replay.planning import SHAPING, ModelScorer, Planner, PlannerConfig, StateScorer  # noqa: E402
 from train.checkpoint import load_model  # noqa: E402
 from train.configs import make_config  # noqa: E402
 from train.dataset import DataSpec  # noqa: E402
 from teleworld.cpu import cpu_threads  # noqa: E402
 from train.loop import build_model  # noqa: E402
+from train.state_model import StateModel, StateModelConfig  # noqa: E402
 
 
 @dataclass
@@ -75,11 +78,10 @@ def scorer_for(model, start: Start, device: torch.device, compile: bool = False)
     (``compile``: as `plan --compile` does)."""
     scorer = ModelScorer(model, start.goal, samples=1, seed=0, shaping=SHAPING["push"],
                          shaping_weight=PlannerConfig().shaping, compile=compile)
-    frame = torch.from_numpy(start.frame).to(device).permute(2, 0, 1).float().div(255)[None, None]
+    frame = torch.from_numpy(start.frame).to(device).permute(2, 0, 1).float().div(255)[None]
     with torch.no_grad():
-        scorer.state, _ = model.rssm.obs_step(model.rssm.initial(1, device), torch.zeros(1, 2, device=device),
-                                              model.encode(frame)[:, 0])
-    scorer.proprio = torch.from_numpy(start.proprio).float().to(device)[None]
+        scorer.observe(frame, torch.zeros(1, 2, device=device),
+                       torch.from_numpy(start.proprio).float().to(device)[None])
     return scorer
 
 
@@ -97,7 +99,7 @@ def timed_ms(fn, device: torch.device) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
-def replanning_ms(scorer: ModelScorer, cfg: PlannerConfig, repeats: int, device: torch.device) -> np.ndarray:
+def replanning_ms(scorer: ModelScorer | StateScorer, cfg: PlannerConfig, repeats: int, device: torch.device) -> np.ndarray:
     """Milliseconds of each replanning step (after two warm-up steps), warm-started as the episode loop does."""
     planner = Planner(cfg, np.array([-1.0, -1.0]), np.array([1.0, 1.0]), seed=0)
     times = []
@@ -183,6 +185,14 @@ def main() -> None:
     batched = imagination_rate(scorer, args.candidates, args.horizon, max(3, args.repeats // 3), device)
     print(f"imagination: {batched:,.0f} candidate-steps/s batched vs {single:,.0f} one sequence at a time "
           f"({batched / single:.1f}x)")
+    torch.manual_seed(0)
+    state_model = StateModel(StateModelConfig(start.spec.proprio_dim, len(start.spec.action_names), 2)).eval()
+    state = StateScorer(state_model, start.goal.astype(np.float32), SHAPING["push"], PlannerConfig().shaping)
+    state.observe(None, None, torch.from_numpy(start.proprio).float()[None])
+    ms = replanning_ms(state, base, args.repeats, torch.device("cpu"))
+    p50 = float(np.percentile(ms, 50))
+    print(f"one replanning step with a state model, {base.iterations} iterations, 1 thread, cpu: p50 {p50:.1f} ms, "
+          f"p99 {np.percentile(ms, 99):.1f} ms, {baseline / p50:.2f}x the image model's baseline speed")
 
 
 if __name__ == "__main__":
