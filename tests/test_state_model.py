@@ -66,7 +66,7 @@ def test_a_state_model_is_refused_where_frames_are_needed_in_one_line(state_run,
     assert result.returncode == 1 and len(lines) == 1 and "state model" in lines[0], result.stderr
 
 
-@pytest.mark.parametrize("flags", [["--set", "deter=64"], ["--resume"], ["--seq-len", "8"]])
+@pytest.mark.parametrize("flags", [["--set", "deter=64"], ["--resume"], ["--seq-len", "8"], ["--device", "cuda"]])
 def test_train_state_refuses_what_it_does_not_take_in_one_line(push_store, tmp_path, flags):
     result = teleworld("train", "--config", "state", "--data", push_store, "--out", str(tmp_path / "run"), *flags,
                        log=tmp_path)

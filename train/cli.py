@@ -40,7 +40,7 @@ def train_command(
     named = {"steps": steps, "minutes": minutes, "batch_size": batch_size, "seq_len": seq_len, "seed": seed}
     options = {**parse_overrides(overrides), **{k: v for k, v in named.items() if v is not None}}
     if config == STATE:
-        train_state(data, out, resume, options)
+        train_state(data, out, resume or device not in ("auto", "cpu"), options)
         return
     if resume:
         cfg = resume_config(saved_config(resumable_checkpoint(out)), config_values(config, **options))
@@ -63,8 +63,9 @@ def train_command(
 STATE = "state"
 
 
-def train_state(data: Path, out: Path, resume: bool, values: dict) -> None:
-    """`teleworld train --config state`: fit a state-space model (train/state_model.py) and print its summary."""
+def train_state(data: Path, out: Path, refused: bool, values: dict) -> None:
+    """`teleworld train --config state`: fit a state-space model (train/state_model.py) and print its summary;
+    ``refused``: --resume or a --device other than the CPU was given."""
     from dataclasses import fields
 
     from recorder import EpisodeStore
@@ -74,9 +75,10 @@ def train_state(data: Path, out: Path, resume: bool, values: dict) -> None:
 
     known = {f.name for f in fields(StateTrainSettings)}
     unknown = sorted(set(values) - known)
-    if resume or unknown:
-        what = "--resume" if resume else f"{', '.join(unknown)}"
-        raise TeleworldError(f"a state model trains in minutes and takes neither {what}; its settings are "
+    if refused:
+        raise TeleworldError("a state model trains in minutes on the CPU: it takes neither --resume nor --device")
+    if unknown:
+        raise TeleworldError(f"a state model has no setting {', '.join(unknown)}; its settings are "
                              f"{', '.join(sorted(known))}")
     store = EpisodeStore.open(data)
     arrays = EpisodeArrays(store, DataSpec.from_store(store), cache="chunks")  # it reads no frame
