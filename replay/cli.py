@@ -80,8 +80,9 @@ def dream_command(
 
 
 def plan_command(
-    model: list[Path] = typer.Option(..., "--model", help="Run directory or checkpoint file (with a reward head); "
-                                                          "repeat it to plan with an ensemble of runs."),
+    model: list[Path] = typer.Option(..., "--model", help="Run directory or checkpoint file (with a reward head), "
+                                                          "an image world model or a state model (train --config "
+                                                          "state); repeat it to plan with an ensemble of runs."),
     out: Path = typer.Option(..., "--out", help="Directory for plan.json, episodes.csv, calibration.csv, videos, "
                                                 "report.html."),
     episodes: int = typer.Option(50, help="Episodes per method (the same seeds for every method)."),
