@@ -99,7 +99,8 @@ def timed_ms(fn, device: torch.device) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
-def replanning_ms(scorer: ModelScorer | StateScorer, cfg: PlannerConfig, repeats: int, device: torch.device) -> np.ndarray:
+def replanning_ms(scorer: ModelScorer | StateScorer, cfg: PlannerConfig, repeats: int, device: torch.device
+                  ) -> np.ndarray:
     """Milliseconds of each replanning step (after two warm-up steps), warm-started as the episode loop does."""
     planner = Planner(cfg, np.array([-1.0, -1.0]), np.array([1.0, 1.0]), seed=0)
     times = []

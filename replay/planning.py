@@ -338,7 +338,7 @@ class StateScorer:
         self.shaping_weight = shaping_weight
         self.proprio: torch.Tensor | None = None  # (1, P) the state observed now
 
-    def observe(self, frame: torch.Tensor, action: torch.Tensor, proprio: torch.Tensor) -> None:
+    def observe(self, frame: torch.Tensor | None, action: torch.Tensor | None, proprio: torch.Tensor) -> None:
         """Keep the observed state (1, P); the frame and the action that led to it are not needed."""
         self.proprio = proprio.float().cpu()
 

@@ -80,14 +80,15 @@ def train_state(data: Path, out: Path, refused: bool, values: dict) -> None:
     if unknown:
         raise TeleworldError(f"a state model has no setting {', '.join(unknown)}; its settings are "
                              f"{', '.join(sorted(known))}")
+    settings = StateTrainSettings(**values)
     store = EpisodeStore.open(data)
     arrays = EpisodeArrays(store, DataSpec.from_store(store), cache="chunks")  # it reads no frame
-    result = train_state_model(arrays, out, StateTrainSettings(**values))
+    result = train_state_model(arrays, out, settings)
     summary = f"checkpoint: {result['checkpoint']} ({result['steps']} steps, {result['seconds']:.0f} s)"
     if result["validation"]:
         v = result["validation"]
         summary += (f"; val state error {v['state']:.4f} vs copy-last {v['copy_last']:.4f} (standardised, "
-                    f"{StateTrainSettings(**values).unroll} steps open loop), reward {v['reward']:.4f}")
+                    f"{settings.unroll} steps open loop), reward {v['reward']:.4f}")
     Console().print(summary)
 
 

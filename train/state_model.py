@@ -123,10 +123,10 @@ class Windows:
     def __init__(self, data: EpisodeArrays, episodes: np.ndarray, length: int):
         self.starts = data.windows(length, episodes)
         self.length = length
-        self.proprio = torch.from_numpy(data.proprio.astype(np.float32))
+        self.proprio = torch.from_numpy(data.proprio)  # float32 already, shared with ``data`` (no copy)
         self.action = torch.from_numpy(data.action)
         self.reward = torch.from_numpy(data.reward)
-        self.goal = torch.from_numpy(data.goal) if data.goal is not None else torch.zeros(len(data.reward), 0)
+        self.goal = torch.from_numpy(data.goal)  # after data.load_goals()
 
     def batch(self, starts: np.ndarray) -> dict[str, torch.Tensor]:
         index = torch.from_numpy(starts)[:, None] + torch.arange(self.length)  # (B, L)
@@ -164,7 +164,7 @@ def train_state_model(data: EpisodeArrays, out_dir: str | Path, settings: StateT
     if len(train_windows.starts) == 0:
         raise TeleworldError(f"no training episode has {length} steps; record longer episodes or lower --set unroll")
     steps = data.steps_of(train_eps)
-    within = steps[np.isin(steps + 1, steps) & ~np.isin(steps + 1, data.episode_begins)]
+    within = np.concatenate([np.arange(data.episode_begins[e], data.episode_ends[e] - 1) for e in train_eps])
     cfg = StateModelConfig(data.spec.proprio_dim, len(data.spec.action_names), data.goal.shape[1])
     model = StateModel(cfg)
     model.set_stats(data.proprio[steps], data.proprio[within + 1] - data.proprio[within], data.reward[steps],

@@ -39,7 +39,8 @@ class Validator:
         model.eval()
         batch = self.data.batch(self.starts, CONTEXT + self.horizon, self.device)
         truth = batch["image"][:, CONTEXT:]
-        pred = model.open_loop(batch["image"], batch["action"], CONTEXT, proprio=batch.get("proprio"))["image"].float().clamp(0, 1)
+        pred = model.open_loop(batch["image"], batch["action"], CONTEXT, proprio=batch.get("proprio"))["image"]
+        pred = pred.float().clamp(0, 1)
         copy = batch["image"][:, CONTEXT - 1 : CONTEXT].expand_as(truth)
         frames = torch.cat([truth[0], pred[0], (pred[0] - truth[0]).abs() * 3], -2)  # (H, 3, 3S, S)
         strip = frames[:: max(1, self.horizon // 10)].permute(1, 2, 0, 3).flatten(2).clamp(0, 1)
