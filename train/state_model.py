@@ -70,7 +70,8 @@ class StateModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.dynamics = _mlp(cfg.proprio_dim + cfg.action_dim, cfg.hidden, cfg.proprio_dim, cfg.layers)
-        self.reward_head = _mlp(cfg.proprio_dim + cfg.goal_dim, cfg.hidden, 1, 1)  # deeper: planned worse (docs/planning.md)
+        # one hidden layer: a deeper head planned worse on push (docs/planning.md)
+        self.reward_head = _mlp(cfg.proprio_dim + cfg.goal_dim, cfg.hidden, 1, 1)
         for name, size in (("mean", cfg.proprio_dim), ("std", cfg.proprio_dim), ("delta_std", cfg.proprio_dim),
                            ("goal_mean", cfg.goal_dim), ("goal_std", cfg.goal_dim)):
             self.register_buffer(name, torch.ones(size) if "std" in name else torch.zeros(size))
