@@ -180,7 +180,7 @@ class PlanningController:
         action = torch.from_numpy(self.prev_action).to(device)[None]
         proprio = torch.from_numpy(np.concatenate([obs.qpos, obs.qvel])).float().to(device)[None]
         for member in self.members:
-            member.observe(self.frame, action, proprio)
+            member.observe(self.frame, action, proprio, obs.extras)
 
     @torch.no_grad()
     def _draw(self, actions: np.ndarray) -> np.ndarray:

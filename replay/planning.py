@@ -296,9 +296,11 @@ class ModelScorer:
         return reward.sum(1).view(n, self.samples).cpu()
 
     @torch.no_grad()
-    def observe(self, frame: torch.Tensor, action: torch.Tensor, proprio: torch.Tensor) -> None:
+    def observe(self, frame: torch.Tensor, action: torch.Tensor, proprio: torch.Tensor,
+                extras: dict[str, np.ndarray] | None = None) -> None:
         """Filter the real frame (1, 3, S, S), reached by ``action`` (1, A), into the posterior; ``proprio`` (1, P):
-        the state observed with it (the shaping term's anchor, and an input of a model that observes it)."""
+        the state observed with it (the shaping term's anchor, and an input of a model that observes it); the
+        scene's step ``extras`` are a state model's, not read here."""
         model = self.model
         state = self.state or model.rssm.initial(1, frame.device)
         embed = model.encode(frame[:, None], proprio[:, None])[:, 0]
@@ -338,9 +340,17 @@ class StateScorer:
         self.shaping_weight = shaping_weight
         self.proprio: torch.Tensor | None = None  # (1, P) the state observed now
 
-    def observe(self, frame: torch.Tensor | None, action: torch.Tensor | None, proprio: torch.Tensor) -> None:
-        """Keep the observed state (1, P); the frame and the action that led to it are not needed."""
-        self.proprio = proprio.float().cpu()
+    def observe(self, frame: torch.Tensor | None, action: torch.Tensor | None, proprio: torch.Tensor,
+                extras: dict[str, np.ndarray] | None = None) -> None:
+        """Keep the observed state: ``proprio`` (1, nq + nv) followed by the step ``extras`` the model was trained
+        with; the frame and the action that led to it are not needed."""
+        names = self.model.cfg.extras
+        missing = [name for name in names if name not in (extras or {})]
+        if missing:
+            raise TeleworldError(f"this state model reads the step extras {', '.join(missing)}, which the scene "
+                                 "does not give")
+        tail = [torch.as_tensor(np.ravel(extras[name]), dtype=torch.float32)[None] for name in names]
+        self.proprio = torch.cat([proprio.float().cpu(), *tail], 1)
 
     @torch.no_grad()
     def __call__(self, actions: torch.Tensor) -> torch.Tensor:

@@ -11,11 +11,13 @@ import numpy as np
 import pandas as pd
 import pygame
 import pytest
+import torch
 import zarr
 
 from recorder import EpisodeStore, EpisodeWriter
 from recorder.export import export_diffusion_policy, export_lerobot
 from recorder.schema import step_specs
+from replay.planning import StateScorer
 from teleop.bindings import load_bindings
 from teleop.devices.keyboard import KeyboardDevice
 from teleop.devices.scripted import scripted_operator
@@ -23,6 +25,9 @@ from teleop.loop import run_episode, step_record
 from teleop.scenes import load
 from teleop.scenes.arm import FINGER_JOINTS, JOINT_SPEED, MAX_LINEAR, MAX_YAW, ArmScene
 from teleop.session import TeleopSession
+from teleworld.errors import TeleworldError
+from train.dataset import DataSpec, EpisodeArrays
+from train.state_model import load_state_model
 
 ENV = {**os.environ, "MUJOCO_GL": "egl", "OMP_NUM_THREADS": "1"}
 CM_PER_TICK = MAX_LINEAR / ArmScene.control_rate * 100  # a key held n ticks (ramp up and down) moves n of these
@@ -175,6 +180,28 @@ def test_generate_arm_writes_a_store_validate_accepts_and_plan_runs_on_it(tmp_pa
     assert planned.returncode == 0, planned.stderr
     methods = json.loads((tmp_path / "plan" / "plan.json").read_text())["methods"]
     assert methods["expert"]["success_rate"] == 1.0 and methods["model"]["plan_ms_p50"] > 0
+
+    # a state model's state is concat(qpos, qvel) and the arm's step extras, laid out alike in training and in plan
+    trained = subprocess.run([*teleworld, "train", "--config", "state", "--data", str(out), "--out",
+                              str(tmp_path / "state"), "--steps", "5"], env=ENV, capture_output=True, text=True,
+                             timeout=300)
+    assert trained.returncode == 0, trained.stderr
+    model, _, _ = load_state_model(tmp_path / "state")
+    extras = ["ee_pose", "joint_command"]
+    assert model.cfg.extras == extras and model.cfg.state_dim == store.info["nq"] + store.info["nv"] + 14
+    data = EpisodeArrays(store, DataSpec.from_store(store), cache="chunks")
+    recorded = store.episode(1, extras)
+    np.testing.assert_allclose(data.step_extras(extras)[store.episode_ends[0]],
+                               np.concatenate([recorded["ee_pose"][0], recorded["joint_command"][0]]), rtol=1e-6)
+    scene = ArmScene(image_size=(16, 16))
+    obs = scene.reset(3)
+    scorer = StateScorer(model, scene.goal())
+    scorer.observe(None, None, torch.from_numpy(np.concatenate([obs.qpos, obs.qvel]))[None], obs.extras)
+    np.testing.assert_allclose(scorer.proprio[0, -14:].numpy(),
+                               np.concatenate([obs.extras["ee_pose"], obs.extras["joint_command"]]), rtol=1e-6)
+    with pytest.raises(TeleworldError, match="ee_pose, joint_command"):
+        scorer.observe(None, None, scorer.proprio[:, :-14], {})
+    scene.close()
 
 
 def test_step_extras_round_trip_through_store_and_exports(tmp_path):

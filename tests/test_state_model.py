@@ -38,12 +38,12 @@ def test_state_model_learns_the_pushers_motion_from_the_actions(push_store, tmp_
     result = train_state_model(data, tmp_path / "run", StateTrainSettings(steps=1000, batch_size=128),
                                show_progress=False)
     model, _, ckpt = load_state_model(result["checkpoint"])
-    held_out = Windows(data, np.array(ckpt["val_episodes"]), 9)
+    held_out = Windows(data, np.array(ckpt["val_episodes"]), 9, data.proprio)
     batch = held_out.batch(held_out.starts)
     with torch.no_grad():
-        imagined = model.imagine(batch["proprio"][:, 0], batch["action"][:, :-1])
-    pusher_error = (imagined[..., :2] - batch["proprio"][:, 1:, :2]).norm(dim=-1).mean()
-    copy_error = (batch["proprio"][:, :1, :2] - batch["proprio"][:, 1:, :2]).norm(dim=-1).mean()
+        imagined = model.imagine(batch["state"][:, 0], batch["action"][:, :-1])
+    pusher_error = (imagined[..., :2] - batch["state"][:, 1:, :2]).norm(dim=-1).mean()
+    copy_error = (batch["state"][:, :1, :2] - batch["state"][:, 1:, :2]).norm(dim=-1).mean()
     assert pusher_error < 0.5 * copy_error, (pusher_error, copy_error)
 
 
@@ -72,4 +72,13 @@ def test_train_state_refuses_what_it_does_not_take_in_one_line(push_store, tmp_p
                        log=tmp_path)
     lines = [ln for ln in result.stderr.strip().splitlines() if ln.strip()]
     assert result.returncode == 1 and len(lines) == 1 and "state model" in lines[0], result.stderr
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_train_state_names_the_step_extras_a_store_records_when_asked_for_others(push_store, tmp_path):
+    result = teleworld("train", "--config", "state", "--data", push_store, "--out", str(tmp_path / "run"), "--set",
+                       "extras=ee_pose", log=tmp_path)
+    lines = [ln for ln in result.stderr.strip().splitlines() if ln.strip()]
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert "no step extra 'ee_pose'; it records none" in lines[0]
     assert not (tmp_path / "run" / "checkpoint.pt").exists()

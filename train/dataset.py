@@ -9,7 +9,7 @@ import torch
 
 from recorder import EpisodeStore
 from recorder.loader import step_rows
-from recorder.schema import image_key, proprio
+from recorder.schema import extra_names, image_key, proprio
 from teleworld.errors import TeleworldError
 from recorder.windows import episode_starts, make_windows
 
@@ -74,18 +74,32 @@ class EpisodeArrays:
         # (N, H, W, 3) uint8: in RAM when they fit, else read by chunk (recorder.loader.step_rows)
         self.frames = step_rows(store, image_key(spec.camera), cache, max_cache_bytes)
 
-        def rows(key: str) -> np.ndarray:  # straight from zarr, with a tail file's rows (recorder.store) put in
-            return store.with_tail(f"data/{key}", slice(0, n), store.array(key)[:n])
-
+        self.store = store
+        rows = self._rows
         self.action = rows("action").astype(np.float32)
         self.proprio = proprio(rows("qpos"), rows("qvel"))
         self.position_dims = int(store.info["nq"])  # the leading proprio entries are positions (qpos)
         self.contact = rows("contact_summary").astype(np.float32)
         self.reward = rows("reward").astype(np.float32)  # of the state observed at step t
         self.goal: np.ndarray | None = None  # (N, D) per step, once load_goals() has run
-        self.store = store
         if not np.isfinite(self.action).all():
             raise TeleworldError(f"{store.path} has non-finite actions; run `teleworld data validate`")
+
+    def _rows(self, key: str) -> np.ndarray:
+        """Every step of data/``key``, straight from zarr, with a tail file's rows (recorder.store) put in."""
+        n = self.store.num_steps
+        return self.store.with_tail(f"data/{key}", slice(0, n), self.store.array(key)[:n])
+
+    def step_extras(self, names: list[str]) -> np.ndarray:
+        """The named step extras (the scene's own per-step arrays) of every step, flattened and concatenated in
+        the order given, as float32 (N, total size)."""
+        declared = extra_names(self.store.info)
+        for name in names:
+            if name not in declared:
+                raise TeleworldError(f"{self.store.path} records no step extra {name!r}; it records "
+                                     f"{', '.join(declared) or 'none'}")
+        parts = [self._rows(name).reshape(self.store.num_steps, -1).astype(np.float32) for name in names]
+        return np.concatenate(parts, 1) if parts else np.zeros((self.store.num_steps, 0), np.float32)
 
     def load_goals(self) -> None:
         """Read every active episode's recorded task goal (train/goals.py) so batches carry "goal" next to "reward"."""

@@ -1,8 +1,9 @@
-"""A state-space world model: an MLP that steps concat(qpos, qvel) under an action, and a reward head on the state.
+"""A state-space world model: an MLP that steps the simulator's state under an action, and a reward head on it.
 
 The simple learned model that planning with the image world model is judged against (PETS and TD-MPC on state
 inputs, in their simplest form): it sees what the simulator's state holds, not the camera, so it tells how much of
-a planner's gap comes from learning from pixels. ``teleworld train --config state`` fits it (train_state_model),
+a planner's gap comes from learning from pixels. Its state is concat(qpos, qvel) followed by the scene's recorded step
+extras (``extras``: all of them by default; the arm records its hand's pose and its controller's joint targets). ``teleworld train --config state`` fits it (train_state_model),
 ``teleworld plan --model RUN`` plans with it (replay/planning.py's StateScorer). The state is standardised by the
 training episodes' statistics; a step predicts the change of the state, scaled by the spread of one step's change;
 training unrolls ``unroll`` steps open loop with the real actions, so the model learns to correct its own drift.
@@ -11,13 +12,14 @@ training unrolls ``unroll`` steps open loop with the real actions, so the model 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from recorder.schema import extra_names
 from recorder.windows import split_episodes
 from teleworld.errors import TeleworldError
 from teleworld.progress import progress_bar
@@ -29,11 +31,12 @@ KIND = "state"
 
 @dataclass
 class StateModelConfig:
-    """Sizes of the state model; ``proprio_dim``/``action_dim``/``goal_dim`` come from the data."""
+    """Sizes of the state model; ``state_dim``/``action_dim``/``goal_dim``/``extras`` come from the data."""
 
-    proprio_dim: int
+    state_dim: int  # nq + nv + the extras' sizes
     action_dim: int
     goal_dim: int = 0
+    extras: list[str] = field(default_factory=list)  # step extras appended to concat(qpos, qvel), in this order
     hidden: int = 256
     layers: int = 3
 
@@ -53,6 +56,14 @@ class StateTrainSettings:
     lr: float = 1e-3
     val_fraction: float = 0.1
     seed: int = 0
+    extras: str | list[str] = "all"  # the step extras in the state: all, none, or names (a list or "a,b")
+
+    def extra_names(self, recorded: list[str]) -> list[str]:
+        """The step extras to put in the state, out of those a store ``recorded``."""
+        if self.extras in ("all", "none"):
+            return list(recorded) if self.extras == "all" else []
+        names = self.extras.split(",") if isinstance(self.extras, str) else self.extras
+        return [name.strip() for name in names if name.strip()]
 
 
 def _mlp(inp: int, hidden: int, out: int, layers: int) -> nn.Sequential:
@@ -69,20 +80,20 @@ class StateModel(nn.Module):
     def __init__(self, cfg: StateModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.dynamics = _mlp(cfg.proprio_dim + cfg.action_dim, cfg.hidden, cfg.proprio_dim, cfg.layers)
+        self.dynamics = _mlp(cfg.state_dim + cfg.action_dim, cfg.hidden, cfg.state_dim, cfg.layers)
         # one hidden layer: a deeper head planned worse on push (docs/planning.md)
-        self.reward_head = _mlp(cfg.proprio_dim + cfg.goal_dim, cfg.hidden, 1, 1)
-        for name, size in (("mean", cfg.proprio_dim), ("std", cfg.proprio_dim), ("delta_std", cfg.proprio_dim),
+        self.reward_head = _mlp(cfg.state_dim + cfg.goal_dim, cfg.hidden, 1, 1)
+        for name, size in (("mean", cfg.state_dim), ("std", cfg.state_dim), ("delta_std", cfg.state_dim),
                            ("goal_mean", cfg.goal_dim), ("goal_std", cfg.goal_dim)):
             self.register_buffer(name, torch.ones(size) if "std" in name else torch.zeros(size))
         self.register_buffer("reward_mean", torch.zeros(()))
         self.register_buffer("reward_std", torch.ones(()))
 
     @torch.no_grad()
-    def set_stats(self, proprio: np.ndarray, delta: np.ndarray, reward: np.ndarray, goal: np.ndarray) -> None:
-        """Standardise by the training steps' proprio (N, P), one step's change of it (M, P), rewards (N,), goals."""
-        self.mean.copy_(torch.from_numpy(proprio.mean(0)))
-        self.std.copy_(torch.from_numpy(proprio.std(0)).clamp_min(1e-3))
+    def set_stats(self, state: np.ndarray, delta: np.ndarray, reward: np.ndarray, goal: np.ndarray) -> None:
+        """Standardise by the training steps' states (N, P), one step's change of them (M, P), rewards (N,), goals."""
+        self.mean.copy_(torch.from_numpy(state.mean(0)))
+        self.std.copy_(torch.from_numpy(state.std(0)).clamp_min(1e-3))
         self.delta_std.copy_(torch.from_numpy(delta.std(0)).clamp_min(1e-5))
         self.reward_mean.fill_(float(reward.mean()))
         self.reward_std.fill_(max(float(reward.std()), 1e-6))
@@ -121,31 +132,31 @@ class StateModel(nn.Module):
 class Windows:
     """Windows of ``length`` steps of a set of episodes, as tensors of states, actions, rewards and goals."""
 
-    def __init__(self, data: EpisodeArrays, episodes: np.ndarray, length: int):
+    def __init__(self, data: EpisodeArrays, episodes: np.ndarray, length: int, state: np.ndarray):
         self.starts = data.windows(length, episodes)
         self.length = length
-        self.proprio = torch.from_numpy(data.proprio)  # float32 already, shared with ``data`` (no copy)
+        self.state = torch.from_numpy(state)  # (N, P) float32, shared with the caller (no copy)
         self.action = torch.from_numpy(data.action)
         self.reward = torch.from_numpy(data.reward)
         self.goal = torch.from_numpy(data.goal)  # after data.load_goals()
 
     def batch(self, starts: np.ndarray) -> dict[str, torch.Tensor]:
         index = torch.from_numpy(starts)[:, None] + torch.arange(self.length)  # (B, L)
-        return {"proprio": self.proprio[index], "action": self.action[index], "reward": self.reward[index],
+        return {"state": self.state[index], "action": self.action[index], "reward": self.reward[index],
                 "goal": self.goal[index[:, 0]]}
 
 
 def losses(model: StateModel, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The unrolled state error (standardised, mean over steps and entries), the reward head's error on the real
     states (standardised), and copy-last's state error on the same windows (not trained: the baseline)."""
-    proprio, actions = batch["proprio"], batch["action"]
-    imagined = model.imagine(proprio[:, 0], actions[:, :-1])
-    truth = proprio[:, 1:]
-    state = ((model.normalised(imagined) - model.normalised(truth)) ** 2).mean()
-    copy = ((model.normalised(proprio[:, :1]) - model.normalised(truth)) ** 2).mean()
+    state, actions = batch["state"], batch["action"]
+    imagined = model.imagine(state[:, 0], actions[:, :-1])
+    truth = state[:, 1:]
+    error = ((model.normalised(imagined) - model.normalised(truth)) ** 2).mean()
+    copy = ((model.normalised(state[:, :1]) - model.normalised(truth)) ** 2).mean()
     target = (batch["reward"] - model.reward_mean) / model.reward_std
-    reward = ((model.reward(proprio, batch["goal"][:, None], standardised=True) - target) ** 2).mean()
-    return {"state": state, "reward": reward, "copy_last": copy.detach()}
+    reward = ((model.reward(state, batch["goal"][:, None], standardised=True) - target) ** 2).mean()
+    return {"state": error, "reward": reward, "copy_last": copy.detach()}
 
 
 def train_state_model(data: EpisodeArrays, out_dir: str | Path, settings: StateTrainSettings,
@@ -160,16 +171,17 @@ def train_state_model(data: EpisodeArrays, out_dir: str | Path, settings: StateT
         train, val = split_episodes(len(data.active), settings.val_fraction, settings.seed)
         train_eps, val_eps = data.active[train], data.active[val]
     data.load_goals()
+    extras = settings.extra_names(extra_names(data.store.info))
+    state = data.proprio if not extras else np.concatenate([data.proprio, data.step_extras(extras)], 1)
     length = settings.unroll + 1
-    train_windows, val_windows = Windows(data, train_eps, length), Windows(data, val_eps, length)
+    train_windows, val_windows = Windows(data, train_eps, length, state), Windows(data, val_eps, length, state)
     if len(train_windows.starts) == 0:
         raise TeleworldError(f"no training episode has {length} steps; record longer episodes or lower --set unroll")
     steps = data.steps_of(train_eps)
     within = np.concatenate([np.arange(data.episode_begins[e], data.episode_ends[e] - 1) for e in train_eps])
-    cfg = StateModelConfig(data.spec.proprio_dim, len(data.spec.action_names), data.goal.shape[1])
+    cfg = StateModelConfig(state.shape[1], len(data.spec.action_names), data.goal.shape[1], extras)
     model = StateModel(cfg)
-    model.set_stats(data.proprio[steps], data.proprio[within + 1] - data.proprio[within], data.reward[steps],
-                    data.goal[steps])
+    model.set_stats(state[steps], state[within + 1] - state[within], data.reward[steps], data.goal[steps])
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     began, done = time.perf_counter(), 0
     budget = f", at most {settings.minutes:g} min" if settings.minutes else ""
