@@ -48,6 +48,12 @@ class Job:
     image_size: int = 64
     expert_ratio: float = 1.0
     randomize: bool = False
+    perturb: float = 0.0
+
+    def generator_info(self) -> dict:
+        """The options recorded with each episode (and matched on --resume); ``perturb`` only when used."""
+        info = {"expert_ratio": self.expert_ratio, "randomize": self.randomize}
+        return {**info, "perturb": self.perturb} if self.perturb else info
 
 
 @dataclass
@@ -97,7 +103,7 @@ def simulate(job: Job, seed: int) -> Episode:
 
     if job not in _BUILT:
         scene = build_scene(job)
-        operator = mixed_operator(scene, job.expert_ratio)
+        operator = mixed_operator(scene, job.expert_ratio, job.perturb)
         operator.connect()
         _BUILT[job] = scene, operator, step_specs(scene.info())
     scene, operator, specs = _BUILT[job]
@@ -109,7 +115,7 @@ def simulate(job: Job, seed: int) -> Episode:
             "success": success, "final_reward": float(scene.reward()), "goal": scene.goal().tolist(),
             "overruns": stats.overruns,
             "timing": timing_health(steps["wall_time"], scene.control_rate),
-            "generator": {"expert_ratio": job.expert_ratio, "randomize": job.randomize}}
+            "generator": job.generator_info()}
     if job.randomize:
         info["randomization"] = scene.randomized
     return Episode(seed, steps, contacts, info)
@@ -301,7 +307,7 @@ def _open_store(out: Path, sim: Scene, job: Job, append: bool, resume: bool) -> 
             raise TeleworldError(f"{out} holds {key}={theirs.get(key)}, this run makes {key}={ours.get(key)}")
     if store.num_episodes:
         stored = store.episode_info(store.num_episodes - 1).get("generator")
-        wanted = {"expert_ratio": job.expert_ratio, "randomize": job.randomize}
+        wanted = job.generator_info()
         if resume and stored is not None and stored != wanted:
             store.close()
             raise TeleworldError(f"{out} was generated with {stored}; resume it with the same options")
@@ -323,6 +329,10 @@ def generate(
     expert_ratio: float = typer.Option(1.0, min=0.0, max=1.0,
                                        help="Share of episodes driven by the scene's expert; the rest explore."),
     randomize: bool = typer.Option(False, help="Domain randomization: draw the scene's declared parameters."),
+    perturb: float = typer.Option(0.0, min=0.0, max=1.0,
+                                  help="Per step of an expert episode, the chance that random actions interrupt "
+                                       "the expert for a few steps (it then recovers); such episodes are labelled "
+                                       "'perturbed'. Shows a model what the expert never does (docs/generate.md)."),
 ) -> None:
     """Record episodes driven by scripted operators (no human needed), in parallel."""
     if append and resume:
@@ -334,7 +344,9 @@ def generate(
     if randomize and scene in SCENES and getattr(SCENES[scene], "randomization", None) is None:
         raise TeleworldError(f"scene {scene!r} declares no domain randomization")
     steps = steps or getattr(SCENES.get(scene), "episode_steps", DEFAULT_STEPS)
-    job = Job(scene, steps, image_size, expert_ratio, randomize)
+    if perturb and expert_ratio == 0.0:
+        raise TeleworldError("--perturb interrupts the expert's episodes, and --expert-ratio 0 records none")
+    job = Job(scene, steps, image_size, expert_ratio, randomize, perturb)
     sim = build_scene(job)  # an unknown scene fails here, before anything is written
     console = Console()
     with _open_store(out, sim, job, append, resume) as store:

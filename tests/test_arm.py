@@ -152,6 +152,18 @@ def test_expert_places_the_block(seed):
     assert scene.success() and scene.zone_distance() < 0.06 and not scene.held()
 
 
+def test_success_is_a_plain_bool_when_the_block_hangs_over_the_zone():
+    """generate writes success into the episode's JSON info: a numpy bool there stopped a run."""
+    scene = ArmScene(image_size=(16, 16))
+    scene.reset(0)
+    scene.place_zone(scene.object_position()[:2])
+    scene.data.qpos[scene._object_qpos + 2] += 0.05  # lifted over the zone's centre: not resting, so no success
+    assert scene.success() is False
+    scene.data.qpos[scene._object_qpos + 2] -= 0.05
+    assert scene.success() is True
+    scene.close()
+
+
 def test_generate_arm_writes_a_store_validate_accepts_and_plan_runs_on_it(tmp_path):
     out = tmp_path / "arm.zarr"
     run = subprocess.run([sys.executable, "-m", "teleworld", "generate", "--scene", "arm", "--out", str(out),

@@ -113,21 +113,32 @@ class MixedOperator(Device):
 
     The pick is drawn from a child of the episode's random stream, so each operator sees exactly the stream
     it would see alone: a ratio of 1 (or 0) records the same episodes as the expert (or explorer) itself.
+    ``perturb`` > 0 interrupts the expert (noise injection, as DART does): at each of its steps, with this
+    probability, the explorer takes over for one of its held actions (``mean_hold`` steps on average), from
+    another child stream, and the expert then recovers from wherever that left the scene. The data then show
+    what the expert's own episodes never do: grasps let go, pushes broken off, objects left behind.
     """
 
     name = "scripted-mixed"
 
-    def __init__(self, expert: Device | None, explorer: Device, expert_ratio: float):
+    def __init__(self, expert: Device | None, explorer: Device, expert_ratio: float, perturb: float = 0.0,
+                 mean_hold: int = 8):
         if not 0.0 <= expert_ratio <= 1.0:
             raise ValueError(f"expert_ratio must be in [0, 1], got {expert_ratio}")
+        if not 0.0 <= perturb <= 1.0:
+            raise ValueError(f"perturb must be in [0, 1], got {perturb}")
         super().__init__(explorer.action_spec)
         self.expert, self.explorer, self.expert_ratio = expert, explorer, expert_ratio
+        self.perturb, self.mean_hold = perturb, mean_hold
         self.current: Device = explorer
+        self._interrupt_left = 0
 
     @property
     def label(self) -> str:
-        """'expert' or 'random': which operator drives the current episode."""
-        return "expert" if self.current is self.expert else "random"
+        """'expert', 'perturbed' (the expert, interrupted) or 'random': which operator drives the episode."""
+        if self.current is not self.expert:
+            return "random"
+        return "perturbed" if self.perturb else "expert"
 
     def connect(self) -> None:
         for device in (self.expert, self.explorer):
@@ -145,14 +156,30 @@ class MixedOperator(Device):
         pick_expert = self.expert is not None and rng.spawn(1)[0].random() < self.expert_ratio
         self.current = self.expert if pick_expert else self.explorer
         self.current.on_reset(observation, rng)
+        self._interrupt_left = 0
+        if pick_expert and self.perturb:
+            self._interrupts = rng.spawn(1)[0]
+            self.explorer.on_reset(observation, self._interrupts)
 
     def get_action(self, observation: Observation) -> np.ndarray:
+        if self.current is self.expert and self.perturb and self._interrupted():
+            return self.explorer.get_action(observation)
         return self.current.get_action(observation)
 
+    def _interrupted(self) -> bool:
+        """Whether the explorer acts at this step of the expert's episode."""
+        if self._interrupt_left == 0 and self._interrupts.random() < self.perturb:
+            self._interrupt_left = int(self._interrupts.geometric(1.0 / self.mean_hold))
+        if self._interrupt_left:
+            self._interrupt_left -= 1
+            return True
+        return False
 
-def mixed_operator(scene, expert_ratio: float) -> MixedOperator:
-    """A scene's goal-seeking expert mixed with persistent random exploration (all random without an expert)."""
+
+def mixed_operator(scene, expert_ratio: float, perturb: float = 0.0) -> MixedOperator:
+    """A scene's goal-seeking expert, interrupted with probability ``perturb`` a step, mixed with persistent random
+    exploration (all random without an expert)."""
     expert = PushExpert(scene, to_goal=True) if isinstance(scene, PushScene) else None
     if isinstance(scene, ArmScene) and scene.control == "ee":
         expert = ArmExpert(scene)
-    return MixedOperator(expert, RandomPersistent(scene.action_spec), expert_ratio)
+    return MixedOperator(expert, RandomPersistent(scene.action_spec), expert_ratio, perturb)

@@ -175,7 +175,7 @@ class PickPlaceTask(Task):
 
     def success(self, physics: ArmScene) -> bool:
         resting = physics.object_position()[2] < physics.object_half() + 0.01
-        return physics.zone_distance() < ZONE_RADIUS and resting and physics.grip() < 0.5
+        return bool(physics.zone_distance() < ZONE_RADIUS and resting and physics.grip() < 0.5)
 
     def reward(self, physics: ArmScene) -> float:
         if self.success(physics):
