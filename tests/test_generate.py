@@ -136,6 +136,33 @@ def test_operator_labels_and_success():
     assert simulate(Job("push", steps=2, image_size=16, expert_ratio=0.0), 0).info["operator"] == "random"
 
 
+def test_perturbed_expert_is_interrupted_and_recovers():
+    """--perturb: the expert's episode is the expert's own until the first interruption, then random actions break
+    in; the expert still succeeds more often than exploration does from the same seeds; reruns are identical."""
+    expert, perturbed = (Job("push", steps=120, image_size=16, expert_ratio=1.0, perturb=p) for p in (0.0, 0.05))
+    explorer = Job("push", steps=120, image_size=16, expert_ratio=0.0)
+    successes = {"perturbed": 0, "random": 0}
+    for seed in range(4):
+        own, interrupted = simulate(expert, seed), simulate(perturbed, seed)
+        assert interrupted.info["operator"] == "perturbed" and interrupted.info["generator"]["perturb"] == 0.05
+        differ = np.flatnonzero(np.any(own.steps["action"] != interrupted.steps["action"], axis=1))
+        assert len(differ), "the expert was never interrupted"
+        assert np.array_equal(own.steps["qpos"][: differ[0] + 1], interrupted.steps["qpos"][: differ[0] + 1])
+        successes["perturbed"] += interrupted.info["success"]
+        successes["random"] += simulate(explorer, seed).info["success"]
+    assert successes["perturbed"] > successes["random"], successes
+    assert np.array_equal(simulate(perturbed, 3).steps["action"], interrupted.steps["action"])
+
+
+def test_perturb_without_expert_episodes_is_refused_in_one_line(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "teleworld", "generate", "--out", str(tmp_path / "x.zarr"),
+                          "--episodes", "1", "--expert-ratio", "0", "--perturb", "0.1"], env=ENV,
+                         capture_output=True, text=True, timeout=120)
+    lines = [ln for ln in run.stderr.strip().splitlines() if ln.strip()]
+    assert run.returncode == 1 and len(lines) == 1 and "--perturb" in lines[0], run.stderr
+    assert not (tmp_path / "x.zarr").exists()
+
+
 def test_plan_seeds_skips_stored_ones():
     assert plan_seeds({0, 2, 5}, 0, 4) == [1, 3, 4, 6]
     assert plan_seeds(set(), 10, 2) == [10, 11]

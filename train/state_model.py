@@ -39,6 +39,7 @@ class StateModelConfig:
     extras: list[str] = field(default_factory=list)  # step extras appended to concat(qpos, qvel), in this order
     hidden: int = 256
     layers: int = 3
+    reward_layers: int = 1  # hidden layers of the reward head
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,6 +58,8 @@ class StateTrainSettings:
     val_fraction: float = 0.1
     seed: int = 0
     extras: str | list[str] = "all"  # the step extras in the state: all, none, or names (a list or "a,b")
+    reward_layers: int = 1  # hidden layers of the reward head (a deeper one planned push worse, docs/planning.md)
+    reward_weight: float = 1.0  # the reward head's loss next to the state's
 
     def extra_names(self, recorded: list[str]) -> list[str]:
         """The step extras to put in the state, out of those a store ``recorded``."""
@@ -81,8 +84,7 @@ class StateModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.dynamics = _mlp(cfg.state_dim + cfg.action_dim, cfg.hidden, cfg.state_dim, cfg.layers)
-        # one hidden layer: a deeper head planned worse on push (docs/planning.md)
-        self.reward_head = _mlp(cfg.state_dim + cfg.goal_dim, cfg.hidden, 1, 1)
+        self.reward_head = _mlp(cfg.state_dim + cfg.goal_dim, cfg.hidden, 1, cfg.reward_layers)
         for name, size in (("mean", cfg.state_dim), ("std", cfg.state_dim), ("delta_std", cfg.state_dim),
                            ("goal_mean", cfg.goal_dim), ("goal_std", cfg.goal_dim)):
             self.register_buffer(name, torch.ones(size) if "std" in name else torch.zeros(size))
@@ -179,7 +181,8 @@ def train_state_model(data: EpisodeArrays, out_dir: str | Path, settings: StateT
         raise TeleworldError(f"no training episode has {length} steps; record longer episodes or lower --set unroll")
     steps = data.steps_of(train_eps)
     within = np.concatenate([np.arange(data.episode_begins[e], data.episode_ends[e] - 1) for e in train_eps])
-    cfg = StateModelConfig(state.shape[1], len(data.spec.action_names), data.goal.shape[1], extras)
+    cfg = StateModelConfig(state.shape[1], len(data.spec.action_names), data.goal.shape[1], extras,
+                           reward_layers=settings.reward_layers)
     model = StateModel(cfg)
     model.set_stats(state[steps], state[within + 1] - state[within], data.reward[steps], data.goal[steps])
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
@@ -190,7 +193,7 @@ def train_state_model(data: EpisodeArrays, out_dir: str | Path, settings: StateT
         while done < settings.steps and not (settings.minutes and time.perf_counter() - began > settings.minutes * 60):
             terms = losses(model, train_windows.batch(rng.choice(train_windows.starts, settings.batch_size)))
             optimizer.zero_grad(set_to_none=True)
-            (terms["state"] + terms["reward"]).backward()
+            (terms["state"] + settings.reward_weight * terms["reward"]).backward()
             optimizer.step()
             done += 1
             progress.update(task, advance=1, status=f"state {terms['state'].item():.3f} (copy-last "
