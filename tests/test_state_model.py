@@ -82,3 +82,13 @@ def test_train_state_names_the_step_extras_a_store_records_when_asked_for_others
     assert result.returncode == 1 and len(lines) == 1, result.stderr
     assert "no step extra 'ee_pose'; it records none" in lines[0]
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_train_state_takes_the_reward_heads_depth_and_the_extras_from_set(push_store, tmp_path):
+    result = teleworld("train", "--config", "state", "--data", push_store, "--out", str(tmp_path / "run"), "--steps",
+                       "5", "--set", "reward_layers=2", "--set", "reward_weight=3", "--set", "extras=none",
+                       log=tmp_path)
+    assert result.returncode == 0, result.stderr
+    model, _, ckpt = load_state_model(tmp_path / "run")
+    hidden = [m for m in model.reward_head if isinstance(m, torch.nn.Linear)][:-1]
+    assert len(hidden) == 2 and model.cfg.extras == [] and ckpt["settings"]["reward_weight"] == 3
