@@ -2,9 +2,10 @@
 
 The simple learned model that planning with the image world model is judged against (PETS and TD-MPC on state
 inputs, in their simplest form): it sees what the simulator's state holds, not the camera, so it tells how much of
-a planner's gap comes from learning from pixels. Its state is concat(qpos, qvel) followed by the scene's recorded step
-extras (``extras``: all of them by default; the arm records its hand's pose and its controller's joint targets). ``teleworld train --config state`` fits it (train_state_model),
-``teleworld plan --model RUN`` plans with it (replay/planning.py's StateScorer). The state is standardised by the
+a planner's gap comes from learning from pixels. Its state is concat(qpos, qvel) followed by the scene's recorded
+step extras (``extras``: all of them by default; the arm records its hand's pose and its controller's joint
+targets). ``teleworld train --config state`` fits it (train_state_model), ``teleworld plan --model RUN`` plans with
+it (replay/planning.py's StateScorer). The state is standardised by the
 training episodes' statistics; a step predicts the change of the state, scaled by the spread of one step's change;
 training unrolls ``unroll`` steps open loop with the real actions, so the model learns to correct its own drift.
 """
