@@ -40,7 +40,7 @@ class StateModelConfig:
     extras: list[str] = field(default_factory=list)  # step extras appended to concat(qpos, qvel), in this order
     hidden: int = 256
     layers: int = 3
-    reward_layers: int = 1  # hidden layers of the reward head
+    reward_layers: int = 2  # hidden layers of the reward head
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,7 +59,7 @@ class StateTrainSettings:
     val_fraction: float = 0.1
     seed: int = 0
     extras: str | list[str] = "all"  # the step extras in the state: all, none, or names (a list or "a,b")
-    reward_layers: int = 1  # hidden layers of the reward head (a deeper one planned push worse, docs/planning.md)
+    reward_layers: int = 2  # hidden layers of the reward head (2 planned push and the arm better than 1)
     reward_weight: float = 1.0  # the reward head's loss next to the state's
 
     def extra_names(self, recorded: list[str]) -> list[str]:
