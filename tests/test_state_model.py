@@ -9,7 +9,9 @@ import torch
 from recorder import EpisodeStore
 from test_plan import TINY_PLAN, teleworld
 from train.dataset import DataSpec, EpisodeArrays
-from train.state_model import StateTrainSettings, Windows, load_state_model, train_state_model
+from train.checkpoint import read_checkpoint, write_checkpoint
+from train.state_model import (StateModel, StateModelConfig, StateTrainSettings, Windows, load_state_model,
+                               train_state_model)
 
 
 @pytest.fixture(scope="module")
@@ -86,9 +88,22 @@ def test_train_state_names_the_step_extras_a_store_records_when_asked_for_others
 
 def test_train_state_takes_the_reward_heads_depth_and_the_extras_from_set(push_store, tmp_path):
     result = teleworld("train", "--config", "state", "--data", push_store, "--out", str(tmp_path / "run"), "--steps",
-                       "5", "--set", "reward_layers=2", "--set", "reward_weight=3", "--set", "extras=none",
+                       "5", "--set", "reward_layers=3", "--set", "reward_weight=3", "--set", "extras=none",
                        log=tmp_path)
     assert result.returncode == 0, result.stderr
     model, _, ckpt = load_state_model(tmp_path / "run")
     hidden = [m for m in model.reward_head if isinstance(m, torch.nn.Linear)][:-1]
-    assert len(hidden) == 2 and model.cfg.extras == [] and ckpt["settings"]["reward_weight"] == 3
+    assert len(hidden) == 3 and model.cfg.extras == [] and ckpt["settings"]["reward_weight"] == 3
+
+
+def test_a_state_model_saved_before_the_step_extras_still_loads(state_run, tmp_path):
+    """Runs from stop 37 named the state proprio_dim and had a one-layer reward head."""
+    run, _ = state_run
+    ckpt = read_checkpoint(run / "checkpoint.pt")
+    cfg = {**ckpt["config"], "reward_layers": 1}
+    old = StateModel(StateModelConfig(**cfg))
+    legacy = {k: v for k, v in cfg.items() if k not in ("state_dim", "extras", "reward_layers")}
+    write_checkpoint(tmp_path / "checkpoint.pt", {**ckpt, "config": {**legacy, "proprio_dim": cfg["state_dim"]},
+                                                  "model": old.state_dict()})
+    model, _, _ = load_state_model(tmp_path / "checkpoint.pt")
+    assert model.cfg.reward_layers == 1 and model.cfg.state_dim == cfg["state_dim"] and model.cfg.extras == []

@@ -5,9 +5,9 @@ inputs, in their simplest form): it sees what the simulator's state holds, not t
 a planner's gap comes from learning from pixels. Its state is concat(qpos, qvel) followed by the scene's recorded
 step extras (``extras``: all of them by default; the arm records its hand's pose and its controller's joint
 targets). ``teleworld train --config state`` fits it (train_state_model), ``teleworld plan --model RUN`` plans with
-it (replay/planning.py's StateScorer). The state is standardised by the
-training episodes' statistics; a step predicts the change of the state, scaled by the spread of one step's change;
-training unrolls ``unroll`` steps open loop with the real actions, so the model learns to correct its own drift.
+it (replay/planning.py's StateScorer). The state is standardised by the training episodes' statistics; a step
+predicts the change of the state, scaled by the spread of one step's change; training unrolls ``unroll`` steps open
+loop with the real actions, so the model learns to correct its own drift.
 """
 
 from __future__ import annotations
@@ -59,10 +59,10 @@ class StateTrainSettings:
     val_fraction: float = 0.1
     seed: int = 0
     extras: str | list[str] = "all"  # the step extras in the state: all, none, or names (a list or "a,b")
-    reward_layers: int = 2  # hidden layers of the reward head (2 planned push and the arm better than 1)
+    reward_layers: int = StateModelConfig.reward_layers  # 2 planned push and the arm better than 1
     reward_weight: float = 1.0  # the reward head's loss next to the state's
 
-    def extra_names(self, recorded: list[str]) -> list[str]:
+    def pick_extras(self, recorded: list[str]) -> list[str]:
         """The step extras to put in the state, out of those a store ``recorded``."""
         if self.extras in ("all", "none"):
             return list(recorded) if self.extras == "all" else []
@@ -174,7 +174,7 @@ def train_state_model(data: EpisodeArrays, out_dir: str | Path, settings: StateT
         train, val = split_episodes(len(data.active), settings.val_fraction, settings.seed)
         train_eps, val_eps = data.active[train], data.active[val]
     data.load_goals()
-    extras = settings.extra_names(extra_names(data.store.info))
+    extras = settings.pick_extras(extra_names(data.store.info))
     state = data.proprio if not extras else np.concatenate([data.proprio, data.step_extras(extras)], 1)
     length = settings.unroll + 1
     train_windows, val_windows = Windows(data, train_eps, length, state), Windows(data, val_eps, length, state)
@@ -219,6 +219,16 @@ def load_state_model(path: str | Path, device: torch.device | str = "cpu") -> tu
     ckpt = read_checkpoint(path)
     if ckpt.get("kind") != KIND:
         raise TeleworldError(f"{path} is an image world model, not a state model")
-    model = StateModel(StateModelConfig(**ckpt["config"]))
+    model = StateModel(StateModelConfig(**_current_config(ckpt["config"])))
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), DataSpec(**ckpt["data_spec"]), ckpt
+
+
+
+def _current_config(config: dict) -> dict:
+    """A saved config in today's names: runs from before the step extras named the state ``proprio_dim`` and had a
+    one-layer reward head."""
+    if "proprio_dim" not in config:
+        return config
+    renamed = {k: v for k, v in config.items() if k != "proprio_dim"} | {"state_dim": config["proprio_dim"]}
+    return {"reward_layers": 1, **renamed}
