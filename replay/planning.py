@@ -26,6 +26,7 @@ from scipy.stats import spearmanr
 from teleworld.errors import TeleworldError
 from train.model import WorldModel
 from train.state_model import StateModel
+from train.state_encoder import canonical_quaternions
 
 PLANNERS = ("cem", "mppi")
 Scorer = Callable[[torch.Tensor], torch.Tensor]  # (N, H, A) -> (N, S) returns
@@ -330,7 +331,8 @@ class ModelScorer:
 class StateScorer:
     """Returns of candidates imagined by a state-space model (train/state_model.py) from the observed state: its
     reward head plus the scene's shaping term, summed over the imagined states. The baseline of ModelScorer: the
-    same planner and the same objective, with the simulator's state observed instead of the camera's frames."""
+    same planner and the same objective, with the simulator's state observed instead of the camera's frames, or read
+    from the frames by the model's encoder (trained with ``--set observe=frames``)."""
 
     def __init__(self, model: StateModel, goal: np.ndarray, shaping: Shaping | None = None,
                  shaping_weight: float = 0.0):
@@ -339,18 +341,27 @@ class StateScorer:
         self.shaping = shaping if shaping_weight else None
         self.shaping_weight = shaping_weight
         self.proprio: torch.Tensor | None = None  # (1, P) the state observed now
+        self.frame: torch.Tensor | None = None  # the last frame, for a model that observes frames
 
-    def observe(self, frame: torch.Tensor | None, action: torch.Tensor | None, proprio: torch.Tensor,
+    @torch.no_grad()
+    def observe(self, frame: torch.Tensor, action: torch.Tensor | None, proprio: torch.Tensor,
                 extras: dict[str, np.ndarray] | None = None) -> None:
-        """Keep the observed state: ``proprio`` (1, nq + nv) followed by the step ``extras`` the model was trained
-        with; the frame and the action that led to it are not needed."""
+        """Keep the observed state: for a model that observes frames, what its encoder reads from ``frame`` (1, 3,
+        S, S) and the frame observed before it (the simulator's state unread); else ``proprio`` (1, nq + nv)
+        followed by the step ``extras`` the model was trained with. The action that led to them is not needed."""
+        if self.model.encoder is not None:
+            previous = frame if self.frame is None else self.frame
+            self.frame = frame
+            self.proprio = self.model.estimate(frame.float(), previous.float())
+            return
         names = self.model.cfg.extras
         missing = [name for name in names if name not in (extras or {})]
         if missing:
             raise TeleworldError(f"this state model reads the step extras {', '.join(missing)}, which the scene "
                                  "does not give")
         tail = [torch.as_tensor(np.ravel(extras[name]), dtype=torch.float32)[None] for name in names]
-        self.proprio = torch.cat([proprio.float().cpu(), *tail], 1)
+        state = torch.cat([proprio.float().cpu(), *tail], 1)
+        self.proprio = canonical_quaternions(state, self.model.cfg.quaternions)
 
     @torch.no_grad()
     def __call__(self, actions: torch.Tensor) -> torch.Tensor:

@@ -10,8 +10,10 @@ from recorder import EpisodeStore
 from test_plan import TINY_PLAN, teleworld
 from train.dataset import DataSpec, EpisodeArrays
 from train.checkpoint import read_checkpoint, write_checkpoint
-from train.state_model import (StateModel, StateModelConfig, StateTrainSettings, Windows, load_state_model,
-                               train_state_model)
+from replay.planning import StateScorer
+from train.state_encoder import canonical_quaternions, quaternion_starts
+from train.state_model import (FramePairs, StateModel, StateModelConfig, StateTrainSettings, Windows,
+                               load_state_model, train_state_model)
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +109,70 @@ def test_a_state_model_saved_before_the_step_extras_still_loads(state_run, tmp_p
                                                   "model": old.state_dict()})
     model, _, _ = load_state_model(tmp_path / "checkpoint.pt")
     assert model.cfg.reward_layers == 1 and model.cfg.state_dim == cfg["state_dim"] and model.cfg.extras == []
+
+
+@pytest.fixture(scope="module")
+def frames_run(push_store, tmp_path_factory):
+    """A state model whose encoder reads the state from the camera (`--set observe=frames`), through the CLI."""
+    out = tmp_path_factory.mktemp("frames")
+    result = teleworld("train", "--config", "state", "--data", push_store, "--out", str(out / "run"), "--steps",
+                       "300", "--set", "observe=frames", "--set", "batch_size=64", "--set", "encoder_batch=32",
+                       log=out)
+    assert result.returncode == 0, result.stderr
+    return out / "run", result
+
+
+def test_the_encoder_reads_where_pusher_and_box_are_from_held_out_frames(frames_run, push_store):
+    """On frames of the episode it never trained on, the encoder places the pusher and the box far closer than
+    the training mean does (the baseline of reading nothing)."""
+    run, result = frames_run
+    assert "encoder" in result.stdout
+    model, spec, ckpt = load_state_model(run)
+    store = EpisodeStore.open(push_store)
+    data = EpisodeArrays(store, spec, cache="chunks")
+    pairs = FramePairs(data, np.array(ckpt["val_episodes"]), model, data.proprio)
+    frame, previous, _ = pairs.batch(np.arange(len(pairs.steps)))
+    with torch.no_grad():
+        read = model.estimate(frame, previous)[:, :4]
+    truth = torch.from_numpy(data.proprio[pairs.steps, :4])
+    error = (read - truth).view(-1, 2, 2).norm(dim=-1).mean()
+    baseline = (model.mean[:4] - truth).view(-1, 2, 2).norm(dim=-1).mean()
+    assert error < 0.3 * baseline, (error, baseline)
+
+
+def test_a_frames_state_model_plans_without_reading_the_simulators_state(frames_run, tmp_path):
+    """Its scores are the same whatever state the scene reports (NaN here): only the frames reach it."""
+    run, _ = frames_run
+    model, _, _ = load_state_model(run)
+    scores = []
+    for proprio in (torch.zeros(1, 17), torch.full((1, 17), float("nan"))):
+        scorer = StateScorer(model, np.zeros(2, np.float32))
+        torch.manual_seed(0)
+        frame = torch.rand(1, 3, 64, 64)
+        scorer.observe(frame, None, proprio)
+        scorer.observe(frame.roll(2, -1), None, proprio)
+        scores.append(scorer(torch.zeros(4, 5, 2)))
+    assert torch.isfinite(scores[0]).all() and torch.equal(scores[0], scores[1])
+    result = teleworld("plan", "--model", str(run), "--out", str(tmp_path / "plan"), "--episodes", "1", "--steps",
+                       "6", "--methods", "model", *TINY_PLAN, log=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "plan" / "plan.json").read_text())["methods"]["model"]["episodes"] == 1
+
+
+def test_train_state_refuses_an_unknown_observation_in_one_line(push_store, tmp_path):
+    result = teleworld("train", "--config", "state", "--data", push_store, "--out", str(tmp_path / "run"), "--set",
+                       "observe=lidar", log=tmp_path)
+    lines = [ln for ln in result.stderr.strip().splitlines() if ln.strip()]
+    assert result.returncode == 1 and len(lines) == 1 and "observe must be state or frames" in lines[0]
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_quaternions_are_signed_so_that_one_orientation_has_one_reading(push_store):
+    """push's box is a free joint: its quaternion begins at qpos 5, and q and -q read alike after signing."""
+    starts = quaternion_starts(EpisodeStore.open(push_store).info["mjcf"])
+    assert starts == [5]
+    state = np.zeros((2, 17), np.float32)
+    state[:, 5:9] = [[0.6, 0, 0, 0.8], [-0.6, 0, 0, -0.8]]
+    signed = canonical_quaternions(state, starts)
+    assert np.array_equal(signed[0], signed[1]) and signed[1, 5] == 0.6 and state[1, 5] == -0.6
+    assert torch.equal(canonical_quaternions(torch.from_numpy(state), starts), torch.from_numpy(signed))

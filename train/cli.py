@@ -82,13 +82,16 @@ def train_state(data: Path, out: Path, refused: bool, values: dict) -> None:
                              f"{', '.join(sorted(known))}")
     settings = StateTrainSettings(**values)
     store = EpisodeStore.open(data)
-    arrays = EpisodeArrays(store, DataSpec.from_store(store), cache="chunks")  # it reads no frame
+    frames = settings.observe == "frames"  # else it reads no frame
+    arrays = EpisodeArrays(store, DataSpec.from_store(store), cache="auto" if frames else "chunks")
     result = train_state_model(arrays, out, settings)
     summary = f"checkpoint: {result['checkpoint']} ({result['steps']} steps, {result['seconds']:.0f} s)"
     if result["validation"]:
         v = result["validation"]
         summary += (f"; val state error {v['state']:.4f} vs copy-last {v['copy_last']:.4f} (standardised, "
                     f"{settings.unroll} steps open loop), reward {v['reward']:.4f}")
+        if "encoder" in v:
+            summary += f", encoder {v['encoder']:.4f} (the training mean scores 1)"
     Console().print(summary)
 
 

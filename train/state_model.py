@@ -26,6 +26,8 @@ from teleworld.errors import TeleworldError
 from teleworld.progress import progress_bar
 from train.checkpoint import read_checkpoint, write_checkpoint
 from train.dataset import DataSpec, EpisodeArrays
+from train.state_encoder import (StateEncoder, canonical_quaternions, frame_batch, mlp, previous_steps,
+                                 quaternion_starts)
 
 KIND = "state"
 
@@ -41,6 +43,9 @@ class StateModelConfig:
     hidden: int = 256
     layers: int = 3
     reward_layers: int = 2  # hidden layers of the reward head
+    observe: str = "state"  # what planning observes: the simulator's "state", or camera "frames" read by an encoder
+    keypoints: int = 16  # the encoder's heat maps, with observe="frames"
+    quaternions: list[int] = field(default_factory=list)  # where orientation quaternions begin (signed w >= 0)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,6 +66,8 @@ class StateTrainSettings:
     extras: str | list[str] = "all"  # the step extras in the state: all, none, or names (a list or "a,b")
     reward_layers: int = StateModelConfig.reward_layers  # 2 planned push and the arm better than 1
     reward_weight: float = 1.0  # the reward head's loss next to the state's
+    observe: str = StateModelConfig.observe  # "frames": also train an encoder from the camera to the state
+    encoder_batch: int = 64  # frame pairs per encoder step (one with every dynamics step)
 
     def pick_extras(self, recorded: list[str]) -> list[str]:
         """The step extras to put in the state, out of those a store ``recorded``."""
@@ -70,13 +77,6 @@ class StateTrainSettings:
         return [name.strip() for name in names if name.strip()]
 
 
-def _mlp(inp: int, hidden: int, out: int, layers: int) -> nn.Sequential:
-    parts: list[nn.Module] = []
-    for i in range(layers):
-        parts += [nn.Linear(inp if i == 0 else hidden, hidden), nn.SiLU()]
-    return nn.Sequential(*parts, nn.Linear(hidden, out))
-
-
 class StateModel(nn.Module):
     """``step(state, action)`` -> next state; ``imagine(state, actions)`` -> the states after each action;
     ``reward(states, goal)`` -> the reward of each state, in the recorded units."""
@@ -84,8 +84,9 @@ class StateModel(nn.Module):
     def __init__(self, cfg: StateModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.dynamics = _mlp(cfg.state_dim + cfg.action_dim, cfg.hidden, cfg.state_dim, cfg.layers)
-        self.reward_head = _mlp(cfg.state_dim + cfg.goal_dim, cfg.hidden, 1, cfg.reward_layers)
+        self.dynamics = mlp(cfg.state_dim + cfg.action_dim, cfg.hidden, cfg.state_dim, cfg.layers)
+        self.reward_head = mlp(cfg.state_dim + cfg.goal_dim, cfg.hidden, 1, cfg.reward_layers)
+        self.encoder = StateEncoder(cfg.state_dim, cfg.keypoints) if cfg.observe == "frames" else None
         for name, size in (("mean", cfg.state_dim), ("std", cfg.state_dim), ("delta_std", cfg.state_dim),
                            ("goal_mean", cfg.goal_dim), ("goal_std", cfg.goal_dim)):
             self.register_buffer(name, torch.ones(size) if "std" in name else torch.zeros(size))
@@ -106,6 +107,10 @@ class StateModel(nn.Module):
 
     def normalised(self, state: torch.Tensor) -> torch.Tensor:
         return (state - self.mean) / self.std
+
+    def estimate(self, frame: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        """The state (N, P), native units, that the encoder reads from a frame and the one before it (N, 3, S, S)."""
+        return self.encoder(frame, previous) * self.std + self.mean
 
     def step(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """state (N, P) in native units, action (N, A) -> the state after the action (N, P)."""
@@ -162,10 +167,32 @@ def losses(model: StateModel, batch: dict[str, torch.Tensor]) -> dict[str, torch
     return {"state": error, "reward": reward, "copy_last": copy.detach()}
 
 
+class FramePairs:
+    """The encoder's training pairs: a step's frame and the one before it, with the step's standardised state."""
+
+    def __init__(self, data: EpisodeArrays, episodes: np.ndarray, model: StateModel, state: np.ndarray):
+        self.frames = data.frames
+        self.steps = data.steps_of(episodes)
+        self.previous = previous_steps(self.steps, data.episode_begins, data.episode_ends)
+        self.target = model.normalised(torch.from_numpy(state[self.steps])).detach()
+
+    def batch(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return (frame_batch(self.frames, self.steps[rows]), frame_batch(self.frames, self.previous[rows]),
+                self.target[rows])
+
+    def error(self, encoder: StateEncoder, rows: np.ndarray) -> torch.Tensor:
+        """Mean squared error (standardised) of the encoder on ``rows``: predicting the mean scores about 1."""
+        frame, previous, target = self.batch(rows)
+        return ((encoder(frame, previous) - target) ** 2).mean()
+
+
 def train_state_model(data: EpisodeArrays, out_dir: str | Path, settings: StateTrainSettings,
                       show_progress: bool = True) -> dict:
     """Fit a StateModel on the episodes of ``data`` (split by whole episode), write ``out_dir``/checkpoint.pt and
-    return {"checkpoint", "steps", "seconds", "validation": {"state", "copy_last", "reward"}}."""
+    return {"checkpoint", "steps", "seconds", "validation": {"state", "copy_last", "reward"[, "encoder"]}}.
+    With ``observe="frames"`` every step also trains the encoder on a batch of frame pairs."""
+    if settings.observe not in ("state", "frames"):
+        raise TeleworldError(f"observe must be state or frames, got {settings.observe!r}")
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     if data.stored_split is not None:
@@ -175,7 +202,9 @@ def train_state_model(data: EpisodeArrays, out_dir: str | Path, settings: StateT
         train_eps, val_eps = data.active[train], data.active[val]
     data.load_goals()
     extras = settings.pick_extras(extra_names(data.store.info))
+    quaternions = quaternion_starts(data.store.info["mjcf"])
     state = data.proprio if not extras else np.concatenate([data.proprio, data.step_extras(extras)], 1)
+    state = canonical_quaternions(state, quaternions)
     length = settings.unroll + 1
     train_windows, val_windows = Windows(data, train_eps, length, state), Windows(data, val_eps, length, state)
     if len(train_windows.starts) == 0:
@@ -183,10 +212,15 @@ def train_state_model(data: EpisodeArrays, out_dir: str | Path, settings: StateT
     steps = data.steps_of(train_eps)
     within = np.concatenate([np.arange(data.episode_begins[e], data.episode_ends[e] - 1) for e in train_eps])
     cfg = StateModelConfig(state.shape[1], len(data.spec.action_names), data.goal.shape[1], extras,
-                           reward_layers=settings.reward_layers)
+                           reward_layers=settings.reward_layers, observe=settings.observe, quaternions=quaternions)
     model = StateModel(cfg)
     model.set_stats(state[steps], state[within + 1] - state[within], data.reward[steps], data.goal[steps])
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    encoder = model.encoder
+    dynamics = [p for name, p in model.named_parameters() if not name.startswith("encoder.")]
+    optimizer = torch.optim.Adam(dynamics, lr=settings.lr)
+    if encoder is not None:
+        pairs, val_pairs = FramePairs(data, train_eps, model, state), FramePairs(data, val_eps, model, state)
+        encoder_optimizer = torch.optim.Adam(encoder.parameters(), lr=settings.lr)
     began, done = time.perf_counter(), 0
     budget = f", at most {settings.minutes:g} min" if settings.minutes else ""
     with progress_bar(show_progress) as progress:
@@ -196,15 +230,26 @@ def train_state_model(data: EpisodeArrays, out_dir: str | Path, settings: StateT
             optimizer.zero_grad(set_to_none=True)
             (terms["state"] + settings.reward_weight * terms["reward"]).backward()
             optimizer.step()
+            status = (f"state {terms['state'].item():.3f} (copy-last {terms['copy_last'].item():.3f}) "
+                      f"reward {terms['reward'].item():.3f}")
+            if encoder is not None:
+                error = pairs.error(encoder, rng.integers(0, len(pairs.steps), settings.encoder_batch))
+                encoder_optimizer.zero_grad(set_to_none=True)
+                error.backward()
+                encoder_optimizer.step()
+                status += f" encoder {error.item():.4f}"
             done += 1
-            progress.update(task, advance=1, status=f"state {terms['state'].item():.3f} (copy-last "
-                            f"{terms['copy_last'].item():.3f}) reward {terms['reward'].item():.3f}")
+            progress.update(task, advance=1, status=status)
         progress.update(task, total=done)
     validation = None
     if len(val_windows.starts):
         with torch.no_grad():
             picked = rng.choice(val_windows.starts, min(4096, len(val_windows.starts)), replace=False)
             validation = {k: round(v.item(), 5) for k, v in losses(model, val_windows.batch(picked)).items()}
+            if encoder is not None:
+                rows = rng.choice(len(val_pairs.steps), min(2048, len(val_pairs.steps)), replace=False)
+                errors = [val_pairs.error(encoder, part).item() * len(part) for part in np.array_split(rows, 8)]
+                validation["encoder"] = round(sum(errors) / len(rows), 5)
     seconds = time.perf_counter() - began
     path = write_checkpoint(Path(out_dir) / "checkpoint.pt", {
         "kind": KIND, "config": cfg.to_dict(), "settings": asdict(settings), "data_spec": vars(data.spec).copy(),

@@ -1,0 +1,90 @@
+"""Reading the simulator's state from the camera, so that a state model plans from pixels alone.
+
+A keypoint encoder in the manner of deep spatial autoencoders (Finn et al. 2016; replay/positions.py's detector
+reads bodies the same way): a few convolutions draw ``keypoints`` heat maps of a frame, a spatial soft-argmax
+reads the centre of each, and an MLP maps the current frame's keypoints and their motion since the previous frame
+to the standardised state (positions, velocities and step extras). It is trained on the recorded frames against
+the recorded states (``teleworld train --config state --set observe=frames``); at planning time it replaces the
+simulator's state, which the planner then never reads.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+MOTION_SCALE = 10.0  # keypoints move a few hundredths of the frame per step: scale their motion near unit size
+
+
+def mlp(inp: int, hidden: int, out: int, layers: int) -> nn.Sequential:
+    """``layers`` hidden layers of SiLU units, then a linear output."""
+    parts: list[nn.Module] = []
+    for i in range(layers):
+        parts += [nn.Linear(inp if i == 0 else hidden, hidden), nn.SiLU()]
+    return nn.Sequential(*parts, nn.Linear(hidden, out))
+
+
+class StateEncoder(nn.Module):
+    """(frame, previous frame), each (N, 3, S, S) in [0, 1] -> the standardised state (N, P)."""
+
+    def __init__(self, state_dim: int, keypoints: int = 16, width: int = 32, hidden: int = 256):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, width, 5, stride=2, padding=2), nn.SiLU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(width, keypoints, 1),
+        )
+        self.head = mlp(4 * keypoints, hidden, state_dim, 2)
+
+    def keypoints(self, frames: torch.Tensor) -> torch.Tensor:
+        """(N, K, 2) expected image coordinates (column, row) in [-1, 1] of each heat map."""
+        maps = self.features(frames * 2 - 1)
+        n, k, s, _ = maps.shape
+        weights = torch.softmax(maps.flatten(2), -1).view(n, k, s, s)
+        grid = (torch.arange(s, device=frames.device, dtype=frames.dtype) + 0.5) / s * 2 - 1
+        return torch.stack([(weights.sum(2) * grid).sum(-1), (weights.sum(3) * grid).sum(-1)], -1)
+
+    def forward(self, frame: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        now, before = self.keypoints(torch.cat([frame, previous])).chunk(2)
+        return self.head(torch.cat([now.flatten(1), MOTION_SCALE * (now - before).flatten(1)], 1))
+
+
+def previous_steps(steps: np.ndarray, episode_begins: np.ndarray, episode_ends: np.ndarray) -> np.ndarray:
+    """The step before each of ``steps`` in its episode; an episode's first step is its own previous one (as at
+    a reset, when the planner has seen one frame)."""
+    episode = np.searchsorted(episode_ends, steps, side="right")
+    return np.where(steps > episode_begins[episode], steps - 1, steps)
+
+
+def frame_batch(frames: np.ndarray, steps: np.ndarray) -> torch.Tensor:
+    """(B, 3, S, S) float frames in [0, 1] of the store steps ``steps`` (frames: (N, S, S, 3) uint8)."""
+    return torch.from_numpy(np.asarray(frames[steps])).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def quaternion_starts(mjcf: str) -> list[int]:
+    """Where each free or ball joint's orientation quaternion begins in qpos, for the model in ``mjcf``."""
+    import mujoco
+
+    model = mujoco.MjModel.from_xml_string(mjcf)
+    starts = []
+    for joint in range(model.njnt):
+        kind, address = model.jnt_type[joint], int(model.jnt_qposadr[joint])
+        if kind == mujoco.mjtJoint.mjJNT_FREE:
+            starts.append(address + 3)
+        elif kind == mujoco.mjtJoint.mjJNT_BALL:
+            starts.append(address)
+    return starts
+
+
+def canonical_quaternions(state: np.ndarray | torch.Tensor, starts: list[int]) -> np.ndarray | torch.Tensor:
+    """``state`` (..., P) with each quaternion at ``starts`` signed so that its w >= 0: q and -q are one
+    orientation, and a camera can only tell which orientation."""
+    state = state.copy() if isinstance(state, np.ndarray) else state.clone()
+    for start in starts:
+        flip = state[..., start : start + 1] < 0
+        quat = state[..., start : start + 4]
+        state[..., start : start + 4] = np.where(flip, -quat, quat) if isinstance(state, np.ndarray) \
+            else torch.where(flip, -quat, quat)
+    return state
