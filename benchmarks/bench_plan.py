@@ -12,7 +12,9 @@
 3. imagination throughput: candidate-steps/s when every candidate is imagined in one batched call vs the model's
    single-sequence step (batch 1, the same latent update) as the baseline, printed as a ratio;
 4. the same replanning step with a state model (`train --config state`, an MLP on concat(qpos, qvel); untrained,
-   timing only), 3 iterations on one thread, as a ratio of the baseline's p50.
+   timing only), observing the state or, through its encoder, the frames (`--set observe=frames`), with 3
+   iterations and with 1 on one thread, as a ratio of the baseline's p50;
+5. observing one frame: the state model's encoder against the image model's posterior step (the baseline).
 
 Usage: python benchmarks/bench_plan.py [--config small] [--model RUN] [--repeats 30] [--device cpu|cuda]
                                       [--data STORE]  (a recorded push step instead of the simulator's)
@@ -78,11 +80,23 @@ def scorer_for(model, start: Start, device: torch.device, compile: bool = False)
     (``compile``: as `plan --compile` does)."""
     scorer = ModelScorer(model, start.goal, samples=1, seed=0, shaping=SHAPING["push"],
                          shaping_weight=PlannerConfig().shaping, compile=compile)
-    frame = torch.from_numpy(start.frame).to(device).permute(2, 0, 1).float().div(255)[None]
     with torch.no_grad():
-        scorer.observe(frame, torch.zeros(1, 2, device=device),
+        scorer.observe(frame_of(start, device), torch.zeros(1, 2, device=device),
                        torch.from_numpy(start.proprio).float().to(device)[None])
     return scorer
+
+
+def frame_of(start: Start, device: torch.device) -> torch.Tensor:
+    """The start's frame as a model observes it: (1, 3, S, S) float in [0, 1]."""
+    return torch.from_numpy(start.frame).to(device).permute(2, 0, 1).float().div(255)[None]
+
+
+def observe_ms(scorer: ModelScorer | StateScorer, start: Start, device: torch.device, repeats: int) -> float:
+    """p50 milliseconds of giving ``scorer`` one more real frame (the planner does it every control step)."""
+    frame, action = frame_of(start, device), torch.zeros(1, 2, device=device)
+    proprio = torch.from_numpy(start.proprio).float().to(device)[None]
+    times = [timed_ms(lambda: scorer.observe(frame, action, proprio), device) for _ in range(repeats + 2)]
+    return float(np.percentile(times[2:], 50))
 
 
 def sync(device: torch.device) -> None:
@@ -187,14 +201,22 @@ def main() -> None:
     print(f"imagination: {batched:,.0f} candidate-steps/s batched vs {single:,.0f} one sequence at a time "
           f"({batched / single:.1f}x)")
     torch.manual_seed(0)
-    state_model = StateModel(StateModelConfig(start.spec.proprio_dim, len(start.spec.action_names), 2)).eval()
-    state = StateScorer(state_model, start.goal.astype(np.float32), SHAPING["push"], PlannerConfig().shaping)
-    state.observe(None, None, torch.from_numpy(start.proprio).float()[None])
-    ms = replanning_ms(state, base, args.repeats, torch.device("cpu"))
-    p50 = float(np.percentile(ms, 50))
-    print(f"one replanning step with a state model, {base.iterations} iterations, 1 thread, cpu: p50 {p50:.1f} ms, "
-          f"p99 {np.percentile(ms, 99):.1f} ms, {baseline / p50:.2f}x the image model's baseline speed")
-
+    for observe in ("state", "frames"):
+        cfg = StateModelConfig(start.spec.proprio_dim, len(start.spec.action_names), 2, observe=observe)
+        state = StateScorer(StateModel(cfg).eval(), start.goal.astype(np.float32), SHAPING["push"],
+                            PlannerConfig().shaping)
+        state.observe(frame_of(start, torch.device("cpu")), None, torch.from_numpy(start.proprio).float()[None])
+        for iterations in (base.iterations, 1):
+            cfg = PlannerConfig(**{**base.to_dict(), "iterations": iterations})
+            ms = replanning_ms(state, cfg, args.repeats, torch.device("cpu"))
+            p50 = float(np.percentile(ms, 50))
+            print(f"one replanning step with a state model observing its {observe}, {iterations} iteration(s), "
+                  f"1 thread, cpu: p50 {p50:.1f} ms, p99 {np.percentile(ms, 99):.1f} ms, {baseline / p50:.2f}x the "
+                  "image model's baseline speed")
+    image_ms, frames_ms = observe_ms(scorer, start, device, args.repeats), observe_ms(state, start, torch.device(
+        "cpu"), args.repeats)
+    print(f"observing one frame, 1 thread: the image model's posterior step p50 {image_ms:.2f} ms (the baseline), "
+          f"the state model's encoder p50 {frames_ms:.2f} ms ({image_ms / frames_ms:.2f}x its speed)")
 
 if __name__ == "__main__":
     main()

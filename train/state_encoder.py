@@ -63,11 +63,18 @@ def frame_batch(frames: np.ndarray, steps: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.asarray(frames[steps])).permute(0, 3, 1, 2).float().div_(255.0)
 
 
-def quaternion_starts(mjcf: str) -> list[int]:
-    """Where each free or ball joint's orientation quaternion begins in qpos, for the model in ``mjcf``."""
+def quaternion_starts(info: dict) -> list[int]:
+    """Where each free or ball joint's orientation quaternion begins in qpos, for a store's ``info``. A scene of
+    hinges and slides (qpos as long as qvel) has none; else the joints come from the recorded MJCF or, where it
+    names files the store does not hold (meshes, includes), from the scene itself."""
     import mujoco
 
-    model = mujoco.MjModel.from_xml_string(mjcf)
+    if info["nq"] == info["nv"]:
+        return []
+    try:
+        model = mujoco.MjModel.from_xml_string(info["mjcf"])
+    except ValueError:
+        model = scene_model(info["scene"])
     starts = []
     for joint in range(model.njnt):
         kind, address = model.jnt_type[joint], int(model.jnt_qposadr[joint])
@@ -76,6 +83,17 @@ def quaternion_starts(mjcf: str) -> list[int]:
         elif kind == mujoco.mjtJoint.mjJNT_BALL:
             starts.append(address)
     return starts
+
+
+def scene_model(name: str):
+    """The MjModel of the registered scene ``name`` (an unknown name is refused in one line, naming the known)."""
+    from teleop.scenes import load
+
+    scene = load(name)
+    try:
+        return scene.model
+    finally:
+        scene.close()
 
 
 def canonical_quaternions(state: np.ndarray | torch.Tensor, starts: list[int]) -> np.ndarray | torch.Tensor:

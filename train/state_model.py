@@ -202,7 +202,7 @@ def train_state_model(data: EpisodeArrays, out_dir: str | Path, settings: StateT
         train_eps, val_eps = data.active[train], data.active[val]
     data.load_goals()
     extras = settings.pick_extras(extra_names(data.store.info))
-    quaternions = quaternion_starts(data.store.info["mjcf"])
+    quaternions = quaternion_starts(data.store.info)
     state = data.proprio if not extras else np.concatenate([data.proprio, data.step_extras(extras)], 1)
     state = canonical_quaternions(state, quaternions)
     length = settings.unroll + 1
