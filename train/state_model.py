@@ -7,7 +7,8 @@ step extras (``extras``: all of them by default; the arm records its hand's pose
 targets). ``teleworld train --config state`` fits it (train_state_model), ``teleworld plan --model RUN`` plans with
 it (replay/planning.py's StateScorer). The state is standardised by the training episodes' statistics; a step
 predicts the change of the state, scaled by the spread of one step's change; training unrolls ``unroll`` steps open
-loop with the real actions, so the model learns to correct its own drift.
+loop with the real actions, so the model learns to correct its own drift. Trained with ``observe="frames"`` it
+also learns to read its state from the camera (train/state_encoder.py), and plans from frames alone.
 """
 
 from __future__ import annotations
@@ -219,7 +220,7 @@ def train_state_model(data: EpisodeArrays, out_dir: str | Path, settings: StateT
     dynamics = [p for name, p in model.named_parameters() if not name.startswith("encoder.")]
     optimizer = torch.optim.Adam(dynamics, lr=settings.lr)
     if encoder is not None:
-        pairs, val_pairs = FramePairs(data, train_eps, model, state), FramePairs(data, val_eps, model, state)
+        pairs = FramePairs(data, train_eps, model, state)
         encoder_optimizer = torch.optim.Adam(encoder.parameters(), lr=settings.lr)
     began, done = time.perf_counter(), 0
     budget = f", at most {settings.minutes:g} min" if settings.minutes else ""
@@ -247,6 +248,7 @@ def train_state_model(data: EpisodeArrays, out_dir: str | Path, settings: StateT
             picked = rng.choice(val_windows.starts, min(4096, len(val_windows.starts)), replace=False)
             validation = {k: round(v.item(), 5) for k, v in losses(model, val_windows.batch(picked)).items()}
             if encoder is not None:
+                val_pairs = FramePairs(data, val_eps, model, state)
                 rows = rng.choice(len(val_pairs.steps), min(2048, len(val_pairs.steps)), replace=False)
                 errors = [val_pairs.error(encoder, part).item() * len(part) for part in np.array_split(rows, 8)]
                 validation["encoder"] = round(sum(errors) / len(rows), 5)
