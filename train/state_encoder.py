@@ -63,26 +63,26 @@ def frame_batch(frames: np.ndarray, steps: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.asarray(frames[steps])).permute(0, 3, 1, 2).float().div_(255.0)
 
 
-def quaternion_starts(info: dict) -> list[int]:
-    """Where each free or ball joint's orientation quaternion begins in qpos, for a store's ``info``. A scene of
-    hinges and slides (qpos as long as qvel) has none; else the joints come from the recorded MJCF or, where it
-    names files the store does not hold (meshes, includes), from the scene itself."""
+def orientation_layout(info: dict) -> tuple[list[int], list[int]]:
+    """Where a store's qpos holds orientations a camera reads only up to a symmetry: (the first entry of each free
+    or ball joint's quaternion, the entry of each unlimited hinge's angle). The joints come from the recorded MJCF
+    or, where it names files the store does not hold (meshes, dm_control's includes), from the scene itself."""
     import mujoco
 
-    if info["nq"] == info["nv"]:
-        return []
     try:
         model = mujoco.MjModel.from_xml_string(info["mjcf"])
     except ValueError:
         model = scene_model(info["scene"])
-    starts = []
+    quaternions, angles = [], []
     for joint in range(model.njnt):
         kind, address = model.jnt_type[joint], int(model.jnt_qposadr[joint])
         if kind == mujoco.mjtJoint.mjJNT_FREE:
-            starts.append(address + 3)
+            quaternions.append(address + 3)
         elif kind == mujoco.mjtJoint.mjJNT_BALL:
-            starts.append(address)
-    return starts
+            quaternions.append(address)
+        elif kind == mujoco.mjtJoint.mjJNT_HINGE and not model.jnt_limited[joint]:
+            angles.append(address)
+    return quaternions, angles
 
 
 def scene_model(name: str):
@@ -96,13 +96,25 @@ def scene_model(name: str):
         scene.close()
 
 
-def canonical_quaternions(state: np.ndarray | torch.Tensor, starts: list[int]) -> np.ndarray | torch.Tensor:
-    """``state`` (..., P) with each quaternion at ``starts`` signed so that its w >= 0: q and -q are one
-    orientation, and a camera can only tell which orientation."""
-    state = state.copy() if isinstance(state, np.ndarray) else state.clone()
-    for start in starts:
-        flip = state[..., start : start + 1] < 0
+def canonical_state(state: np.ndarray | torch.Tensor, quaternions: list[int], angles: list[int]
+                    ) -> np.ndarray | torch.Tensor:
+    """``state`` (..., P) as a camera can read it: each quaternion beginning at ``quaternions`` signed so that
+    its w >= 0 (q and -q are one orientation), each angle at ``angles`` wrapped into [-pi, pi) (an unlimited
+    hinge looks the same a turn later)."""
+    xp = np if isinstance(state, np.ndarray) else torch
+    state = state.copy() if xp is np else state.clone()
+    for start in quaternions:
         quat = state[..., start : start + 4]
-        state[..., start : start + 4] = np.where(flip, -quat, quat) if isinstance(state, np.ndarray) \
-            else torch.where(flip, -quat, quat)
+        state[..., start : start + 4] = xp.where(quat[..., :1] < 0, -quat, quat)
+    for index in angles:
+        state[..., index] = (state[..., index] + np.pi) % (2 * np.pi) - np.pi
     return state
+
+
+def wrapped_difference(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor, angles: list[int]
+                       ) -> np.ndarray | torch.Tensor:
+    """a - b, with each angle at ``angles`` taken the short way round (into [-pi, pi))."""
+    difference = a - b
+    for index in angles:
+        difference[..., index] = (difference[..., index] + np.pi) % (2 * np.pi) - np.pi
+    return difference

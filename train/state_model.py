@@ -27,8 +27,8 @@ from teleworld.errors import TeleworldError
 from teleworld.progress import progress_bar
 from train.checkpoint import read_checkpoint, write_checkpoint
 from train.dataset import DataSpec, EpisodeArrays
-from train.state_encoder import (StateEncoder, canonical_quaternions, frame_batch, mlp, previous_steps,
-                                 quaternion_starts)
+from train.state_encoder import (StateEncoder, canonical_state, frame_batch, mlp, orientation_layout,
+                                 previous_steps, wrapped_difference)
 
 KIND = "state"
 
@@ -47,6 +47,7 @@ class StateModelConfig:
     observe: str = "state"  # what planning observes: the simulator's "state", or camera "frames" read by an encoder
     keypoints: int = 16  # the encoder's heat maps, with observe="frames"
     quaternions: list[int] = field(default_factory=list)  # where orientation quaternions begin (signed w >= 0)
+    angles: list[int] = field(default_factory=list)  # unlimited hinges' angles (wrapped into [-pi, pi))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -109,9 +110,15 @@ class StateModel(nn.Module):
     def normalised(self, state: torch.Tensor) -> torch.Tensor:
         return (state - self.mean) / self.std
 
-    def estimate(self, frame: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
-        """The state (N, P), native units, that the encoder reads from a frame and the one before it (N, 3, S, S)."""
-        return self.encoder(frame, previous) * self.std + self.mean
+    def error(self, state: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+        """Squared standardised error of ``state`` against ``truth``, angles compared a turn apart at most."""
+        return (wrapped_difference(state, truth, self.cfg.angles) / self.std) ** 2
+
+    def estimate(self, frame: torch.Tensor, previous: torch.Tensor, canonical: bool = True) -> torch.Tensor:
+        """The state (N, P), native units, that the encoder reads from a frame and the one before it (N, 3, S, S)
+        (``canonical``: with its quaternions signed and its angles wrapped, as the model's states are)."""
+        state = self.encoder(frame, previous) * self.std + self.mean
+        return canonical_state(state, self.cfg.quaternions, self.cfg.angles) if canonical else state
 
     def step(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """state (N, P) in native units, action (N, A) -> the state after the action (N, P)."""
@@ -127,8 +134,9 @@ class StateModel(nn.Module):
 
     def reward(self, states: torch.Tensor, goal: torch.Tensor | None = None, standardised: bool = False
                ) -> torch.Tensor:
-        """states (..., P), goal (D,) or (..., D) -> the predicted reward (...)."""
-        inputs = self.normalised(states)
+        """states (..., P), goal (D,) or (..., D) -> the predicted reward (...); imagined states are first read
+        as a camera would (canonical_state: an angle stepped past pi is wrapped back)."""
+        inputs = self.normalised(canonical_state(states, self.cfg.quaternions, self.cfg.angles))
         if self.cfg.goal_dim:
             if goal is None:
                 raise ValueError(f"this reward head needs the task goal ({self.cfg.goal_dim} values)")
@@ -161,30 +169,30 @@ def losses(model: StateModel, batch: dict[str, torch.Tensor]) -> dict[str, torch
     state, actions = batch["state"], batch["action"]
     imagined = model.imagine(state[:, 0], actions[:, :-1])
     truth = state[:, 1:]
-    error = ((model.normalised(imagined) - model.normalised(truth)) ** 2).mean()
-    copy = ((model.normalised(state[:, :1]) - model.normalised(truth)) ** 2).mean()
+    error = model.error(imagined, truth).mean()
+    copy = model.error(state[:, :1], truth).mean()
     target = (batch["reward"] - model.reward_mean) / model.reward_std
     reward = ((model.reward(state, batch["goal"][:, None], standardised=True) - target) ** 2).mean()
     return {"state": error, "reward": reward, "copy_last": copy.detach()}
 
 
 class FramePairs:
-    """The encoder's training pairs: a step's frame and the one before it, with the step's standardised state."""
+    """The encoder's training pairs: a step's frame and the one before it, with the step's state."""
 
-    def __init__(self, data: EpisodeArrays, episodes: np.ndarray, model: StateModel, state: np.ndarray):
+    def __init__(self, data: EpisodeArrays, episodes: np.ndarray, state: np.ndarray):
         self.frames = data.frames
         self.steps = data.steps_of(episodes)
         self.previous = previous_steps(self.steps, data.episode_begins, data.episode_ends)
-        self.target = model.normalised(torch.from_numpy(state[self.steps])).detach()
+        self.state = torch.from_numpy(state[self.steps])
 
     def batch(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return (frame_batch(self.frames, self.steps[rows]), frame_batch(self.frames, self.previous[rows]),
-                self.target[rows])
+                self.state[rows])
 
-    def error(self, encoder: StateEncoder, rows: np.ndarray) -> torch.Tensor:
-        """Mean squared error (standardised) of the encoder on ``rows``: predicting the mean scores about 1."""
-        frame, previous, target = self.batch(rows)
-        return ((encoder(frame, previous) - target) ** 2).mean()
+    def error(self, model: StateModel, rows: np.ndarray) -> torch.Tensor:
+        """Mean squared error (standardised) of the encoder's reading on ``rows``: the training mean scores about 1."""
+        frame, previous, truth = self.batch(rows)
+        return model.error(model.estimate(frame, previous, canonical=False), truth).mean()
 
 
 def train_state_model(data: EpisodeArrays, out_dir: str | Path, settings: StateTrainSettings,
@@ -203,9 +211,10 @@ def train_state_model(data: EpisodeArrays, out_dir: str | Path, settings: StateT
         train_eps, val_eps = data.active[train], data.active[val]
     data.load_goals()
     extras = settings.pick_extras(extra_names(data.store.info))
-    quaternions = quaternion_starts(data.store.info)
+    # a camera reads orientations only up to their symmetries; the simulator's state is read as it is
+    quaternions, angles = orientation_layout(data.store.info) if settings.observe == "frames" else ([], [])
     state = data.proprio if not extras else np.concatenate([data.proprio, data.step_extras(extras)], 1)
-    state = canonical_quaternions(state, quaternions)
+    state = canonical_state(state, quaternions, angles)
     length = settings.unroll + 1
     train_windows, val_windows = Windows(data, train_eps, length, state), Windows(data, val_eps, length, state)
     if len(train_windows.starts) == 0:
@@ -213,14 +222,16 @@ def train_state_model(data: EpisodeArrays, out_dir: str | Path, settings: StateT
     steps = data.steps_of(train_eps)
     within = np.concatenate([np.arange(data.episode_begins[e], data.episode_ends[e] - 1) for e in train_eps])
     cfg = StateModelConfig(state.shape[1], len(data.spec.action_names), data.goal.shape[1], extras,
-                           reward_layers=settings.reward_layers, observe=settings.observe, quaternions=quaternions)
+                           reward_layers=settings.reward_layers, observe=settings.observe, quaternions=quaternions,
+                           angles=angles)
     model = StateModel(cfg)
-    model.set_stats(state[steps], state[within + 1] - state[within], data.reward[steps], data.goal[steps])
+    delta = wrapped_difference(state[within + 1], state[within], angles)
+    model.set_stats(state[steps], delta, data.reward[steps], data.goal[steps])
     encoder = model.encoder
     dynamics = [p for name, p in model.named_parameters() if not name.startswith("encoder.")]
     optimizer = torch.optim.Adam(dynamics, lr=settings.lr)
     if encoder is not None:
-        pairs = FramePairs(data, train_eps, model, state)
+        pairs = FramePairs(data, train_eps, state)
         encoder_optimizer = torch.optim.Adam(encoder.parameters(), lr=settings.lr)
     began, done = time.perf_counter(), 0
     budget = f", at most {settings.minutes:g} min" if settings.minutes else ""
@@ -234,7 +245,7 @@ def train_state_model(data: EpisodeArrays, out_dir: str | Path, settings: StateT
             status = (f"state {terms['state'].item():.3f} (copy-last {terms['copy_last'].item():.3f}) "
                       f"reward {terms['reward'].item():.3f}")
             if encoder is not None:
-                error = pairs.error(encoder, rng.integers(0, len(pairs.steps), settings.encoder_batch))
+                error = pairs.error(model, rng.integers(0, len(pairs.steps), settings.encoder_batch))
                 encoder_optimizer.zero_grad(set_to_none=True)
                 error.backward()
                 encoder_optimizer.step()
@@ -248,9 +259,9 @@ def train_state_model(data: EpisodeArrays, out_dir: str | Path, settings: StateT
             picked = rng.choice(val_windows.starts, min(4096, len(val_windows.starts)), replace=False)
             validation = {k: round(v.item(), 5) for k, v in losses(model, val_windows.batch(picked)).items()}
             if encoder is not None:
-                val_pairs = FramePairs(data, val_eps, model, state)
+                val_pairs = FramePairs(data, val_eps, state)
                 rows = rng.choice(len(val_pairs.steps), min(2048, len(val_pairs.steps)), replace=False)
-                errors = [val_pairs.error(encoder, part).item() * len(part) for part in np.array_split(rows, 8)]
+                errors = [val_pairs.error(model, part).item() * len(part) for part in np.array_split(rows, 8)]
                 validation["encoder"] = round(sum(errors) / len(rows), 5)
     seconds = time.perf_counter() - began
     path = write_checkpoint(Path(out_dir) / "checkpoint.pt", {
