@@ -26,7 +26,6 @@ from scipy.stats import spearmanr
 from teleworld.errors import TeleworldError
 from train.model import WorldModel
 from train.state_model import StateModel
-from train.state_encoder import canonical_state
 
 PLANNERS = ("cem", "mppi")
 Scorer = Callable[[torch.Tensor], torch.Tensor]  # (N, H, A) -> (N, S) returns
@@ -360,8 +359,7 @@ class StateScorer:
             raise TeleworldError(f"this state model reads the step extras {', '.join(missing)}, which the scene "
                                  "does not give")
         tail = [torch.as_tensor(np.ravel(extras[name]), dtype=torch.float32)[None] for name in names]
-        state = torch.cat([proprio.float().cpu(), *tail], 1)
-        self.proprio = canonical_state(state, self.model.cfg.quaternions, self.model.cfg.angles)
+        self.proprio = torch.cat([proprio.float().cpu(), *tail], 1)
 
     @torch.no_grad()
     def __call__(self, actions: torch.Tensor) -> torch.Tensor:

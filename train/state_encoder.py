@@ -107,7 +107,7 @@ def canonical_state(state: np.ndarray | torch.Tensor, quaternions: list[int], an
         quat = state[..., start : start + 4]
         state[..., start : start + 4] = xp.where(quat[..., :1] < 0, -quat, quat)
     for index in angles:
-        state[..., index] = (state[..., index] + np.pi) % (2 * np.pi) - np.pi
+        state[..., index] = wrap(state[..., index])
     return state
 
 
@@ -116,5 +116,10 @@ def wrapped_difference(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tenso
     """a - b, with each angle at ``angles`` taken the short way round (into [-pi, pi))."""
     difference = a - b
     for index in angles:
-        difference[..., index] = (difference[..., index] + np.pi) % (2 * np.pi) - np.pi
+        difference[..., index] = wrap(difference[..., index])
     return difference
+
+
+def wrap(angle: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """Angles (radians) into [-pi, pi)."""
+    return (angle + np.pi) % (2 * np.pi) - np.pi
