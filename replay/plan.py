@@ -139,8 +139,8 @@ class PlanningController:
                  members: Sequence[WorldModel | StateModel] = ()):
         self.scene, self.cfg, self.replan, self.model, self.camera = scene, cfg, replan, model, camera
         self.models = [model, *members] if model is not None else []
-        self.draws = isinstance(model, WorldModel)  # an image world model can show its imagined plan
-        self.draw = draw and self.draws  # decode the end of each chosen plan (for the video)
+        self.draws = model is not None  # a model can show its imagined plan (the oracle and scripts cannot)
+        self.draw = draw and self.draws  # draw the end of each chosen plan (for the video)
         self.rank_checks = rank_checks if model is not None else 0  # plans per episode checked in the simulator
         self.warm = False  # the compiled imagination has run once (PlannerConfig.compile)
         spec = scene.action_spec
@@ -184,7 +184,12 @@ class PlanningController:
 
     @torch.no_grad()
     def _draw(self, actions: np.ndarray) -> np.ndarray:
-        """The frame the model imagines at the end of the plan, painted over the last real frame."""
+        """The frame the model imagines at the end of the plan: an image model's decoded over the last real frame,
+        a state model's imagined state rendered by the scene."""
+        if isinstance(self.model, StateModel):
+            start = self.members[0].proprio
+            end = self.model.imagine(start, torch.as_tensor(actions, dtype=torch.float32)[None])[0, -1]
+            return self.scene.render_pose(end[: self.scene.model.nq].double().numpy(), self.camera)
         feat = self.members[0].imagine(actions)[:, -1:]
         ahead = torch.tensor([len(actions)])
         image = self.model.decode(feat, self.frame, ahead)["image"][0, 0]

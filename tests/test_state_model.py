@@ -157,6 +157,29 @@ def test_a_frames_state_model_plans_without_reading_the_simulators_state(frames_
                        "6", "--methods", "model", *TINY_PLAN, log=tmp_path)
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "plan" / "plan.json").read_text())["methods"]["model"]["episodes"] == 1
+    import imageio.v3 as iio
+
+    frame = iio.imread(tmp_path / "plan" / "plan_model.mp4", index=3)  # real | imagined end of the plan | goal
+    third = frame.shape[1] // 3
+    assert np.ptp(frame[:, third + 8 : 2 * third - 8]) > 100, "the imagined panel is blank"
+
+
+def test_a_scene_renders_a_pose_it_is_not_in_and_keeps_its_own_state():
+    """How plan draws a state model's imagined state: the pusher drawn elsewhere, the scene's state untouched."""
+    from teleop.scenes import load
+
+    scene = load("push")
+    try:
+        obs = scene.reset(3)
+        before = scene.get_state()
+        here = scene.render_pose(obs.qpos, "overhead")
+        moved = obs.qpos.copy()
+        moved[:2] = -moved[:2]
+        there = scene.render_pose(moved, "overhead")
+        assert np.array_equal(here, scene.render("overhead")) and not np.array_equal(here, there)
+        assert np.array_equal(scene.get_state(), before)
+    finally:
+        scene.close()
 
 
 def test_train_state_refuses_an_unknown_observation_in_one_line(push_store, tmp_path):

@@ -234,6 +234,18 @@ class Scene(ABC):
         _LIVE_SCENES.add(self)
         return renderer
 
+    def render_pose(self, qpos: np.ndarray, camera: str) -> np.ndarray:
+        """What ``camera`` would see with the bodies at ``qpos`` (a state a model imagines, say), its quaternions
+        normalised; the scene's own state is restored afterwards."""
+        saved = self.get_state()
+        try:
+            self.data.qpos[:] = qpos
+            mujoco.mj_normalizeQuat(self.model, self.data.qpos)
+            mujoco.mj_forward(self.model, self.data)
+            return self.render(camera)
+        finally:
+            self.set_state(saved)
+
     def get_state(self) -> np.ndarray:
         """The full integration state, enough to re-simulate from this step."""
         state = np.empty(mujoco.mj_stateSize(self.model, STATE_SPEC))
