@@ -14,7 +14,8 @@ def train_command(
     config: str | None = typer.Option(None, help="Preset (tiny, small, medium, large) or a path to a .toml file; "
                                       "default small, or with --resume the run's saved config. `state`: a "
                                       "state-space model (an MLP on qpos, qvel and the scene's step extras) for "
-                                      "planning, the baseline of the image world model (docs/planning.md)."),
+                                      "planning, the baseline of the image world model; with --set observe=frames "
+                                      "it also learns to read that state from the camera (docs/planning.md)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     steps: int = typer.Option(None, help="Override the number of training steps."),
     minutes: float = typer.Option(None, min=0, help="Wall-clock budget: stop after this many minutes of training "
