@@ -182,11 +182,13 @@ def test_a_scene_renders_a_pose_it_is_not_in_and_keeps_its_own_state():
         scene.close()
 
 
-def test_train_state_refuses_an_unknown_observation_in_one_line(push_store, tmp_path):
+@pytest.mark.parametrize("setting, message", [("observe=lidar", "observe must be state or frames"),
+                                              ("encoder_batch=0", "encoder_batch must be at least 1")])
+def test_train_state_refuses_a_wrong_encoder_setting_in_one_line(push_store, tmp_path, setting, message):
     result = teleworld("train", "--config", "state", "--data", push_store, "--out", str(tmp_path / "run"), "--set",
-                       "observe=lidar", log=tmp_path)
+                       "observe=frames", "--set", setting, log=tmp_path)
     lines = [ln for ln in result.stderr.strip().splitlines() if ln.strip()]
-    assert result.returncode == 1 and len(lines) == 1 and "observe must be state or frames" in lines[0]
+    assert result.returncode == 1 and len(lines) == 1 and message in lines[0], result.stderr
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 

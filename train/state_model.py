@@ -202,6 +202,8 @@ def train_state_model(data: EpisodeArrays, out_dir: str | Path, settings: StateT
     With ``observe="frames"`` every step also trains the encoder on a batch of frame pairs."""
     if settings.observe not in ("state", "frames"):
         raise TeleworldError(f"observe must be state or frames, got {settings.observe!r}")
+    if settings.encoder_batch < 1:
+        raise TeleworldError(f"encoder_batch must be at least 1, got {settings.encoder_batch}")
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     if data.stored_split is not None:
