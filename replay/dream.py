@@ -5,7 +5,8 @@ to the scene and to the model's latent state (one imagination step + decode, tim
 its last resync. The device's commands mean: record (R / pad A) resync the model to the real state by observing the
 last K real frames (as in replay's protocol), reset (tab / pad back) a new episode, quit (escape / pad guide).
 With ``--plan`` the planner of `teleworld plan` drives instead, its imagined plan end in the model's panel, and the
-operator's device moves the goal.
+operator's device moves the goal. A state model (`teleworld train --config state`) dreams too: the scene is rendered
+in the state it imagines.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from teleop.scenes.base import Observation, Scene
 from teleworld.errors import TeleworldError
 from train.dataset import DataSpec
 from train.model import WorldModel
+from train.state_model import StateModel
 
 RESYNC_CONTEXT = 5  # real frames observed on a resync
 GOAL_SPEED = 0.004  # m per control step at full deflection: how fast `dream --plan`'s operator moves the goal
@@ -36,7 +38,7 @@ GOAL_SPEED = 0.004  # m per control step at full deflection: how fast `dream --p
 class Dream:
     """The scene and the model stepped together; ``state`` is the model's latent for the current step."""
 
-    def __init__(self, model: WorldModel, spec: DataSpec, scene: Scene, seed: int = 0,
+    def __init__(self, model: WorldModel | StateModel, spec: DataSpec, scene: Scene, seed: int = 0,
                  device: torch.device | str = "cpu", contact_thresholds: list[float] | None = None):
         self.model, self.spec, self.scene, self.device = model, spec, scene, torch.device(device)
         # the probability above which a group is lit: the run's own cut (train/calibration.py), else 0.5
@@ -126,6 +128,48 @@ class Dream:
                 f"action {np.array2string(action, precision=2)}",
                 "drive with the bound keys or stick   record (R / pad A): resync   reset (tab): new episode   "
                 "quit (escape)"]
+
+
+class StateDream(Dream):
+    """Dream with a state model (train/state_model.py): it observes the real state, or reads it from the last two
+    real frames when trained with ``observe=frames``, steps its imagined state with each action, and shows the scene
+    rendered in that state (the model draws no frame of its own)."""
+
+    model: StateModel
+
+    @torch.no_grad()
+    def resync(self) -> None:
+        """Put the model on the real state as `plan` observes it."""
+        model = self.model
+        if model.encoder is not None:
+            previous = self.history[-1][0] if self.history else self.real_frame()
+            frames = torch.from_numpy(np.stack([self.real_frame(), previous])).to(self.device)
+            self.state = model.estimate(frames[:1], frames[1:])
+        else:
+            extras = [np.ravel(self.obs.extras[name]) for name in model.cfg.extras]
+            state = np.concatenate([self.real_proprio(), *extras]).astype(np.float32)
+            self.state = torch.from_numpy(state[None]).to(self.device)
+        self.since_resync = 0
+        self.pred, self.pred_contact = self._rendered(), None  # it predicts no contact
+
+    def _rendered(self) -> np.ndarray:
+        """The scene rendered in the imagined state, (3, S, S) in [0, 1]."""
+        qpos = self.state[0, : self.scene.model.nq].double().cpu().numpy()
+        frame = self.scene.render_pose(qpos, self.spec.camera)
+        return np.moveaxis(frame, -1, 0).astype(np.float32) / 255.0
+
+    @torch.no_grad()
+    def step(self, action: np.ndarray) -> None:
+        """Apply one action to the simulator and to the model's imagined state."""
+        action = self.scene.action_spec.clip(action)
+        self.history.append((self.real_frame(), self.real_proprio(), action))
+        self.obs = self.scene.step(action)
+        began = time.perf_counter()
+        self.state = self.model.step(self.state, torch.from_numpy(action[None]).to(self.device))
+        self.latency_ms.append((time.perf_counter() - began) * 1e3)
+        self.since_resync += 1
+        self.pred = self._rendered()
+        self.steps += 1
 
 
 class PlanDriver(Device):
@@ -230,9 +274,11 @@ def operator_devices(kind: str, scene: Scene, bindings: Bindings) -> tuple[Devic
 def open_dream(model_path: str | Path, scene_name: str | None = None, seed: int = 0,
                device: torch.device | str = "cpu") -> Dream:
     """Load the model and its scene (``scene_name`` defaults to the model's); refuse a scene it does not know."""
-    from train.checkpoint import load_model
+    from train.checkpoint import load_model, read_checkpoint
+    from train.state_model import KIND as STATE_KIND, load_state_model
 
-    model, spec, ckpt = load_model(model_path, device)
+    state_model = read_checkpoint(model_path).get("kind") == STATE_KIND
+    model, spec, ckpt = (load_state_model if state_model else load_model)(model_path, device)
     scene_name = scene_name or spec.scene
     if spec.scene != scene_name:
         raise TeleworldError(f"model was trained on scene {spec.scene!r}, not {scene_name!r}")
@@ -244,6 +290,8 @@ def open_dream(model_path: str | Path, scene_name: str | None = None, seed: int 
         scene.close()
         raise TeleworldError(f"model was trained on actions {spec.action_names} but scene {scene_name!r} has "
                              f"{list(scene.action_spec.names)}")
+    if state_model:
+        return StateDream(model, spec, scene, seed, device)
     return Dream(model, spec, scene, seed, device, ckpt.get("contact_thresholds"))
 
 

@@ -165,3 +165,23 @@ def test_view_and_dream_open_draw_and_quit_on_a_real_display(display, tiny_run, 
     finish(app)
     tiles = shot[30:200, 8:200]  # the first image panel (real frame, scale 4 of 64 px)
     assert tiles.std() > 10 and len(np.unique(tiles.reshape(-1, 3), axis=0)) > 20
+
+
+def test_dream_plan_with_a_frames_state_model_on_a_real_display(display, tiny_run, tmp_path):
+    """A state model that reads frames plans live: the window shows the real scene and the scene drawn in the
+    state the model imagines at the end of its plan; escape quits."""
+    _, store = tiny_run
+    result = subprocess.run([sys.executable, "-m", "teleworld", "train", "--config", "state", "--data", str(store),
+                             "--out", str(tmp_path / "run"), "--steps", "5", "--set", "observe=frames"],
+                            capture_output=True, text=True, env={**os.environ, "MUJOCO_GL": "egl"}, timeout=600)
+    assert result.returncode == 0, result.stderr
+    app = launch(display, "dream", "--model", str(tmp_path / "run"), "--plan", "--candidates", "16", "--horizon",
+                 "4", "--iterations", "1")
+    wid = window(display, app)
+    time.sleep(1.0)
+    shot = screenshot(display, wid)
+    xdotool(display, "key", "Escape")
+    finish(app)
+    real, imagined = shot[30:200, 8:200], shot[30:200, 280:470]  # the first two panels (scale 4 of 64 px)
+    for panel in (real, imagined):
+        assert panel.std() > 10 and len(np.unique(panel.reshape(-1, 3), axis=0)) > 20
