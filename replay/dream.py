@@ -20,7 +20,7 @@ import pygame
 import torch
 
 from replay.metrics import psnr
-from replay.planning import PlannerConfig
+from replay.planning import PlannerConfig, observed_state
 from replay.screen import BACKGROUND, draw_contact_lights, draw_lines, draw_panels, init_display, panels_size
 from teleop.bindings import Bindings, Command
 from teleop.devices.base import Device
@@ -101,16 +101,19 @@ class Dream:
         self.history.append((self.real_frame(), self.real_proprio(), action))
         self.obs = self.scene.step(action)
         began = time.perf_counter()
-        act = torch.from_numpy(action[None]).to(self.device)
-        out = self.model.open_loop(self.reference[:, None], act[:, None], context=1, horizon=1, start=self.state,
-                                   ahead_from=self.since_resync)  # replay's imagination, one step per call
-        self.state = {k: v[:, -1] for k, v in out["priors"].items()}
-        self.since_resync += 1
-        self.pred = self._shown(out)
+        self.pred = self._imagine(torch.from_numpy(action[None]).to(self.device))
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         self.latency_ms.append((time.perf_counter() - began) * 1e3)
+        self.since_resync += 1
         self.steps += 1
+
+    def _imagine(self, action: torch.Tensor) -> np.ndarray:
+        """One imagination step of the model's state under ``action`` (1, A); returns the frame to show."""
+        out = self.model.open_loop(self.reference[:, None], action[:, None], context=1, horizon=1, start=self.state,
+                                   ahead_from=self.since_resync)  # replay's imagination, one step per call
+        self.state = {k: v[:, -1] for k, v in out["priors"].items()}
+        return self._shown(out)
 
     def divergence_db(self) -> float:
         """PSNR of the imagined frame against the real one (lower = further apart)."""
@@ -140,15 +143,10 @@ class StateDream(Dream):
     @torch.no_grad()
     def resync(self) -> None:
         """Put the model on the real state as `plan` observes it."""
-        model = self.model
-        if model.encoder is not None:
-            previous = self.history[-1][0] if self.history else self.real_frame()
-            frames = torch.from_numpy(np.stack([self.real_frame(), previous])).to(self.device)
-            self.state = model.estimate(frames[:1], frames[1:])
-        else:
-            extras = [np.ravel(self.obs.extras[name]) for name in model.cfg.extras]
-            state = np.concatenate([self.real_proprio(), *extras]).astype(np.float32)
-            self.state = torch.from_numpy(state[None]).to(self.device)
+        previous = self.history[-1][0] if self.history else self.real_frame()
+        frames = torch.from_numpy(np.stack([self.real_frame(), previous])).to(self.device)
+        proprio = torch.from_numpy(self.real_proprio()[None])
+        self.state = observed_state(self.model, frames[:1], frames[1:], proprio, self.obs.extras).to(self.device)
         self.since_resync = 0
         self.pred, self.pred_contact = self._rendered(), None  # it predicts no contact
 
@@ -158,18 +156,10 @@ class StateDream(Dream):
         frame = self.scene.render_pose(qpos, self.spec.camera)
         return np.moveaxis(frame, -1, 0).astype(np.float32) / 255.0
 
-    @torch.no_grad()
-    def step(self, action: np.ndarray) -> None:
-        """Apply one action to the simulator and to the model's imagined state."""
-        action = self.scene.action_spec.clip(action)
-        self.history.append((self.real_frame(), self.real_proprio(), action))
-        self.obs = self.scene.step(action)
-        began = time.perf_counter()
-        self.state = self.model.step(self.state, torch.from_numpy(action[None]).to(self.device))
-        self.latency_ms.append((time.perf_counter() - began) * 1e3)
-        self.since_resync += 1
-        self.pred = self._rendered()
-        self.steps += 1
+    def _imagine(self, action: torch.Tensor) -> np.ndarray:
+        """One step of the imagined state under ``action`` (1, A); returns the scene rendered in it."""
+        self.state = self.model.step(self.state, action)
+        return self._rendered()
 
 
 class PlanDriver(Device):

@@ -327,6 +327,23 @@ class ModelScorer:
         return self.model.rssm.feat(self.model.rssm.imagine(self.state, act, sample=False))
 
 
+@torch.no_grad()
+def observed_state(model: StateModel, frame: torch.Tensor, previous: torch.Tensor, proprio: torch.Tensor,
+                   extras: dict[str, np.ndarray] | None = None) -> torch.Tensor:
+    """The state (1, P) a state model imagines from: for a model that observes frames, what its encoder reads from
+    ``frame`` and ``previous`` (each (1, 3, S, S); the simulator's state unread); else ``proprio`` (1, nq + nv)
+    followed by the step ``extras`` the model was trained with."""
+    if model.encoder is not None:
+        return model.estimate(frame.float(), previous.float())
+    names = model.cfg.extras
+    missing = [name for name in names if name not in (extras or {})]
+    if missing:
+        raise TeleworldError(f"this state model reads the step extras {', '.join(missing)}, which the scene "
+                             "does not give")
+    tail = [torch.as_tensor(np.ravel(extras[name]), dtype=torch.float32)[None] for name in names]
+    return torch.cat([proprio.float().cpu(), *tail], 1)
+
+
 class StateScorer:
     """Returns of candidates imagined by a state-space model (train/state_model.py) from the observed state: its
     reward head plus the scene's shaping term, summed over the imagined states. The baseline of ModelScorer: the
@@ -342,24 +359,13 @@ class StateScorer:
         self.proprio: torch.Tensor | None = None  # (1, P) the state observed now
         self.frame: torch.Tensor | None = None  # the last frame, for a model that observes frames
 
-    @torch.no_grad()
     def observe(self, frame: torch.Tensor, action: torch.Tensor | None, proprio: torch.Tensor,
                 extras: dict[str, np.ndarray] | None = None) -> None:
-        """Keep the observed state: for a model that observes frames, what its encoder reads from ``frame`` (1, 3,
-        S, S) and the frame observed before it (the simulator's state unread); else ``proprio`` (1, nq + nv)
-        followed by the step ``extras`` the model was trained with. The action that led to them is not needed."""
-        if self.model.encoder is not None:
-            previous = frame if self.frame is None else self.frame
-            self.frame = frame
-            self.proprio = self.model.estimate(frame.float(), previous.float())
-            return
-        names = self.model.cfg.extras
-        missing = [name for name in names if name not in (extras or {})]
-        if missing:
-            raise TeleworldError(f"this state model reads the step extras {', '.join(missing)}, which the scene "
-                                 "does not give")
-        tail = [torch.as_tensor(np.ravel(extras[name]), dtype=torch.float32)[None] for name in names]
-        self.proprio = torch.cat([proprio.float().cpu(), *tail], 1)
+        """Keep the observed state (observed_state), the frame before this one being the last observed; the action
+        that led to them is not needed."""
+        previous = frame if self.frame is None else self.frame
+        self.frame = frame
+        self.proprio = observed_state(self.model, frame, previous, proprio, extras)
 
     @torch.no_grad()
     def __call__(self, actions: torch.Tensor) -> torch.Tensor:

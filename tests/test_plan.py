@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from contextlib import contextmanager
 
 import imageio.v3 as iio
 import numpy as np
@@ -417,8 +418,10 @@ def test_world_model_config_without_reward_keys_has_no_head():
     assert model.reward_head is None and "reward_mean" not in dict(model.named_buffers())
 
 
-def test_dream_plan_drives_the_scene_and_the_keys_move_the_goal(run):
-    """`dream --plan`: the planner acts in the live loop, its imagined plan end is shown, the arrows move the goal."""
+@contextmanager
+def dreaming_planner(run):
+    """`dream --plan` on push (seed 100000) with a small planner, driven 6 steps with the right arrow held: yields
+    (dream, driver, the goal and the pusher's position before); closes the scene."""
     import pygame
 
     from replay.dream import PlanDriver, dream_loop, open_dream
@@ -436,14 +439,20 @@ def test_dream_plan_drives_the_scene_and_the_keys_move_the_goal(run):
         goal, pusher = dream.scene.goal().copy(), dream.scene.pusher_xy()
         pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_RIGHT))
         assert dream_loop(dream, screen, 2, driver, paced=False, max_steps=6) == 6
+        yield dream, driver, goal, pusher
+    finally:
+        driver.disconnect()
+        dream.scene.close()
+
+
+def test_dream_plan_drives_the_scene_and_the_keys_move_the_goal(run):
+    """`dream --plan`: the planner acts in the live loop, its imagined plan end is shown, the arrows move the goal."""
+    with dreaming_planner(run) as (dream, driver, goal, pusher):
         assert dream.scene.goal()[0] > goal[0] + 0.01 and dream.scene.goal()[1] == goal[1]  # right arrow: goal +x
         assert not np.allclose(dream.scene.pusher_xy(), pusher)  # the planner, not the arrows, drove the pusher
         np.testing.assert_allclose(driver.controller.scorer.goal.numpy(), dream.scene.goal(), atol=1e-6)
         assert driver.imagined is not None and driver.imagined.shape == (64, 64, 3)
         assert len(driver.controller.plans) == 6
-    finally:
-        driver.disconnect()
-        dream.scene.close()
 
 
 def test_a_model_that_observes_proprio_trains_plans_replays_and_dreams(push_store, tmp_path):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from recorder import EpisodeStore
-from test_plan import TINY_PLAN, teleworld
+from test_plan import TINY_PLAN, dreaming_planner, teleworld
 from train.dataset import DataSpec, EpisodeArrays
 from train.checkpoint import read_checkpoint, write_checkpoint
 from replay.planning import StateScorer
@@ -238,33 +238,14 @@ def test_a_reacher_read_from_frames_counts_its_shoulder_a_turn_apart_as_the_same
 def test_dream_plan_with_a_frames_state_model_drives_the_scene_and_draws_its_imagination(frames_run):
     """`dream --plan` with a state model that reads frames: the planner drives, the keys move the goal, the model's
     panel is the scene rendered in the imagined state, and a resync puts that state back on the real one."""
-    import pygame
-
-    from replay.dream import PlanDriver, StateDream, dream_loop, open_dream
-    from replay.planning import PlannerConfig
-    from replay.screen import init_display, panels_size
-    from teleop.bindings import default_bindings
-    from teleop.devices.keyboard import KeyboardDevice
+    from replay.dream import StateDream
 
     run, _ = frames_run
-    dream = open_dream(run, "push", seed=100_000)
-    assert isinstance(dream, StateDream)
-    screen = init_display(panels_size(64, 2, 3), "test dream state")
-    keyboard = KeyboardDevice(dream.scene.action_spec, default_bindings(dream.scene), dream.scene.control_rate)
-    driver = PlanDriver(dream, PlannerConfig(candidates=16, horizon=4, iterations=1, elites=4), keyboard)
-    try:
-        driver.connect()
-        driver.on_reset(dream.obs, np.random.default_rng(0))
-        goal, pusher = dream.scene.goal().copy(), dream.scene.pusher_xy()
-        pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_RIGHT))
-        assert dream_loop(dream, screen, 2, driver, paced=False, max_steps=6) == 6
+    with dreaming_planner(run) as (dream, driver, goal, pusher):
+        assert isinstance(dream, StateDream)
         assert dream.scene.goal()[0] > goal[0] + 0.01 and not np.allclose(dream.scene.pusher_xy(), pusher)
         assert driver.imagined is not None and driver.imagined.shape == (64, 64, 3) and dream.since_resync == 6
         assert np.ptp(dream.pred) > 0.3  # the scene drawn in the imagined state, not a blank panel
         imagined = dream.state.clone()
         dream.resync()
         assert dream.since_resync == 0 and not torch.equal(dream.state, imagined)
-    finally:
-        driver.disconnect()
-        dream.scene.close()
-        pygame.quit()
