@@ -108,6 +108,24 @@ SCHEMA_INFO_KEYS = ("scene", "control_rate", "cameras", "image_size", "action_sp
 REQUIRED_INFO = ("scene", "control_rate", "cameras", "image_size", "action_spec", "nq", "nv", "nstate")
 
 
+def qpos_orientations(model) -> dict[str, list[int]]:
+    """Where a MuJoCo model's qpos holds orientations a camera reads only up to a symmetry (root info
+    ``qpos_orientations``): "quaternions", the first entry of each free or ball joint's quaternion (q and -q are one
+    orientation), and "angles", each unlimited hinge's angle (it looks the same a turn later)."""
+    import mujoco
+
+    quaternions, angles = [], []
+    for joint in range(model.njnt):
+        kind, address = model.jnt_type[joint], int(model.jnt_qposadr[joint])
+        if kind == mujoco.mjtJoint.mjJNT_FREE:
+            quaternions.append(address + 3)
+        elif kind == mujoco.mjtJoint.mjJNT_BALL:
+            quaternions.append(address)
+        elif kind == mujoco.mjtJoint.mjJNT_HINGE and not model.jnt_limited[joint]:
+            angles.append(address)
+    return {"quaternions": quaternions, "angles": angles}
+
+
 def parse_version(version: str) -> tuple[int, int]:
     """'1.0' -> (1, 0)."""
     major, minor = str(version).split(".")[:2]

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from recorder import EpisodeStore
+from teleworld.errors import TeleworldError
 from test_plan import TINY_PLAN, dreaming_planner, teleworld
 from train.dataset import DataSpec, EpisodeArrays
 from train.checkpoint import read_checkpoint, write_checkpoint
@@ -204,9 +205,9 @@ def test_a_state_read_from_frames_signs_quaternions_and_wraps_unlimited_angles()
 
 @pytest.mark.parametrize("scene, layout", [("push", ([5], [])), ("reacher-hard", ([], [0])),
                                            ("cartpole-swingup", ([], [1])), ("arm", ([3], [7, 10, 11, 12]))])
-def test_every_scenes_orientations_are_found_from_what_its_store_records(scene, layout):
-    """Where the recorded MJCF names files a store does not hold (the arm's meshes, dm_control's includes), the
-    joints come from the scene itself."""
+def test_every_scene_records_where_its_orientations_are(scene, layout):
+    """Stores record the layout (info qpos_orientations); one recorded before they did is read from its MJCF where
+    that compiles alone (push), and refused in one line where it names files the store does not hold."""
     from teleop.scenes import load
 
     sim = load(scene)
@@ -215,6 +216,12 @@ def test_every_scenes_orientations_are_found_from_what_its_store_records(scene, 
     finally:
         sim.close()
     assert orientation_layout(info) == layout
+    older = {k: v for k, v in info.items() if k != "qpos_orientations"}
+    if scene == "push":
+        assert orientation_layout(older) == layout
+    else:  # dm_control's includes, the arm's meshes
+        with pytest.raises(TeleworldError, match="record it again"):
+            orientation_layout(older)
 
 
 def test_a_reacher_read_from_frames_counts_its_shoulder_a_turn_apart_as_the_same(tmp_path):

@@ -14,6 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from recorder.schema import qpos_orientations
+from teleworld.errors import TeleworldError
+
 MOTION_SCALE = 10.0  # keypoints move a few hundredths of the frame per step: scale their motion near unit size
 
 
@@ -64,36 +67,21 @@ def frame_batch(frames: np.ndarray, steps: np.ndarray) -> torch.Tensor:
 
 
 def orientation_layout(info: dict) -> tuple[list[int], list[int]]:
-    """Where a store's qpos holds orientations a camera reads only up to a symmetry: (the first entry of each free
-    or ball joint's quaternion, the entry of each unlimited hinge's angle). The joints come from the recorded MJCF
-    or, where it names files the store does not hold (meshes, dm_control's includes), from the scene itself."""
+    """Where a store's qpos holds orientations a camera reads only up to a symmetry: (the first entry of each
+    quaternion, the entry of each unlimited hinge's angle), as its info records them (``qpos_orientations``), or,
+    for a store recorded before it did, from its MJCF where that compiles alone."""
     import mujoco
 
-    try:
-        model = mujoco.MjModel.from_xml_string(info["mjcf"])
-    except ValueError:
-        model = scene_model(info["scene"])
-    quaternions, angles = [], []
-    for joint in range(model.njnt):
-        kind, address = model.jnt_type[joint], int(model.jnt_qposadr[joint])
-        if kind == mujoco.mjtJoint.mjJNT_FREE:
-            quaternions.append(address + 3)
-        elif kind == mujoco.mjtJoint.mjJNT_BALL:
-            quaternions.append(address)
-        elif kind == mujoco.mjtJoint.mjJNT_HINGE and not model.jnt_limited[joint]:
-            angles.append(address)
-    return quaternions, angles
-
-
-def scene_model(name: str):
-    """The MjModel of the registered scene ``name`` (an unknown name is refused in one line, naming the known)."""
-    from teleop.scenes import load
-
-    scene = load(name)
-    try:
-        return scene.model
-    finally:
-        scene.close()
+    layout = info.get("qpos_orientations")
+    if layout is None:
+        try:
+            layout = qpos_orientations(mujoco.MjModel.from_xml_string(info["mjcf"]))
+        except ValueError as error:
+            raise TeleworldError(
+                f"this {info['scene']} store was recorded before stores described their joints, and its MJCF does "
+                f"not compile alone ({str(error).splitlines()[0]}); record it again to read its state from frames"
+            ) from None
+    return list(layout["quaternions"]), list(layout["angles"])
 
 
 def canonical_state(state: np.ndarray | torch.Tensor, quaternions: list[int], angles: list[int]

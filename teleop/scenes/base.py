@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import mujoco
 import numpy as np
 
+from recorder.schema import qpos_orientations
 from teleop.scenes.task import Task
 from teleworld.errors import TeleworldError
 
@@ -297,6 +298,7 @@ class Scene(ABC):
             "physics_timestep": float(self.model.opt.timestep),
             "mujoco_version": mujoco.__version__,
             "mjcf": self.mjcf(),
+            "qpos_orientations": qpos_orientations(self.model),
         }
 
     def body_position(self, body: str) -> np.ndarray:
