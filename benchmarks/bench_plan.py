@@ -201,10 +201,11 @@ def main() -> None:
     print(f"imagination: {batched:,.0f} candidate-steps/s batched vs {single:,.0f} one sequence at a time "
           f"({batched / single:.1f}x)")
     torch.manual_seed(0)
+    state_scorers = {}
     for observe in ("state", "frames"):
         cfg = StateModelConfig(start.spec.proprio_dim, len(start.spec.action_names), 2, observe=observe)
-        state = StateScorer(StateModel(cfg).eval(), start.goal.astype(np.float32), SHAPING["push"],
-                            PlannerConfig().shaping)
+        state = state_scorers[observe] = StateScorer(StateModel(cfg).eval(), start.goal.astype(np.float32),
+                                                     SHAPING["push"], PlannerConfig().shaping)
         state.observe(frame_of(start, torch.device("cpu")), None, torch.from_numpy(start.proprio).float()[None])
         for iterations in (base.iterations, 1):
             cfg = PlannerConfig(**{**base.to_dict(), "iterations": iterations})
@@ -213,8 +214,8 @@ def main() -> None:
             print(f"one replanning step with a state model observing its {observe}, {iterations} iteration(s), "
                   f"1 thread, cpu: p50 {p50:.1f} ms, p99 {np.percentile(ms, 99):.1f} ms, {baseline / p50:.2f}x the "
                   "image model's baseline speed")
-    image_ms, frames_ms = observe_ms(scorer, start, device, args.repeats), observe_ms(state, start, torch.device(
-        "cpu"), args.repeats)
+    image_ms = observe_ms(scorer, start, device, args.repeats)
+    frames_ms = observe_ms(state_scorers["frames"], start, torch.device("cpu"), args.repeats)
     print(f"observing one frame, 1 thread: the image model's posterior step p50 {image_ms:.2f} ms (the baseline), "
           f"the state model's encoder p50 {frames_ms:.2f} ms ({image_ms / frames_ms:.2f}x its speed)")
 

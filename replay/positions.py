@@ -26,6 +26,7 @@ from recorder.windows import episode_starts
 from replay.rollout import WindowBatch
 from replay.scores import FLOOR_METHOD
 from teleop.scenes import load
+from train.state_encoder import spatial_soft_argmax
 
 DETECTOR_VERSION = 1  # bump when the detector or its training changes: older cached detectors are retrained
 TRAIN_FRAMES = 3000  # real training frames the detector sees at most (evenly subsampled)
@@ -112,11 +113,7 @@ class PositionDetector(nn.Module):
 
     def keypoints(self, frames: torch.Tensor) -> torch.Tensor:
         """(N, bodies, 2) expected image coordinates (column, row) in [-1, 1] of each body."""
-        maps = self.heatmaps(frames)
-        n, b, s, _ = maps.shape
-        weights = torch.softmax(maps.flatten(2), -1).view(n, b, s, s)
-        grid = (torch.arange(s, device=frames.device) + 0.5) / s * 2 - 1  # cell centres
-        return torch.stack([(weights.sum(2) * grid).sum(-1), (weights.sum(3) * grid).sum(-1)], -1)
+        return spatial_soft_argmax(self.heatmaps(frames))
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         return torch.einsum("nbf,bfk->nbk", quadratic(self.keypoints(frames)), self.to_world)

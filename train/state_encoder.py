@@ -28,6 +28,15 @@ def mlp(inp: int, hidden: int, out: int, layers: int) -> nn.Sequential:
     return nn.Sequential(*parts, nn.Linear(hidden, out))
 
 
+def spatial_soft_argmax(maps: torch.Tensor) -> torch.Tensor:
+    """Heat-map logits (N, K, S, S) -> (N, K, 2) the expected image coordinates (column, row) in [-1, 1] of each
+    map's softmax over its cells (Levine et al.'s spatial softmax)."""
+    n, k, s, _ = maps.shape
+    weights = torch.softmax(maps.flatten(2), -1).view(n, k, s, s)
+    grid = (torch.arange(s, device=maps.device, dtype=maps.dtype) + 0.5) / s * 2 - 1  # cell centres
+    return torch.stack([(weights.sum(2) * grid).sum(-1), (weights.sum(3) * grid).sum(-1)], -1)
+
+
 class StateEncoder(nn.Module):
     """(frame, previous frame), each (N, 3, S, S) in [0, 1] -> the standardised state (N, P)."""
 
@@ -43,11 +52,7 @@ class StateEncoder(nn.Module):
 
     def keypoints(self, frames: torch.Tensor) -> torch.Tensor:
         """(N, K, 2) expected image coordinates (column, row) in [-1, 1] of each heat map."""
-        maps = self.features(frames * 2 - 1)
-        n, k, s, _ = maps.shape
-        weights = torch.softmax(maps.flatten(2), -1).view(n, k, s, s)
-        grid = (torch.arange(s, device=frames.device, dtype=frames.dtype) + 0.5) / s * 2 - 1
-        return torch.stack([(weights.sum(2) * grid).sum(-1), (weights.sum(3) * grid).sum(-1)], -1)
+        return spatial_soft_argmax(self.features(frames * 2 - 1))
 
     def forward(self, frame: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
         now, before = self.keypoints(torch.cat([frame, previous])).chunk(2)
@@ -89,6 +94,8 @@ def canonical_state(state: np.ndarray | torch.Tensor, quaternions: list[int], an
     """``state`` (..., P) as a camera can read it: each quaternion beginning at ``quaternions`` signed so that
     its w >= 0 (q and -q are one orientation), each angle at ``angles`` wrapped into [-pi, pi) (an unlimited
     hinge looks the same a turn later)."""
+    if not quaternions and not angles:  # a state-observing model: nothing to read differently, nothing copied
+        return state
     xp = np if isinstance(state, np.ndarray) else torch
     state = state.copy() if xp is np else state.clone()
     for start in quaternions:
